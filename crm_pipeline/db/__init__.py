@@ -1,0 +1,1 @@
+"""PostgreSQL layer: schema, migrations, bulk upsert, change log."""

@@ -1,0 +1,256 @@
+"""The source-of-truth schema (SQLAlchemy Core).
+
+Table and column names in DESIGN.md's "Contracts" are relied on by analysts and other apps: keep
+them. Every table has a natural key so that re-running a sync is an idempotent upsert. The
+Alembic migrations under `migrations/` create exactly this; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import UserDefinedType
+
+
+class Xid8(UserDefinedType):
+    """PostgreSQL's 64-bit transaction id type (`xid8`, PostgreSQL 13+), read as text."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw) -> str:
+        return "xid8"
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _timestamps() -> list[Column]:
+    return [
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ]
+
+
+# --- Facebook marketing objects (natural key: Meta's id) -------------------------------------
+
+ad_accounts = Table(
+    "ad_accounts",
+    metadata,
+    Column("id", Text, primary_key=True),  # act_<digits>
+    Column("name", Text),
+    Column("currency", Text),
+    Column("timezone_name", Text),
+    Column("synced_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("account_id", Text, nullable=False, index=True),
+    Column("name", Text),
+    Column("status", Text),
+    Column("objective", Text),
+    Column("created_time", DateTime(timezone=True)),
+    Column("updated_time", DateTime(timezone=True)),
+)
+
+adsets = Table(
+    "adsets",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("account_id", Text, nullable=False, index=True),
+    Column("campaign_id", Text, nullable=False),
+    Column("name", Text),
+    Column("status", Text),
+    Column("created_time", DateTime(timezone=True)),
+    Column("updated_time", DateTime(timezone=True)),
+)
+
+ads = Table(
+    "ads",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("account_id", Text, nullable=False, index=True),
+    Column("campaign_id", Text, nullable=False),
+    Column("adset_id", Text, nullable=False),
+    Column("name", Text),
+    Column("status", Text),
+    Column("created_time", DateTime(timezone=True)),
+    Column("updated_time", DateTime(timezone=True)),
+)
+
+# One row per ad and day. Spend is NUMERIC: Meta sends decimal strings and money is never float.
+ad_insights_daily = Table(
+    "ad_insights_daily",
+    metadata,
+    Column("account_id", Text, nullable=False),
+    Column("campaign_id", Text, nullable=False),
+    Column("adset_id", Text, nullable=False),
+    Column("ad_id", Text, primary_key=True),
+    Column("date", Date, primary_key=True),
+    Column("impressions", BigInteger, nullable=False, server_default=text("0")),
+    Column("clicks", BigInteger, nullable=False, server_default=text("0")),
+    Column("spend", Numeric(18, 4), nullable=False, server_default=text("0")),
+    Column("reach", BigInteger),
+    Column("synced_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_ad_insights_daily_account_id_date", "account_id", "date"),
+    Index("ix_ad_insights_daily_campaign_id_date", "campaign_id", "date"),
+)
+
+# --- CRM core -----------------------------------------------------------------------------------
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("name", Text),
+    Column("email", Text),
+    Column("phone", Text),
+    Column("tier", Text, nullable=False, server_default=text("'standard'")),
+    Column("fb_psid", Text),
+    *_timestamps(),
+    # Natural keys: one customer per email and per Messenger PSID (NULLs allowed, many).
+    UniqueConstraint("email"),
+    UniqueConstraint("fb_psid"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("external_id", Text, nullable=False),  # the shop's order number: the natural key
+    Column(
+        "customer_id",
+        BigInteger,
+        ForeignKey("customers.id", ondelete="RESTRICT"),
+        nullable=False,
+        index=True,
+    ),
+    Column("amount", Numeric(14, 2), nullable=False),
+    Column("currency", Text, nullable=False, server_default=text("'USD'")),
+    Column("status", Text, nullable=False, server_default=text("'paid'")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("external_id"),
+)
+
+leads = Table(
+    "leads",
+    metadata,
+    Column("id", Text, primary_key=True),  # Meta's leadgen id
+    Column("form_id", Text),
+    Column("ad_id", Text),
+    Column("created_time", DateTime(timezone=True)),
+    Column("email", Text),
+    Column("phone", Text),
+    Column("full_name", Text),
+    Column("field_data", JSONB),
+    Column(
+        "customer_id",
+        BigInteger,
+        ForeignKey("customers.id", ondelete="SET NULL"),
+        index=True,
+    ),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", Text, primary_key=True),  # Meta's t_<id>
+    Column("page_id", Text, nullable=False),
+    Column(
+        "customer_id",
+        BigInteger,
+        ForeignKey("customers.id", ondelete="SET NULL"),
+        index=True,
+    ),
+    Column("updated_time", DateTime(timezone=True)),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Text, primary_key=True),  # Meta's message id (mid)
+    Column(
+        "conversation_id",
+        Text,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("from_id", Text),
+    Column("text", Text),
+    Column("created_time", DateTime(timezone=True)),
+)
+
+# --- Plumbing -----------------------------------------------------------------------------------
+
+# Written only by the triggers in migration 0001. `txid` is the writer's transaction id (xid8):
+# readers take rows below the snapshot's xmin, which is safe under out-of-order commits where an
+# auto-increment `id` cursor is not (DESIGN.md invariant 1).
+change_log = Table(
+    "change_log",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("txid", Xid8(), nullable=False, server_default=text("pg_current_xact_id()")),
+    Column("entity", Text, nullable=False),
+    Column("entity_key", Text),
+    Column("op", Text, nullable=False),
+    Column("row_count", Integer, nullable=False, server_default=text("1")),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_change_log_txid", "txid"),
+)
+
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("stream", Text, primary_key=True),
+    Column("scope", Text, primary_key=True),  # e.g. an ad account id or a page id
+    Column("state", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+webhook_inbox = Table(
+    "webhook_inbox",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("source", Text, nullable=False),  # leadgen | messages | ...
+    Column("event_key", Text, nullable=False),  # leadgen_id or message mid: Meta redelivers
+    Column("payload", JSONB, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("processed_at", DateTime(timezone=True)),
+    Column("error", Text),
+    UniqueConstraint("source", "event_key"),
+)
+
+# Tables whose writes are logged row by row (entity_key = the row's key) ...
+ROW_LOGGED_TABLES = ("customers", "orders", "leads", "conversations", "messages")
+# ... and those logged per statement, grouped by a coarse key, so bulk loads write few rows.
+STATEMENT_LOGGED_TABLES = {
+    "ad_insights_daily": "account_id || '/' || date::text",
+    "campaigns": "account_id",
+    "adsets": "account_id",
+    "ads": "account_id",
+}

@@ -1,0 +1,1 @@
+"""Dagster definitions, one folder per domain; `crm_pipeline.definitions` merges them."""

@@ -1,0 +1,1 @@
+"""Analytics domain: pre-computed KPIs in cache/analytics/summary.json."""

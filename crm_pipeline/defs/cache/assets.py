@@ -1,0 +1,114 @@
+"""JSON cache assets: files the UI reads instantly instead of querying the database."""
+
+
+import datetime as dt
+
+import dagster as dg
+from sqlalchemy import text
+
+from crm_pipeline.cachefile import envelope, write_json_atomic
+from crm_pipeline.db.changelog import reflected_watermark
+from crm_pipeline.db.engine import read_snapshot
+from crm_pipeline.defs.crm.assets import ad_insights_daily
+from crm_pipeline.defs.resources import PostgresResource, StorageResource
+
+MARKETING_INSIGHTS_FILE = "marketing/insights.json"
+MARKETING_SCHEMA_VERSION = 1
+
+
+class MarketingCacheConfig(dg.Config):
+    """How many days (ending today, UTC) `marketing/insights.json` covers."""
+
+    lookback_days: int = 30
+
+
+_TOTALS = """
+SELECT coalesce(sum(impressions), 0) AS impressions, coalesce(sum(clicks), 0) AS clicks,
+       coalesce(sum(spend), 0) AS spend, count(DISTINCT ad_id) AS ads,
+       min(date) AS first_date, max(date) AS last_date
+FROM ad_insights_daily WHERE date BETWEEN :since AND :until
+"""
+_BY_DAY = """
+SELECT date, sum(impressions) AS impressions, sum(clicks) AS clicks, sum(spend) AS spend
+FROM ad_insights_daily WHERE date BETWEEN :since AND :until
+GROUP BY date ORDER BY date
+"""
+_BY_CAMPAIGN = """
+SELECT i.account_id, i.campaign_id, c.name AS campaign_name,
+       sum(i.impressions) AS impressions, sum(i.clicks) AS clicks, sum(i.spend) AS spend
+FROM ad_insights_daily i LEFT JOIN campaigns c ON c.id = i.campaign_id
+WHERE i.date BETWEEN :since AND :until
+GROUP BY i.account_id, i.campaign_id, c.name
+ORDER BY sum(i.spend) DESC, i.campaign_id
+"""
+
+
+def _ratios(impressions: int, clicks: int, spend) -> dict:
+    # From the exact totals (spend is a Decimal), rounded so reruns give identical files.
+    return {
+        "ctr": round(clicks / impressions, 6) if impressions else None,
+        "cpc": round(spend / clicks, 4) if clicks else None,
+        "cpm": round(spend * 1000 / impressions, 4) if impressions else None,
+    }
+
+
+def build_marketing_insights(conn, since: dt.date, until: dt.date) -> dict:
+    """The `marketing/insights.json` payload for `[since, until]`, read from `conn`."""
+    params = {"since": since, "until": until}
+    totals = conn.execute(text(_TOTALS), params).one()._asdict()
+    by_day = [
+        {**r._asdict(), "date": r.date.isoformat()}
+        for r in conn.execute(text(_BY_DAY), params)
+    ]
+    by_campaign = [r._asdict() for r in conn.execute(text(_BY_CAMPAIGN), params)]
+    return {
+        "period": {"since": since.isoformat(), "until": until.isoformat()},
+        "totals": {
+            "impressions": totals["impressions"],
+            "clicks": totals["clicks"],
+            "spend": totals["spend"],
+            "ads": totals["ads"],
+            **_ratios(totals["impressions"], totals["clicks"], totals["spend"]),
+        },
+        "by_day": by_day,
+        "by_campaign": by_campaign,
+    }
+
+
+@dg.asset(
+    deps=[ad_insights_daily],
+    group_name="cache",
+    kinds={"json"},
+    owners=["team:data-engineering"],
+    description=(
+        "cache/marketing/insights.json: spend, impressions, clicks and ratios by day and by "
+        "campaign over the last N days, for the UI's marketing page."
+    ),
+)
+def marketing_insights_cache(
+    context: dg.AssetExecutionContext,
+    config: MarketingCacheConfig,
+    postgres: PostgresResource,
+    storage: StorageResource,
+) -> dg.MaterializeResult:
+    """Rebuild the marketing insights cache file from one consistent DB snapshot."""
+    until = dt.datetime.now(dt.UTC).date()
+    since = until - dt.timedelta(days=config.lookback_days - 1)
+    with read_snapshot(postgres.engine()) as conn:
+        payload = build_marketing_insights(conn, since, until)
+        watermark = reflected_watermark(conn)
+    path = storage.cache_path() / MARKETING_INSIGHTS_FILE
+    size = write_json_atomic(
+        path, envelope(payload, watermark=watermark, schema_version=MARKETING_SCHEMA_VERSION)
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "files": 1,
+            "bytes": size,
+            "rows": len(payload["by_day"]),
+            "campaigns": len(payload["by_campaign"]),
+            "spend": float(payload["totals"]["spend"]),
+            "watermark": watermark,
+        }
+    )

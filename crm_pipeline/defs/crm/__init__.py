@@ -1,0 +1,1 @@
+"""CRM domain: the PostgreSQL tables, as assets."""

@@ -1,0 +1,1 @@
+"""Facebook domain: raw Graph API assets, their partitions, the hourly bulk-sync schedule."""

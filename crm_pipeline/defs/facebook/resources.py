@@ -1,0 +1,75 @@
+"""The Graph API resource: a facebook-business SDK client for the configured server.
+
+With no `FB_ACCESS_TOKEN` and no `FB_GRAPH_URL`, each use starts the bundled emulator on an
+ephemeral loopback port, so a fresh clone runs end to end without credentials and without
+ever contacting Meta. The token is read from the environment at run time and never becomes
+Dagster config, so it cannot show up in the UI, run config or metadata.
+"""
+
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import dagster as dg
+
+from crm_pipeline.config import ConfigError, load_settings, parse_account_ids
+from crm_pipeline.facebook.client import GraphClient
+
+# Sent when no token is configured: only our emulator (or a test server) is reachable then.
+PLACEHOLDER_TOKEN = "crm-pipeline-no-token"
+
+
+@dataclass
+class GraphSession:
+    """A client plus the accounts to sync and a printable server name."""
+
+    client: GraphClient
+    account_ids: tuple[str, ...]
+    server: str
+    emulated: bool
+
+
+class GraphApiResource(dg.ConfigurableResource):
+    """Meta Graph API access. Unset fields fall back to the `FB_*` environment variables."""
+
+    graph_url: str | None = None
+    api_version: str | None = None
+    ad_account_ids: str | None = None  # comma-separated act_<digits>
+    page_size: int = 500
+
+    @contextmanager
+    def session(self) -> Iterator[GraphSession]:
+        """Open a client; starts the bundled emulator when nothing is configured."""
+        settings = load_settings()
+        url = self.graph_url or settings.effective_graph_url
+        accounts = parse_account_ids(self.ad_account_ids) or settings.ad_account_ids
+        with ExitStack() as stack:
+            emulated = url is None
+            if emulated:
+                from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+
+                data = EmulatorData()
+                url = stack.enter_context(GraphEmulator(data)).url
+                accounts = accounts or tuple(data.account_ids)
+            if not accounts:
+                raise ConfigError(
+                    "FB_AD_ACCOUNT_IDS is empty: set the ad accounts to sync (act_<digits>, "
+                    "comma-separated) when FB_GRAPH_URL or FB_ACCESS_TOKEN is set"
+                )
+            token = settings.access_token.reveal() if settings.access_token else PLACEHOLDER_TOKEN
+            client = GraphClient(
+                url,
+                token,
+                api_version=self.api_version or settings.api_version,
+                app_secret=settings.app_secret.reveal() if settings.app_secret else None,
+                app_id=settings.app_id,
+            )
+            parts = urlsplit(url)
+            yield GraphSession(
+                client=client,
+                account_ids=accounts,
+                server=f"{parts.scheme}://{parts.netloc}",
+                emulated=emulated,
+            )

@@ -1,0 +1,50 @@
+"""Resources shared by every domain: the source-of-truth database and the local file stores.
+
+Fields left unset fall back to the environment (`crm_pipeline.config`), read when a run or a
+sensor tick uses the resource, not when the code location loads: loading definitions never
+starts a database.
+"""
+
+
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy import Engine
+
+from crm_pipeline.config import load_settings, normalize_database_url, redact_url
+from crm_pipeline.db.engine import get_engine, resolve_database_url
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """The source-of-truth PostgreSQL: `CRM_DATABASE_URL`, or the embedded server by default."""
+
+    database_url: str | None = None
+
+    def url(self) -> str:
+        """The SQLAlchemy URL, starting the embedded server when no URL is configured."""
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return resolve_database_url(load_settings())
+
+    def engine(self) -> Engine:
+        """The pooled engine for this database."""
+        return get_engine(self.url())
+
+    def display_url(self) -> str:
+        """The URL with any password masked, for metadata and logs."""
+        return redact_url(self.url())
+
+
+class StorageResource(dg.ConfigurableResource):
+    """Local folders: raw Parquet (`CRM_DATA_DIR`) and JSON cache files (`CRM_CACHE_DIR`)."""
+
+    data_dir: str | None = None
+    cache_dir: str | None = None
+
+    def data_path(self) -> Path:
+        """Root of the raw landing zone."""
+        return Path(self.data_dir) if self.data_dir else load_settings().data_dir
+
+    def cache_path(self) -> Path:
+        """Root of the JSON cache."""
+        return Path(self.cache_dir) if self.cache_dir else load_settings().cache_dir
