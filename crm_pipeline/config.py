@@ -106,7 +106,7 @@ def normalize_database_url(raw: str, variable: str = "CRM_DATABASE_URL") -> str:
             f"{variable} must point at PostgreSQL (postgresql://...), "
             f"got the '{url.get_backend_name()}' dialect"
         )
-    if url.get_driver_name() != "psycopg":
+    if url.drivername != "postgresql+psycopg":  # the bare scheme means psycopg2 on SA 2.0
         url = url.set(drivername="postgresql+psycopg")
     if not url.database:
         raise ConfigError(f"{variable} must name a database (postgresql://host/dbname)")

@@ -14,6 +14,8 @@ facebook_sync_job = dg.define_asset_job(
     selection=[fb_ad_insights_raw, ad_insights_daily],
     partitions_def=insights_daily_partitions,
     description="Fetch one day of Facebook insights and upsert it into PostgreSQL.",
+    # The instance's run queue (dagster.yaml) limits how many runs call Meta at once.
+    tags={"crm/graph_api": "true"},
 )
 
 

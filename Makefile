@@ -1,0 +1,42 @@
+# The two commands: `make demo` and `make test`. Both create .venv and install on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-db lint format ui clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Full materialisation on embedded defaults (embedded PostgreSQL + bundled Graph API emulator).
+demo: $(STAMP)
+	$(BIN)/crm-pipeline demo
+
+## Whole test suite (embedded PostgreSQL, or CRM_TEST_DATABASE_URL when set).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## Only the PostgreSQL tests (used by .ci/run against the machine's PostgreSQL 15).
+test-db: $(STAMP)
+	$(BIN)/python -m pytest -m db
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## Dagster UI + daemon on the local instance the demo wrote its runs to.
+ui: $(STAMP)
+	DAGSTER_HOME=$(CURDIR)/.crm/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf .crm cache/marketing cache/analytics cache/customers .pytest_cache

@@ -1,0 +1,146 @@
+"""Shared fixtures: a real PostgreSQL (embedded, or CRM_TEST_DATABASE_URL) and the emulator.
+
+Each test session gets its own freshly created and migrated database, dropped at the end.
+When `CRM_TEST_DATABASE_URL` is set and that server cannot be reached, the DB tests fail:
+they are never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from crm_pipeline.config import normalize_database_url
+from crm_pipeline.db import embedded, migrate
+from crm_pipeline.db.engine import dispose_engines, get_engine
+from crm_pipeline.db.schema import metadata
+
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+# Mark every test that uses a database fixture, so `pytest -m db` selects exactly them.
+_DB_FIXTURES = {"pg_server_url", "database_url", "engine", "clean_db", "fresh_database_url"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _DB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)
+
+
+def _libpq(url: str) -> str:
+    """A SQLAlchemy URL as a libpq conninfo for psycopg."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory) -> Iterator[str]:
+    """Admin URL of the server under test (a database on it that we may create others from)."""
+    configured = os.environ.get("CRM_TEST_DATABASE_URL", "").strip()
+    if configured:
+        url = normalize_database_url(configured, "CRM_TEST_DATABASE_URL")
+        try:
+            with psycopg.connect(_libpq(url), connect_timeout=10) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            pytest.fail(f"CRM_TEST_DATABASE_URL is set but unreachable: {exc}", pytrace=False)
+        yield url
+        return
+    server = embedded.start_server(tmp_path_factory.mktemp("embedded") / "pg")
+    yield embedded.server_url(server, "postgres")
+
+
+def _create_database(admin_url: str) -> str:
+    name = f"crm_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_libpq(admin_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(admin_url: str, url: str) -> None:
+    name = make_url(url).database
+    dispose_engines()
+    with psycopg.connect(_libpq(admin_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server_url) -> Iterator[str]:
+    """A new database on the server under test, migrated to head, for this session."""
+    url = _create_database(pg_server_url)
+    migrate.upgrade(url)
+    yield url
+    _drop_database(pg_server_url, url)
+
+
+@pytest.fixture
+def fresh_database_url(pg_server_url) -> Iterator[str]:
+    """An empty, never-migrated database (for migration tests)."""
+    url = _create_database(pg_server_url)
+    yield url
+    _drop_database(pg_server_url, url)
+
+
+@pytest.fixture(scope="session")
+def engine(database_url) -> Engine:
+    """The pooled engine of the session database."""
+    return get_engine(database_url)
+
+
+@pytest.fixture
+def clean_db(engine) -> Engine:
+    """The session database with every table emptied (and the change log too)."""
+    tables = ", ".join(t.name for t in metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        conn.execute(text("TRUNCATE change_log RESTART IDENTITY"))
+    return engine
+
+
+@pytest.fixture
+def emulator():
+    """The bundled Graph API emulator on an ephemeral loopback port."""
+    from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+
+    with GraphEmulator(EmulatorData()) as server:
+        yield server
+
+
+@pytest.fixture
+def dirs(tmp_path) -> dict[str, Path]:
+    """Empty raw-data and cache folders for one test."""
+    paths = {"data": tmp_path / "data", "cache": tmp_path / "cache"}
+    for path in paths.values():
+        path.mkdir()
+    return paths
+
+
+_OUR_VARIABLES = (
+    "CRM_DATABASE_URL",
+    "CRM_CACHE_DIR",
+    "CRM_DATA_DIR",
+    "FB_GRAPH_URL",
+    "FB_API_VERSION",
+    "FB_ACCESS_TOKEN",
+    "FB_APP_SECRET",
+    "FB_APP_ID",
+    "FB_AD_ACCOUNT_IDS",
+    "FB_PAGE_ID",
+    "FB_WEBHOOK_VERIFY_TOKEN",
+    "DAGSTER_PG_URL",
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch):
+    """Tests never pick up the developer's credentials or database from the shell."""
+    for name in _OUR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
