@@ -1,0 +1,222 @@
+"""Deterministic fake Meta marketing data for the Graph API emulator.
+
+Everything here is a pure function of the seed: no wall clock, no global random state. Object
+structure (accounts, campaigns, ad sets, ads) is drawn once from ``random.Random(seed)``; daily
+insight numbers are derived from a hash of ``(seed, ad_id, date)`` so that any date range can be
+asked for, in any order, and the same day always yields the same row.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import random
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+__all__ = ["EmulatorData", "normalize_account_id"]
+
+_ACCOUNT_NUMBERS = ("1001", "1002")
+_PAGE_ID = "2001"
+_CAMPAIGNS_PER_ACCOUNT = 2
+_ADSETS_PER_CAMPAIGN = 2
+_ADS_PER_ADSET = 3
+
+# Distinct id ranges per object type keep ids unique across types and easy to eyeball in logs.
+_CAMPAIGN_ID_BASE = 23850000000000000
+_ADSET_ID_BASE = 23851000000000000
+_AD_ID_BASE = 23852000000000000
+
+# Fixed creation epoch: object timestamps must not depend on when the emulator runs.
+_EPOCH = datetime(2026, 1, 5, 10, 0, 0, tzinfo=UTC)
+
+_OBJECTIVES = ("OUTCOME_TRAFFIC", "OUTCOME_SALES", "OUTCOME_LEADS", "OUTCOME_AWARENESS")
+_THEMES = ("Spring Sale", "Brand Lift", "Retargeting", "Lead Magnet", "New Arrivals", "Webinar")
+_AUDIENCES = ("Lookalike 1%", "Interests", "Broad", "Website Visitors", "Engaged Users")
+_CREATIVES = ("Carousel", "Video 15s", "Static Image", "Collection", "Story")
+
+
+def normalize_account_id(account_id: str) -> str:
+    """Return ``account_id`` in Graph node form (``act_<digits>``), accepting bare digits too."""
+    account_id = str(account_id)
+    return account_id if account_id.startswith("act_") else f"act_{account_id}"
+
+
+def _graph_time(moment: datetime) -> str:
+    """Format a timestamp the way the Graph API does (``2026-01-05T10:00:00+0000``)."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class EmulatorData:
+    """Seeded fake ad accounts with campaigns, ad sets, ads and daily ad-level insights.
+
+    Identical seeds give identical output; the object lists and insight rows are returned as fresh
+    copies so callers may mutate them freely.
+    """
+
+    def __init__(self, seed: int = 7) -> None:
+        self.seed = seed
+        self._campaigns: dict[str, list[dict]] = {}
+        self._adsets: dict[str, list[dict]] = {}
+        self._ads: dict[str, list[dict]] = {}
+        self._build()
+
+    # -- structure -------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        rng = random.Random(self.seed)
+        counters = {"campaign": 0, "adset": 0, "ad": 0}
+
+        def next_id(kind: str, base: int) -> str:
+            counters[kind] += 1
+            return str(base + counters[kind])
+
+        def stamps() -> tuple[str, str]:
+            created = _EPOCH + timedelta(minutes=rng.randrange(0, 60 * 24 * 3))
+            updated = created + timedelta(minutes=rng.randrange(0, 60 * 24 * 7))
+            return _graph_time(created), _graph_time(updated)
+
+        for number in _ACCOUNT_NUMBERS:
+            act = f"act_{number}"
+            campaigns, adsets, ads = [], [], []
+            for c in range(1, _CAMPAIGNS_PER_ACCOUNT + 1):
+                created, updated = stamps()
+                campaign_status = "ACTIVE" if rng.random() < 0.8 else "PAUSED"
+                campaign = {
+                    "id": next_id("campaign", _CAMPAIGN_ID_BASE),
+                    "account_id": number,  # Meta returns bare digits here, without "act_".
+                    "name": f"{rng.choice(_THEMES)} {c} ({number})",
+                    "status": campaign_status,
+                    "effective_status": campaign_status,
+                    "objective": rng.choice(_OBJECTIVES),
+                    "created_time": created,
+                    "updated_time": updated,
+                }
+                campaigns.append(campaign)
+                for s in range(1, _ADSETS_PER_CAMPAIGN + 1):
+                    created, updated = stamps()
+                    adset_status = "ACTIVE" if rng.random() < 0.8 else "PAUSED"
+                    adset = {
+                        "id": next_id("adset", _ADSET_ID_BASE),
+                        "account_id": number,
+                        "campaign_id": campaign["id"],
+                        "name": f"{rng.choice(_AUDIENCES)} {c}.{s}",
+                        "status": adset_status,
+                        "effective_status": _effective(adset_status, campaign_status, "CAMPAIGN"),
+                        # Budgets are minor currency units, as strings, like the Graph API.
+                        "daily_budget": str(rng.randrange(20, 200) * 100),
+                        "created_time": created,
+                        "updated_time": updated,
+                    }
+                    adsets.append(adset)
+                    for a in range(1, _ADS_PER_ADSET + 1):
+                        created, updated = stamps()
+                        ad_status = "ACTIVE" if rng.random() < 0.85 else "PAUSED"
+                        parent_status = adset["effective_status"]
+                        ads.append(
+                            {
+                                "id": next_id("ad", _AD_ID_BASE),
+                                "account_id": number,
+                                "campaign_id": campaign["id"],
+                                "adset_id": adset["id"],
+                                "name": f"{rng.choice(_CREATIVES)} {c}.{s}.{a}",
+                                "status": ad_status,
+                                "effective_status": _effective(ad_status, parent_status, "ADSET"),
+                                "created_time": created,
+                                "updated_time": updated,
+                            }
+                        )
+            self._campaigns[act] = campaigns
+            self._adsets[act] = adsets
+            self._ads[act] = ads
+
+    # -- public accessors ------------------------------------------------------------------------
+
+    @property
+    def account_ids(self) -> list[str]:
+        """Ad account node ids, e.g. ``['act_1001', 'act_1002']``."""
+        return list(self._campaigns)
+
+    @property
+    def page_id(self) -> str:
+        """The Facebook Page id the accounts advertise for."""
+        return _PAGE_ID
+
+    def has_account(self, account_id: str) -> bool:
+        """Whether ``account_id`` (``act_…`` or bare digits) exists in this data set."""
+        return normalize_account_id(account_id) in self._campaigns
+
+    def campaigns(self, account_id: str) -> list[dict]:
+        """Campaign objects of one account, ordered by id. Raises KeyError for unknown accounts."""
+        return copy.deepcopy(self._campaigns[normalize_account_id(account_id)])
+
+    def adsets(self, account_id: str) -> list[dict]:
+        """Ad set objects of one account, ordered by id. Raises KeyError for unknown accounts."""
+        return copy.deepcopy(self._adsets[normalize_account_id(account_id)])
+
+    def ads(self, account_id: str) -> list[dict]:
+        """Ad objects of one account, ordered by id. Raises KeyError for unknown accounts."""
+        return copy.deepcopy(self._ads[normalize_account_id(account_id)])
+
+    def insights(self, account_id: str, since: date, until: date) -> list[dict]:
+        """Ad-level daily insight rows for ``since..until`` inclusive, in Graph wire format.
+
+        One row per ad per day, sorted by date then ad id. Counts are integer strings and spend a
+        two-decimal string, exactly as the Graph API returns them. Raises KeyError for unknown
+        accounts; returns ``[]`` when ``since > until``.
+        """
+        ads = self._ads[normalize_account_id(account_id)]
+        rows = []
+        day = since
+        while day <= until:
+            for ad in ads:  # ads are stored in ascending id order already
+                rows.append(self._insight_row(ad, day))
+            day += timedelta(days=1)
+        return rows
+
+    # -- insight numbers -------------------------------------------------------------------------
+
+    def _stream(self, *parts: object) -> random.Random:
+        """A private RNG keyed by the seed and ``parts`` (stable across processes and runs)."""
+        key = ":".join(str(p) for p in (self.seed, *parts)).encode()
+        return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
+
+    def _insight_row(self, ad: dict, day: date) -> dict:
+        # Per-ad traits stay fixed across days so each ad has a recognisable profile.
+        traits = self._stream("ad", ad["id"])
+        base_impressions = traits.randrange(400, 6000)
+        ctr = traits.uniform(0.004, 0.035)
+        cpm = traits.uniform(4.0, 22.0)
+        reach_ratio = traits.uniform(0.55, 0.95)
+
+        daily = self._stream("day", ad["id"], day.isoformat())
+        weekend = 0.8 if day.weekday() >= 5 else 1.0
+        impressions = max(1, int(base_impressions * weekend * daily.uniform(0.6, 1.4)))
+        clicks = min(impressions, int(impressions * ctr * daily.uniform(0.7, 1.3)))
+        reach = min(impressions, max(1, int(impressions * reach_ratio * daily.uniform(0.9, 1.0))))
+        spend = Decimal(impressions * cpm * daily.uniform(0.85, 1.15) / 1000).quantize(
+            Decimal("0.01"), rounding=ROUND_HALF_UP
+        )
+        stamp = day.isoformat()
+        return {
+            "account_id": ad["account_id"],
+            "campaign_id": ad["campaign_id"],
+            "adset_id": ad["adset_id"],
+            "ad_id": ad["id"],
+            "date_start": stamp,
+            "date_stop": stamp,
+            "impressions": str(impressions),
+            "clicks": str(clicks),
+            "spend": f"{spend:.2f}",
+            "reach": str(reach),
+        }
+
+
+def _effective(own_status: str, parent_effective: str, parent_kind: str) -> str:
+    """Meta reports a paused parent through the child's effective_status (e.g. CAMPAIGN_PAUSED)."""
+    if own_status != "ACTIVE":
+        return own_status
+    if parent_effective == "PAUSED":
+        return f"{parent_kind}_PAUSED"
+    # ACTIVE, or a grandparent's pause (CAMPAIGN_PAUSED) that already propagated to the parent.
+    return parent_effective

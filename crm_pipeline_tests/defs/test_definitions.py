@@ -1,0 +1,60 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from crm_pipeline.definitions import defs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_definitions_are_loadable():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_graph_shape_kinds_schedule_and_sensor():
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {
+        "fb_ad_insights_raw",
+        "ad_insights_daily",
+        "marketing_insights_cache",
+        "analytics_summary",
+        "customers",
+        "orders",
+    } <= keys
+
+    kinds = set()
+    for spec in defs.resolve_all_asset_specs():
+        assert spec.description, f"{spec.key} has no description"
+        assert spec.group_name, f"{spec.key} has no group"
+        kinds |= set(spec.kinds)
+    assert {"facebook", "parquet", "postgres", "json"} <= kinds
+
+    upstream = lambda name: {  # noqa: E731
+        k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys
+    }
+    assert upstream("ad_insights_daily") == {"fb_ad_insights_raw"}
+    assert "ad_insights_daily" in upstream("marketing_insights_cache")
+    assert {"marketing_insights_cache", "customers", "orders"} <= upstream("analytics_summary")
+
+    schedules = list(defs.schedules)
+    assert len(schedules) == 1
+    assert schedules[0].cron_schedule == "0 * * * *"
+    assert schedules[0].default_status == dg.DefaultScheduleStatus.RUNNING
+    sensors = list(defs.sensors)
+    assert sensors and all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors)
+
+
+def test_dagster_cli_validates_the_workspace():
+    dagster = Path(sys.executable).with_name("dagster")
+    result = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful" in result.stdout + result.stderr
