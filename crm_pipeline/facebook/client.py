@@ -100,6 +100,18 @@ class GraphApiError(RuntimeError):
         self.error_type = error_type
         self.fbtrace_id = fbtrace_id
 
+    @property
+    def retryable(self) -> bool:
+        """Worth another try later: Meta says transient, a 5xx, or the generic codes 1 and 2.
+
+        An invalid token (190), a permission error (10, 200-299) or a bad request is not.
+        """
+        return (
+            self.is_transient
+            or (self.http_status is not None and self.http_status >= 500)
+            or self.code in (1, 2)
+        )
+
 
 class GraphClient:
     """Read ad-account data through the facebook-business SDK.

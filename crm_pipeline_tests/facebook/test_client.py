@@ -186,3 +186,13 @@ def test_error_text_copied_from_the_sdk_is_redacted(emulator, token, app_secret)
     assert "[REDACTED]" in str(error)
     for secret in (secret_token, quote(secret_token, safe=""), app_secret):
         assert secret not in str(error)
+
+
+def test_retryable_classification():
+    from crm_pipeline.facebook.client import GraphApiError
+
+    assert not GraphApiError("bad token", code=190, http_status=400).retryable
+    assert not GraphApiError("no permission", code=200, http_status=403).retryable
+    assert GraphApiError("unknown", code=1, http_status=500).retryable
+    assert GraphApiError("gateway", http_status=502).retryable
+    assert GraphApiError("throttled", code=17, http_status=400, is_transient=True).retryable

@@ -10,7 +10,7 @@ from crm_pipeline import lake
 from crm_pipeline.defs.facebook.partitions import insights_daily_partitions
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import StorageResource
-from crm_pipeline.facebook.client import INSIGHT_FIELDS
+from crm_pipeline.facebook.client import INSIGHT_FIELDS, GraphApiError
 
 INSIGHTS_STREAM = "fb_ad_insights"
 
@@ -38,12 +38,18 @@ def fb_ad_insights_raw(
     rows: list[dict] = []
     per_account: dict[str, int] = {}
     with graph_api.session() as graph:
-        for account_id in graph.account_ids:
-            before = len(rows)
-            rows.extend(
-                graph.client.iter_insights(account_id, day, day, limit=graph_api.page_size)
-            )
-            per_account[account_id] = len(rows) - before
+        try:
+            for account_id in graph.account_ids:
+                before = len(rows)
+                rows.extend(
+                    graph.client.iter_insights(account_id, day, day, limit=graph_api.page_size)
+                )
+                per_account[account_id] = len(rows) - before
+        except GraphApiError as exc:
+            if exc.retryable:
+                raise  # the RetryPolicy tries again
+            # An invalid token (190) or a permission error will not heal by retrying: fail now.
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
         calls = graph.client.calls
         server = graph.server
     table = pa.Table.from_pylist(rows, schema=RAW_INSIGHTS_SCHEMA)

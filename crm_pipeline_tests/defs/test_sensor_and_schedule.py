@@ -1,0 +1,73 @@
+import datetime as dt
+import json
+
+import dagster as dg
+from sqlalchemy import text
+
+from crm_pipeline.db import schema
+from crm_pipeline.db.upsert import bulk_upsert
+from crm_pipeline.defs.cache.sensors import change_log_sensor
+from crm_pipeline.defs.facebook.schedules import hourly_facebook_sync
+from crm_pipeline.defs.resources import PostgresResource
+
+SUMMARY = dg.AssetKey("analytics_summary")
+MARKETING = dg.AssetKey("marketing_insights_cache")
+
+
+def _tick(database_url, cursor=None):
+    with dg.build_sensor_context(
+        cursor=cursor, resources={"postgres": PostgresResource(database_url=database_url)}
+    ) as context:
+        result = change_log_sensor(context)
+    return result
+
+
+def test_sensor_requests_exactly_the_assets_a_change_affects(clean_db, database_url):
+    first = _tick(database_url)
+    assert not first.run_requests  # empty change log: nothing to do
+    cursor = first.cursor
+
+    with clean_db.begin() as conn:
+        conn.execute(text("INSERT INTO customers (email, tier) VALUES ('s@x.io', 'gold')"))
+    second = _tick(database_url, cursor)
+    assert len(second.run_requests) == 1
+    assert second.run_requests[0].asset_selection == [SUMMARY]
+
+    third = _tick(database_url, second.cursor)  # the same change is not delivered twice
+    assert not third.run_requests
+    assert third.cursor == second.cursor
+
+    with clean_db.begin() as conn:
+        bulk_upsert(
+            conn,
+            schema.ad_insights_daily,
+            [{"account_id": "1", "campaign_id": "c", "adset_id": "s", "ad_id": "a",
+              "date": "2026-05-01", "spend": "3.10"}],
+        )
+    fourth = _tick(database_url, third.cursor)
+    assert set(fourth.run_requests[0].asset_selection) == {SUMMARY, MARKETING}
+    assert json.loads(fourth.cursor)["upto"]
+    run_keys = {second.run_requests[0].run_key, fourth.run_requests[0].run_key}
+    assert len(run_keys) == 2
+
+
+def test_sensor_ignores_tables_no_cache_reads(clean_db, database_url):
+    cursor = _tick(database_url).cursor
+    with clean_db.begin() as conn:
+        conn.execute(text("INSERT INTO sync_state (stream, scope) VALUES ('x', 'y')"))
+        conn.execute(
+            text("INSERT INTO conversations (id, page_id) VALUES ('t_1', '2001')")
+        )
+    assert not _tick(database_url, cursor).run_requests
+
+
+def test_hourly_schedule_refreshes_yesterday_and_today():
+    when = dt.datetime(2026, 11, 24, 13, 0, tzinfo=dt.UTC)
+    context = dg.build_schedule_context(scheduled_execution_time=when)
+    requests = list(hourly_facebook_sync(context))
+    assert [r.partition_key for r in requests] == ["2026-11-23", "2026-11-24"]
+    assert len({r.run_key for r in requests}) == 2
+    later = dg.build_schedule_context(scheduled_execution_time=when + dt.timedelta(hours=1))
+    assert {r.run_key for r in hourly_facebook_sync(later)}.isdisjoint(
+        {r.run_key for r in requests}
+    )

@@ -1,0 +1,74 @@
+"""The `crm-pipeline` command, run as a user runs it: a subprocess with environment variables."""
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+
+CLI = str(Path(sys.executable).with_name("crm-pipeline"))
+TOKEN = "EAAB-test-token-never-printed-42"
+
+
+def _run(args, env, cwd):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "FB_", "DAGSTER_"))}
+    return subprocess.run(
+        [CLI, *args], env={**base, **env}, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture
+def cli_env(database_url, tmp_path):
+    return {
+        "CRM_DATABASE_URL": database_url,
+        "CRM_DATA_DIR": str(tmp_path / "data"),
+        "CRM_CACHE_DIR": str(tmp_path / "cache"),
+    }
+
+
+def test_sync_facebook_against_a_graph_server_with_a_token(clean_db, cli_env, tmp_path):
+    day = dt.date(2026, 6, 1)
+    with GraphEmulator(EmulatorData(), expected_token=TOKEN) as server:
+        env = {**cli_env, "FB_GRAPH_URL": server.url, "FB_ACCESS_TOKEN": TOKEN,
+               "FB_AD_ACCOUNT_IDS": "act_1001"}
+        result = _run(["sync", "facebook", "--since", "2026-06-01", "--until", "2026-06-02"],
+                      env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+    expected = len(EmulatorData().insights("act_1001", day, day + dt.timedelta(days=1)))
+    with clean_db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM ad_insights_daily")).scalar_one() == expected
+    assert (tmp_path / "cache" / "analytics" / "summary.json").exists()
+    assert (tmp_path / "data" / "dagster").is_dir()  # runs recorded on a real local instance
+
+
+def test_invalid_token_fails_the_run_without_printing_it(clean_db, cli_env, tmp_path):
+    with GraphEmulator(EmulatorData(), expected_token="the-right-one") as server:
+        env = {**cli_env, "FB_GRAPH_URL": server.url, "FB_ACCESS_TOKEN": TOKEN,
+               "FB_AD_ACCOUNT_IDS": "act_1001"}
+        result = _run(["sync", "facebook", "--since", "2026-06-01", "--until", "2026-06-01"],
+                      env, tmp_path)
+    assert result.returncode != 0
+    assert "190" in result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+    with clean_db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM ad_insights_daily")).scalar_one() == 0
+
+
+def test_bad_configuration_is_one_clear_line(tmp_path):
+    result = _run(["db", "upgrade"], {"CRM_DATABASE_URL": f"mysql://u:{TOKEN}@h/db"}, tmp_path)
+    assert result.returncode == 2
+    assert "CRM_DATABASE_URL must point at PostgreSQL" in result.stderr
+    assert TOKEN not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_db_upgrade_reports_the_revision(database_url, tmp_path):
+    result = _run(["db", "upgrade"], {"CRM_DATABASE_URL": database_url}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "revision 0001" in result.stdout
