@@ -90,7 +90,8 @@ crm-pipeline demo: done.
   database        {redact_url(url)} (migrated to {revision})
   customers       {crm["customers"]}, orders {crm["orders"]} (demo seed)
   insights        {report.insight_rows} rows for {keys[0]}..{keys[-1]} from {source}
-                  ({report.inserted} inserted, {report.updated} updated, {report.api_calls} API calls);
+                  ({report.inserted} inserted, {report.updated} updated,
+                  {report.api_calls} Graph API calls);
                   ad_insights_daily now holds {insight_rows} rows
   raw parquet     {settings.data_dir / "raw" / "fb_ad_insights"}/
   cache files     {report.cache_files["marketing_insights_cache"]}

@@ -35,6 +35,7 @@ def read_parquet(path: Path) -> pa.Table:
     """Read a raw partition; a clear error when it was never landed."""
     if not path.exists():
         raise FileNotFoundError(
-            f"raw partition {path} does not exist: materialise its raw asset for this partition first"
+            f"raw partition {path} does not exist: "
+            "materialise its raw asset for this partition first"
         )
     return pq.read_table(path)

@@ -23,7 +23,6 @@ from crm_pipeline.defs.facebook.assets import fb_ad_insights_raw
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
-
 # Event-level DEBUG lines belong in the UI's run view, not on the terminal.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 

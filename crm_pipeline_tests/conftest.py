@@ -69,7 +69,9 @@ def _drop_database(admin_url: str, url: str) -> None:
     name = make_url(url).database
     dispose_engines()
     with psycopg.connect(_libpq(admin_url), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture(scope="session")

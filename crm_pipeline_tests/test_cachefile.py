@@ -34,7 +34,9 @@ def test_readers_never_see_a_torn_file(tmp_path):
     threads = [threading.Thread(target=reader) for _ in range(3)]
     for t in threads:
         t.start()
-    for i in range(300):  # large, changing documents make a torn read likely if writes were not atomic
+    for i in range(
+        300
+    ):  # large, changing documents make a torn read likely if writes were not atomic
         write_json_atomic(path, {"n": i, "pad": "x" * (50_000 + i * 97)})
     stop.set()
     for t in threads:

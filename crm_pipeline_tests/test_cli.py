@@ -34,10 +34,15 @@ def cli_env(database_url, tmp_path):
 def test_sync_facebook_against_a_graph_server_with_a_token(clean_db, cli_env, tmp_path):
     day = dt.date(2026, 6, 1)
     with GraphEmulator(EmulatorData(), expected_token=TOKEN) as server:
-        env = {**cli_env, "FB_GRAPH_URL": server.url, "FB_ACCESS_TOKEN": TOKEN,
-               "FB_AD_ACCOUNT_IDS": "act_1001"}
-        result = _run(["sync", "facebook", "--since", "2026-06-01", "--until", "2026-06-02"],
-                      env, tmp_path)
+        env = {
+            **cli_env,
+            "FB_GRAPH_URL": server.url,
+            "FB_ACCESS_TOKEN": TOKEN,
+            "FB_AD_ACCOUNT_IDS": "act_1001",
+        }
+        result = _run(
+            ["sync", "facebook", "--since", "2026-06-01", "--until", "2026-06-02"], env, tmp_path
+        )
     assert result.returncode == 0, result.stderr
     assert TOKEN not in result.stdout + result.stderr
     expected = len(EmulatorData().insights("act_1001", day, day + dt.timedelta(days=1)))
@@ -49,10 +54,15 @@ def test_sync_facebook_against_a_graph_server_with_a_token(clean_db, cli_env, tm
 
 def test_invalid_token_fails_the_run_without_printing_it(clean_db, cli_env, tmp_path):
     with GraphEmulator(EmulatorData(), expected_token="the-right-one") as server:
-        env = {**cli_env, "FB_GRAPH_URL": server.url, "FB_ACCESS_TOKEN": TOKEN,
-               "FB_AD_ACCOUNT_IDS": "act_1001"}
-        result = _run(["sync", "facebook", "--since", "2026-06-01", "--until", "2026-06-01"],
-                      env, tmp_path)
+        env = {
+            **cli_env,
+            "FB_GRAPH_URL": server.url,
+            "FB_ACCESS_TOKEN": TOKEN,
+            "FB_AD_ACCOUNT_IDS": "act_1001",
+        }
+        result = _run(
+            ["sync", "facebook", "--since", "2026-06-01", "--until", "2026-06-01"], env, tmp_path
+        )
     assert result.returncode != 0
     assert "190" in result.stderr
     assert TOKEN not in result.stdout + result.stderr

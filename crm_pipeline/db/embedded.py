@@ -41,7 +41,9 @@ def server_url(server, database: str) -> str:
 def ensure_database(admin_conninfo: str, database: str) -> None:
     """Create `database` unless it exists; safe when several processes race to create it."""
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
         if exists:
             return
         try:

@@ -48,7 +48,10 @@ def read_snapshot(engine: Engine) -> Iterator[Connection]:
     Cache builders read through this so a file never mixes data from before and after a write,
     and the change-log watermark they record matches exactly what they read.
     """
-    with engine.connect().execution_options(
-        isolation_level="REPEATABLE READ", postgresql_readonly=True
-    ) as conn, conn.begin():
+    with (
+        engine.connect().execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        ) as conn,
+        conn.begin(),
+    ):
         yield conn

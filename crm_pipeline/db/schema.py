@@ -36,6 +36,7 @@ class Xid8(UserDefinedType):
     def get_col_spec(self, **kw) -> str:
         return "xid8"
 
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -87,7 +87,8 @@ def bulk_upsert(
     with raw.cursor() as cur:
         cur.execute(
             sql.SQL(
-                "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA"
+                "CREATE TEMP TABLE {stage} ON COMMIT DROP"
+                " AS SELECT {cols} FROM {target} WITH NO DATA"
             ).format(stage=stage, cols=cols, target=target)
         )
         with cur.copy(
@@ -103,10 +104,12 @@ def bulk_upsert(
                 sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updatable
             )
             changed = sql.SQL("({old}) IS DISTINCT FROM ({new})").format(
-                old=sql.SQL(", ").join(sql.SQL("{t}.{c}").format(t=target, c=sql.Identifier(c))
-                                       for c in updatable),
-                new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{c}").format(c=sql.Identifier(c))
-                                       for c in updatable),
+                old=sql.SQL(", ").join(
+                    sql.SQL("{t}.{c}").format(t=target, c=sql.Identifier(c)) for c in updatable
+                ),
+                new=sql.SQL(", ").join(
+                    sql.SQL("EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updatable
+                ),
             )
             on_conflict = sql.SQL("DO UPDATE SET {a} WHERE {w}").format(a=assignments, w=changed)
         else:

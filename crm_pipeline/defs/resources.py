@@ -5,7 +5,6 @@ sensor tick uses the resource, not when the code location loads: loading definit
 starts a database.
 """
 
-
 from pathlib import Path
 
 import dagster as dg

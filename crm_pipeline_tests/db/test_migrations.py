@@ -9,12 +9,30 @@ from crm_pipeline.db.schema import metadata
 CONTRACT_COLUMNS = {
     "customers": {"id", "name", "email", "phone", "tier", "fb_psid", "created_at", "updated_at"},
     "orders": {"id", "customer_id", "amount", "currency", "status", "created_at"},
-    "leads": {"id", "form_id", "ad_id", "created_time", "email", "phone", "full_name",
-              "field_data", "customer_id"},
+    "leads": {
+        "id",
+        "form_id",
+        "ad_id",
+        "created_time",
+        "email",
+        "phone",
+        "full_name",
+        "field_data",
+        "customer_id",
+    },
     "conversations": {"id", "page_id", "customer_id", "updated_time"},
     "messages": {"id", "conversation_id", "from_id", "text", "created_time"},
-    "ad_insights_daily": {"account_id", "campaign_id", "adset_id", "ad_id", "date",
-                          "impressions", "clicks", "spend", "reach"},
+    "ad_insights_daily": {
+        "account_id",
+        "campaign_id",
+        "adset_id",
+        "ad_id",
+        "date",
+        "impressions",
+        "clicks",
+        "spend",
+        "reach",
+    },
     "change_log": set(),
     "webhook_inbox": set(),
     "sync_state": set(),
@@ -32,10 +50,17 @@ def test_upgrade_creates_exactly_the_declared_schema(fresh_database_url):
             assert columns <= actual, f"{table} lacks {columns - actual}"
         spend = next(c for c in inspector.get_columns("ad_insights_daily") if c["name"] == "spend")
         assert "NUMERIC" in str(spend["type"]).upper()
-        assert str(conn.execute(text(
-            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
-            " WHERE attrelid = 'change_log'::regclass AND attname = 'txid'"
-        )).scalar_one()) == "xid8"
+        assert (
+            str(
+                conn.execute(
+                    text(
+                        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                        " WHERE attrelid = 'change_log'::regclass AND attname = 'txid'"
+                    )
+                ).scalar_one()
+            )
+            == "xid8"
+        )
     assert diffs == []
 
 

@@ -67,8 +67,12 @@ def test_duplicate_keys_in_one_load_keep_the_last(clean_db):
 def test_nulls_and_empty_strings_survive_copy(clean_db):
     rows = [
         {"name": "", "email": "a@example.com", "phone": None, "tier": "gold"},
-        {"name": 'Quote "Q" O\'Neil, Jr.\nline2', "email": "b@example.com", "phone": "+1",
-         "tier": "bronze"},
+        {
+            "name": 'Quote "Q" O\'Neil, Jr.\nline2',
+            "email": "b@example.com",
+            "phone": "+1",
+            "tier": "bronze",
+        },
     ]
     with clean_db.begin() as conn:
         bulk_upsert(conn, schema.customers, rows, key=["email"])
@@ -79,13 +83,11 @@ def test_nulls_and_empty_strings_survive_copy(clean_db):
 def test_bad_input_stores_nothing_and_says_why(clean_db):
     with clean_db.begin() as conn:
         bulk_upsert(conn, schema.ad_insights_daily, [_insight(1, 0)])
-    with pytest.raises(ValueError, match="no column"):
-        with clean_db.begin() as conn:
-            bulk_upsert(conn, schema.ad_insights_daily, [{**_insight(2, 0), "bogus": 1}])
-    with pytest.raises(Exception, match="invalid input syntax"):
-        with clean_db.begin() as conn:
-            bulk_upsert(
-                conn, schema.ad_insights_daily, [_insight(3, 0), _insight(4, 0, spend="abc")]
-            )
+    with pytest.raises(ValueError, match="no column"), clean_db.begin() as conn:
+        bulk_upsert(conn, schema.ad_insights_daily, [{**_insight(2, 0), "bogus": 1}])
+    with pytest.raises(Exception, match="invalid input syntax"), clean_db.begin() as conn:
+        bulk_upsert(
+            conn, schema.ad_insights_daily, [_insight(3, 0), _insight(4, 0, spend="abc")]
+        )
     with clean_db.connect() as conn:
         assert conn.execute(text("SELECT ad_id FROM ad_insights_daily")).scalars().all() == ["ad1"]

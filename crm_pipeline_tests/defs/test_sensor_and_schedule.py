@@ -41,8 +41,16 @@ def test_sensor_requests_exactly_the_assets_a_change_affects(clean_db, database_
         bulk_upsert(
             conn,
             schema.ad_insights_daily,
-            [{"account_id": "1", "campaign_id": "c", "adset_id": "s", "ad_id": "a",
-              "date": "2026-05-01", "spend": "3.10"}],
+            [
+                {
+                    "account_id": "1",
+                    "campaign_id": "c",
+                    "adset_id": "s",
+                    "ad_id": "a",
+                    "date": "2026-05-01",
+                    "spend": "3.10",
+                }
+            ],
         )
     fourth = _tick(database_url, third.cursor)
     assert set(fourth.run_requests[0].asset_selection) == {SUMMARY, MARKETING}
@@ -55,9 +63,7 @@ def test_sensor_ignores_tables_no_cache_reads(clean_db, database_url):
     cursor = _tick(database_url).cursor
     with clean_db.begin() as conn:
         conn.execute(text("INSERT INTO sync_state (stream, scope) VALUES ('x', 'y')"))
-        conn.execute(
-            text("INSERT INTO conversations (id, page_id) VALUES ('t_1', '2001')")
-        )
+        conn.execute(text("INSERT INTO conversations (id, page_id) VALUES ('t_1', '2001')"))
     assert not _tick(database_url, cursor).run_requests
 
 

@@ -1,6 +1,5 @@
 """The analytics summary: KPIs pre-computed for analysts and the UI."""
 
-
 import datetime as dt
 
 import dagster as dg

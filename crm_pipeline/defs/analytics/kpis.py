@@ -46,7 +46,9 @@ def compute_summary(conn: Connection, today: dt.date) -> dict:
             # Totals across currencies only make sense with one currency; by_currency is exact.
             "total": total if len(revenue) <= 1 else None,
             "orders": orders,
-            "average_order_value": round(total / orders, 2) if orders and len(revenue) <= 1 else None,
+            "average_order_value": round(total / orders, 2)
+            if orders and len(revenue) <= 1
+            else None,
             "last_30_days": revenue[0].last_30_days if len(revenue) == 1 else None,
             "by_currency": [r._asdict() for r in revenue],
         },

@@ -5,7 +5,6 @@ are written by the API, other apps and people with psql, not by Dagster: they ar
 external assets so that lineage shows what the caches and the summary are built from.
 """
 
-
 import dagster as dg
 import pyarrow.compute as pc
 

@@ -1,6 +1,5 @@
 """Raw Facebook assets: what the Graph API returned, landed as Parquet before any DB write."""
 
-
 import datetime as dt
 
 import dagster as dg

@@ -6,7 +6,6 @@ ever contacting Meta. The token is read from the environment at run time and nev
 Dagster config, so it cannot show up in the UI, run config or metadata.
 """
 
-
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass

@@ -1,6 +1,5 @@
 """The hourly bulk sync: today's and yesterday's insights partitions, every hour."""
 
-
 import datetime as dt
 
 import dagster as dg

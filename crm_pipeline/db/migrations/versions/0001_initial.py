@@ -161,9 +161,7 @@ def upgrade() -> None:
     op.create_table(
         "change_log",
         sa.Column("id", sa.BigInteger, sa.Identity(always=True)),
-        sa.Column(
-            "txid", Xid8(), nullable=False, server_default=sa.text("pg_current_xact_id()")
-        ),
+        sa.Column("txid", Xid8(), nullable=False, server_default=sa.text("pg_current_xact_id()")),
         sa.Column("entity", sa.Text, nullable=False),
         sa.Column("entity_key", sa.Text),
         sa.Column("op", sa.Text, nullable=False),
