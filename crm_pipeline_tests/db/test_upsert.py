@@ -86,8 +86,6 @@ def test_bad_input_stores_nothing_and_says_why(clean_db):
     with pytest.raises(ValueError, match="no column"), clean_db.begin() as conn:
         bulk_upsert(conn, schema.ad_insights_daily, [{**_insight(2, 0), "bogus": 1}])
     with pytest.raises(Exception, match="invalid input syntax"), clean_db.begin() as conn:
-        bulk_upsert(
-            conn, schema.ad_insights_daily, [_insight(3, 0), _insight(4, 0, spend="abc")]
-        )
+        bulk_upsert(conn, schema.ad_insights_daily, [_insight(3, 0), _insight(4, 0, spend="abc")])
     with clean_db.connect() as conn:
         assert conn.execute(text("SELECT ad_id FROM ad_insights_daily")).scalars().all() == ["ad1"]
