@@ -25,6 +25,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.types import UserDefinedType
 
 
@@ -35,6 +36,10 @@ class Xid8(UserDefinedType):
 
     def get_col_spec(self, **kw) -> str:
         return "xid8"
+
+
+# Teach reflection the type too, so schema comparisons (tests, autogenerate) see it.
+postgresql_base.ischema_names.setdefault("xid8", Xid8)
 
 
 metadata = MetaData(
