@@ -4,11 +4,9 @@ import datetime as dt
 
 import dagster as dg
 
-from crm_pipeline.cachefile import envelope, write_json_atomic
-from crm_pipeline.db.changelog import reflected_watermark
-from crm_pipeline.db.engine import read_snapshot
 from crm_pipeline.defs.analytics.kpis import compute_summary
 from crm_pipeline.defs.cache.assets import marketing_insights_cache
+from crm_pipeline.defs.cache.publish import publish_from_snapshot
 from crm_pipeline.defs.crm.assets import ad_insights_daily, customers, orders
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
@@ -32,21 +30,18 @@ def analytics_summary(
 ) -> dg.MaterializeResult:
     """Recompute the KPIs and write summary.json atomically."""
     today = dt.datetime.now(dt.UTC).date()
-    with read_snapshot(postgres.engine()) as conn:
-        summary = compute_summary(conn, today)
-        watermark = reflected_watermark(conn)
-    path = storage.cache_path() / SUMMARY_FILE
-    size = write_json_atomic(
-        path, envelope(summary, watermark=watermark, schema_version=SUMMARY_SCHEMA_VERSION)
+    published = publish_from_snapshot(
+        postgres,
+        storage,
+        SUMMARY_FILE,
+        SUMMARY_SCHEMA_VERSION,
+        lambda conn: compute_summary(conn, today),
     )
+    summary = published.payload
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(path)),
-            "files": 1,
-            "bytes": size,
-            "customers": summary["customers"]["total"],
-            "orders": summary["revenue"]["orders"],
-            "ad_spend_total": float(summary["ad_spend"]["total"]),
-            "watermark": watermark,
-        }
+        metadata=published.metadata(
+            customers=summary["customers"]["total"],
+            orders=summary["revenue"]["orders"],
+            ad_spend_total=float(summary["ad_spend"]["total"]),
+        )
     )

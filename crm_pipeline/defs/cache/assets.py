@@ -6,9 +6,7 @@ import datetime as dt
 import dagster as dg
 from sqlalchemy import text
 
-from crm_pipeline.cachefile import envelope, write_json_atomic
-from crm_pipeline.db.changelog import reflected_watermark
-from crm_pipeline.db.engine import read_snapshot
+from crm_pipeline.defs.cache.publish import publish_from_snapshot
 from crm_pipeline.defs.crm.assets import ad_insights_daily
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
@@ -94,21 +92,18 @@ def marketing_insights_cache(
     """Rebuild the marketing insights cache file from one consistent DB snapshot."""
     until = dt.datetime.now(dt.UTC).date()
     since = until - dt.timedelta(days=config.lookback_days - 1)
-    with read_snapshot(postgres.engine()) as conn:
-        payload = build_marketing_insights(conn, since, until)
-        watermark = reflected_watermark(conn)
-    path = storage.cache_path() / MARKETING_INSIGHTS_FILE
-    size = write_json_atomic(
-        path, envelope(payload, watermark=watermark, schema_version=MARKETING_SCHEMA_VERSION)
+    published = publish_from_snapshot(
+        postgres,
+        storage,
+        MARKETING_INSIGHTS_FILE,
+        MARKETING_SCHEMA_VERSION,
+        lambda conn: build_marketing_insights(conn, since, until),
     )
+    payload = published.payload
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(path)),
-            "files": 1,
-            "bytes": size,
-            "rows": len(payload["by_day"]),
-            "campaigns": len(payload["by_campaign"]),
-            "spend": float(payload["totals"]["spend"]),
-            "watermark": watermark,
-        }
+        metadata=published.metadata(
+            rows=len(payload["by_day"]),
+            campaigns=len(payload["by_campaign"]),
+            spend=float(payload["totals"]["spend"]),
+        )
     )
