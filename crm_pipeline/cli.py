@@ -41,18 +41,22 @@ def _sync_facebook(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     days = orchestrate.days_between(args.since, args.until)
-    migrate.upgrade(resolve_database_url(settings))
+    url = resolve_database_url(settings)
+    migrate.upgrade(url)
     instance = orchestrate.local_instance(settings)
     with orchestrate.graph_resource(settings) as graph_api:
         report = orchestrate.sync_facebook(
             days,
             resources=orchestrate.standard_resources(settings, graph_api),
             instance=instance,
+            database_url=url,
             refresh_caches=not args.no_cache,
         )
+    resumed = f", resumed past {report.resumed} finished account-days" if report.resumed else ""
     print(
         f"synced {len(days)} day(s) {days[0]}..{days[-1]}: {report.insight_rows} insight rows "
         f"({report.inserted} inserted, {report.updated} updated) in {report.api_calls} API calls"
+        f"{resumed}"
     )
     for name, path in report.cache_files.items():
         print(f"  {name}: {path}")

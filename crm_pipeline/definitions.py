@@ -11,10 +11,27 @@ import dagster as dg
 from crm_pipeline.defs.analytics.assets import analytics_summary
 from crm_pipeline.defs.cache.assets import marketing_insights_cache
 from crm_pipeline.defs.cache.sensors import change_log_sensor
-from crm_pipeline.defs.crm.assets import ad_insights_daily, customers, orders
-from crm_pipeline.defs.facebook.assets import fb_ad_insights_raw
+from crm_pipeline.defs.crm.assets import (
+    ad_insights_daily,
+    ad_objects,
+    conversations_and_messages,
+    customers,
+    leads,
+    orders,
+)
+from crm_pipeline.defs.facebook.assets import (
+    fb_ad_insights_raw,
+    fb_ad_objects_raw,
+    fb_conversations_raw,
+    fb_leads_raw,
+)
 from crm_pipeline.defs.facebook.resources import GraphApiResource
-from crm_pipeline.defs.facebook.schedules import facebook_sync_job, hourly_facebook_sync
+from crm_pipeline.defs.facebook.schedules import (
+    daily_attribution_resync,
+    facebook_insights_job,
+    facebook_streams_job,
+    hourly_facebook_sync,
+)
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
 
@@ -28,9 +45,13 @@ def default_resources() -> dict:
 
 
 facebook = dg.Definitions(
-    assets=[fb_ad_insights_raw], jobs=[facebook_sync_job], schedules=[hourly_facebook_sync]
+    assets=[fb_ad_insights_raw, fb_ad_objects_raw, fb_leads_raw, fb_conversations_raw],
+    jobs=[facebook_insights_job, facebook_streams_job],
+    schedules=[hourly_facebook_sync, daily_attribution_resync],
 )
-crm = dg.Definitions(assets=[ad_insights_daily, customers, orders])
+crm = dg.Definitions(
+    assets=[ad_insights_daily, ad_objects, leads, conversations_and_messages, customers, orders]
+)
 cache = dg.Definitions(assets=[marketing_insights_cache], sensors=[change_log_sensor])
 analytics = dg.Definitions(assets=[analytics_summary])
 

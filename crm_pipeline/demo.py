@@ -79,9 +79,18 @@ def run_demo(days: int = 7) -> int:
     instance = orchestrate.local_instance(settings)
     with orchestrate.graph_resource(settings) as graph_api:
         resources = orchestrate.standard_resources(settings, graph_api)
-        report = orchestrate.sync_facebook(keys, resources=resources, instance=instance)
+        report = orchestrate.sync_facebook(
+            keys, resources=resources, instance=instance, database_url=url
+        )
     with get_engine(url).connect() as conn:
-        insight_rows = conn.execute(text("SELECT count(*) FROM ad_insights_daily")).scalar_one()
+        counts = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM ad_insights_daily), (SELECT count(*) FROM ads),"
+                " (SELECT count(*) FROM leads), (SELECT count(*) FROM conversations),"
+                " (SELECT count(*) FROM messages)"
+            )
+        ).one()
+    insight_rows, ads, leads, chats, messages = counts
 
     source = "the bundled Graph API emulator" if settings.uses_emulator else "the Graph API"
     print(
@@ -90,9 +99,9 @@ crm-pipeline demo: done.
   database        {redact_url(url)} (migrated to {revision})
   customers       {crm["customers"]}, orders {crm["orders"]} (demo seed)
   insights        {report.insight_rows} rows for {keys[0]}..{keys[-1]} from {source}
-                  ({report.inserted} inserted, {report.updated} updated,
-                  {report.api_calls} Graph API calls);
+                  ({report.inserted} new, {report.updated} updated; {report.api_calls} API calls)
                   ad_insights_daily now holds {insight_rows} rows
+  facebook        {ads} ads, {leads} Lead Ads leads, {chats} conversations with {messages} messages
   raw parquet     {settings.data_dir / "raw" / "fb_ad_insights"}/
   cache files     {report.cache_files["marketing_insights_cache"]}
                   {report.cache_files["analytics_summary"]}

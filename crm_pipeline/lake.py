@@ -39,3 +39,25 @@ def read_parquet(path: Path) -> pa.Table:
             "materialise its raw asset for this partition first"
         )
     return pq.read_table(path)
+
+
+def quarantine_path(data_dir: Path, stream: str, partition: str) -> Path:
+    """Where malformed rows of one raw partition are kept for inspection."""
+    return Path(data_dir) / "quarantine" / stream / partition / "rows.parquet"
+
+
+def write_quarantine(data_dir: Path, stream: str, partition: str, bad: list[dict]) -> Path | None:
+    """Keep malformed rows (reason + the record as JSON); remove a stale file when none."""
+    import orjson
+
+    path = quarantine_path(data_dir, stream, partition)
+    if not bad:
+        path.unlink(missing_ok=True)
+        return None
+    table = pa.table(
+        {
+            "reason": [b["reason"] for b in bad],
+            "record": [orjson.dumps(b["record"], default=str).decode() for b in bad],
+        }
+    )
+    return write_parquet_atomic(table, path)

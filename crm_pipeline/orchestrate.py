@@ -16,13 +16,19 @@ from pathlib import Path
 import dagster as dg
 
 from crm_pipeline.config import Settings
+from crm_pipeline.db.engine import get_engine
+from crm_pipeline.db.schema import sync_state
+from crm_pipeline.db.sync_state import get_state, put_state
 from crm_pipeline.defs.analytics.assets import analytics_summary
 from crm_pipeline.defs.cache.assets import marketing_insights_cache
 from crm_pipeline.defs.crm.assets import ad_insights_daily
 from crm_pipeline.defs.facebook.assets import fb_ad_insights_raw
+from crm_pipeline.defs.facebook.partitions import configured_account_ids, insights_partition_key
 from crm_pipeline.defs.facebook.resources import GraphApiResource
+from crm_pipeline.defs.facebook.schedules import STREAM_ASSETS
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
+CHECKPOINT_STREAM = "cli_insights_sync"
 # Event-level DEBUG lines belong in the UI's run view, not on the terminal.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -40,6 +46,7 @@ class SyncReport:
     inserted: int = 0
     updated: int = 0
     api_calls: int = 0
+    resumed: int = 0  # account-days skipped because a previous run had finished them
     cache_files: dict[str, str] = field(default_factory=dict)
 
 
@@ -68,7 +75,9 @@ def graph_resource(settings: Settings) -> Iterator[GraphApiResource]:
             data = EmulatorData()
             emulator = stack.enter_context(GraphEmulator(data))
             yield GraphApiResource(
-                graph_url=emulator.url, ad_account_ids=",".join(data.account_ids)
+                graph_url=emulator.url,
+                ad_account_ids=",".join(data.account_ids),
+                page_id=data.page_id,
             )
         else:
             yield GraphApiResource()
@@ -77,7 +86,7 @@ def graph_resource(settings: Settings) -> Iterator[GraphApiResource]:
 def _check(result: dg.ExecuteInProcessResult, what: str) -> dg.ExecuteInProcessResult:
     if not result.success:
         failures = [
-            f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+            f"{e.step_key}: {_root_message(e.event_specific_data.error)}"
             for e in result.all_events
             if e.is_step_failure and e.event_specific_data and e.event_specific_data.error
         ]
@@ -85,9 +94,17 @@ def _check(result: dg.ExecuteInProcessResult, what: str) -> dg.ExecuteInProcessR
     return result
 
 
+def _root_message(error) -> str:
+    """The innermost cause of a step failure: the error the user can act on."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error.message.strip()
+
+
 def _metadata(result: dg.ExecuteInProcessResult, asset: dg.AssetsDefinition) -> dict:
+    """Metadata of the asset's (first) materialisation in `result`."""
     events = result.asset_materializations_for_node(asset.op.name)
-    return {k: v.value for k, v in events[-1].metadata.items()} if events else {}
+    return {k: v.value for k, v in events[0].metadata.items()} if events else {}
 
 
 def days_between(since: dt.date, until: dt.date) -> list[str]:
@@ -102,32 +119,71 @@ def sync_facebook(
     *,
     resources: dict,
     instance: dg.DagsterInstance,
+    database_url: str,
     refresh_caches: bool = True,
 ) -> SyncReport:
-    """Materialise the Facebook raw and DB assets for each day, then the caches once."""
+    """The incremental streams once, insights per account-day, then the caches once.
+
+    Finished account-days are checkpointed in `sync_state` under this range: when a run ends
+    early (a rate-limit wait past the budget, a crash), the same command resumes where it
+    stopped without fetching the finished days again. The checkpoint is cleared at the end.
+    """
     report = SyncReport(days=days)
+    accounts = configured_account_ids()
+    scope = f"{days[0]}..{days[-1]}|{','.join(accounts)}"
+    engine = get_engine(database_url)
+    with engine.connect() as conn:
+        done = set(get_state(conn, CHECKPOINT_STREAM, scope).get("done", []))
+    report.resumed = len(done)
+
+    result = _run(STREAM_ASSETS, None, resources, instance, "facebook streams sync")
+    for asset in STREAM_ASSETS:
+        report.api_calls += _metadata(result, asset).get("api_calls", 0)
     for day in days:
-        result = _check(
-            dg.materialize(
+        for account in accounts:
+            key = insights_partition_key(account, day)
+            if str(key) in done:
+                continue
+            result = _run(
                 [fb_ad_insights_raw, ad_insights_daily],
-                partition_key=day,
-                resources=resources,
-                instance=instance,
-                tags={"crm/trigger": "cli"},
-                run_config=_QUIET,
-                raise_on_error=False,
-            ),
-            f"facebook sync for {day}",
+                key,
+                resources,
+                instance,
+                f"insights sync for {account} {day}",
+            )
+            raw = _metadata(result, fb_ad_insights_raw)
+            db = _metadata(result, ad_insights_daily)
+            report.api_calls += raw.get("api_calls", 0)
+            report.insight_rows += db.get("rows", 0)
+            report.inserted += db.get("inserted", 0)
+            report.updated += db.get("updated", 0)
+            done.add(str(key))
+            with engine.begin() as conn:
+                put_state(conn, CHECKPOINT_STREAM, scope, {"done": sorted(done)})
+    with engine.begin() as conn:
+        conn.execute(
+            sync_state.delete().where(
+                sync_state.c.stream == CHECKPOINT_STREAM, sync_state.c.scope == scope
+            )
         )
-        raw = _metadata(result, fb_ad_insights_raw)
-        db = _metadata(result, ad_insights_daily)
-        report.api_calls += raw.get("api_calls", 0)
-        report.insight_rows += db.get("rows", 0)
-        report.inserted += db.get("inserted", 0)
-        report.updated += db.get("updated", 0)
     if refresh_caches:
         report.cache_files = refresh_cache_files(resources=resources, instance=instance)
     return report
+
+
+def _run(assets, partition_key, resources, instance, what: str) -> dg.ExecuteInProcessResult:
+    return _check(
+        dg.materialize(
+            assets,
+            partition_key=partition_key,
+            resources=resources,
+            instance=instance,
+            tags={"crm/trigger": "cli"},
+            run_config=_QUIET,
+            raise_on_error=False,
+        ),
+        what,
+    )
 
 
 def refresh_cache_files(*, resources: dict, instance: dg.DagsterInstance) -> dict[str, str]:

@@ -122,6 +122,8 @@ ad_insights_daily = Table(
     Column("spend", Numeric(18, 4), nullable=False, server_default=text("0")),
     Column("reach", BigInteger),
     Column("synced_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actions", JSONB),  # Meta's actions list, kept whole
+    Column("leads", BigInteger, nullable=False, server_default=text("0")),  # from actions
     Index("ix_ad_insights_daily_account_id_date", "account_id", "date"),
     Index("ix_ad_insights_daily_campaign_id_date", "campaign_id", "date"),
 )
@@ -179,6 +181,9 @@ leads = Table(
         ForeignKey("customers.id", ondelete="SET NULL"),
         index=True,
     ),
+    Column("page_id", Text),
+    Column("campaign_id", Text),
+    Index("ix_leads_created_time", "created_time"),
 )
 
 conversations = Table(
@@ -193,6 +198,7 @@ conversations = Table(
         index=True,
     ),
     Column("updated_time", DateTime(timezone=True)),
+    Column("psid", Text, index=True),  # the customer's page-scoped id in this conversation
 )
 
 messages = Table(
@@ -208,7 +214,7 @@ messages = Table(
     ),
     Column("from_id", Text),
     Column("text", Text),
-    Column("created_time", DateTime(timezone=True)),
+    Column("created_time", DateTime(timezone=True), index=True),
 )
 
 # --- Plumbing -----------------------------------------------------------------------------------

@@ -66,6 +66,8 @@ def bulk_upsert(
     holds a key twice, the last occurrence wins.
     """
     data = _as_arrow(rows)
+    if data.num_rows == 0:
+        return UpsertResult(0, 0, 0)
     key = list(key or [c.name for c in table.primary_key.columns])
     columns = list(data.column_names)
     unknown = [c for c in columns if c not in table.c]
@@ -74,8 +76,6 @@ def bulk_upsert(
     missing_key = [c for c in key if c not in columns]
     if missing_key:
         raise ValueError(f"upsert into {table.name} needs key column(s) {', '.join(missing_key)}")
-    if data.num_rows == 0:
-        return UpsertResult(0, 0, 0)
 
     stage = sql.Identifier(f"_stage_{table.name}_{next(_stage_names)}")
     target = sql.Identifier(table.name)

@@ -8,8 +8,12 @@ clients (for example one against Meta and one against the local emulator) can co
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date
+from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
@@ -17,14 +21,28 @@ from facebook_business.adobjects.adaccount import AdAccount
 from facebook_business.api import FacebookAdsApi, FacebookSession
 from facebook_business.exceptions import FacebookRequestError
 
+from crm_pipeline.facebook.errors import GraphApiError, RateLimitBudgetExceeded
+from crm_pipeline.facebook.governor import (
+    PERMISSION_CODES,
+    TOKEN_CODES,
+    GovernorRegistry,
+    GovernorRouter,
+    GovernorSettings,
+    RateLimitGovernor,
+)
+
 __all__ = [
     "AD_FIELDS",
     "ADSET_FIELDS",
     "CAMPAIGN_FIELDS",
     "INSIGHT_FIELDS",
+    "GovernedAdsApi",
     "GraphApiError",
     "GraphClient",
+    "RateLimitBudgetExceeded",
 ]
+
+T = TypeVar("T")
 
 INSIGHT_FIELDS = (
     "account_id",
@@ -37,6 +55,7 @@ INSIGHT_FIELDS = (
     "clicks",
     "spend",
     "reach",
+    "actions",  # kept whole; lead counts are extracted from it
 )
 CAMPAIGN_FIELDS = (
     "id",
@@ -72,52 +91,67 @@ _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _REDACTED = "[REDACTED]"
 
 
-class GraphApiError(RuntimeError):
-    """A failed Graph API call.
+class GovernedAdsApi(FacebookAdsApi):
+    """A ``FacebookAdsApi`` whose every HTTP request goes through a rate-limit governor.
 
-    Attributes mirror Meta's error body: ``code``, ``subcode``, ``error_type``, ``fbtrace_id`` and
-    ``is_transient``; ``http_status`` is None when no HTTP response was received (connection
-    errors, which are reported as transient). The message never contains the access token or the
-    app secret.
+    ``call`` is the single funnel of the SDK: node reads, edge cursors (including
+    ``Cursor.load_next_page``), report-run creation and polls, batches. ``route(path)`` picks the
+    governor (and the stats ledger) of each request. ``attempts`` counts HTTP requests actually
+    sent, retries included.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: int | None = None,
-        subcode: int | None = None,
-        http_status: int | None = None,
-        is_transient: bool = False,
-        error_type: str | None = None,
-        fbtrace_id: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.subcode = subcode
-        self.http_status = http_status
-        self.is_transient = is_transient
-        self.error_type = error_type
-        self.fbtrace_id = fbtrace_id
+    def __init__(self, session, api_version, route) -> None:
+        super().__init__(session, api_version)
+        self._route = route
+        self._attempts = 0
+        self._attempts_lock = threading.Lock()
 
     @property
-    def retryable(self) -> bool:
-        """Worth another try later: Meta says transient, a 5xx, or the generic codes 1 and 2.
+    def attempts(self) -> int:
+        with self._attempts_lock:
+            return self._attempts
 
-        An invalid token (190), a permission error (10, 200-299) or a bad request is not.
-        """
-        return (
-            self.is_transient
-            or (self.http_status is not None and self.http_status >= 500)
-            or self.code in (1, 2)
-        )
+    def get_num_requests_attempted(self) -> int:
+        return self.attempts
+
+    def call(
+        self,
+        method,
+        path,
+        params=None,
+        headers=None,
+        files=None,
+        url_override=None,
+        api_version=None,
+    ):
+        governor, ledger = self._route(path)
+        # The same dict the caller (e.g. an SDK Cursor) holds: a reduced `limit` sticks to it.
+        params = params if params is not None else {}
+        parent = super()
+
+        def send():
+            with self._attempts_lock:
+                self._attempts += 1
+            return parent.call(method, path, params, headers, files, url_override, api_version)
+
+        return governor.call(send, params=params, ledger=ledger)
 
 
 class GraphClient:
-    """Read ad-account data through the facebook-business SDK.
+    """Read ad-account data through the facebook-business SDK, under a rate-limit governor.
 
     ``graph_url`` replaces the SDK's ``https://graph.facebook.com`` (point it at the emulator's
     ``url`` in tests and demos). ``api_version`` defaults to the SDK's own version.
+
+    ``governor`` decides how calls are paced and retried:
+
+    - None (the default): each call goes to the process-wide governor of the ad account it is
+      billed to (:func:`~crm_pipeline.facebook.governor.governor_for`), so every client calling
+      an account shares its usage and throttle state; settings come from
+      :meth:`GovernorSettings.from_env`, the wait budget and :attr:`governor`'s ``stats`` are
+      this client's own;
+    - a :class:`GovernorRegistry`: the same, with that registry's governors (tests);
+    - a :class:`RateLimitGovernor`: every call of this client goes through that one governor.
     """
 
     def __init__(
@@ -129,6 +163,7 @@ class GraphClient:
         app_secret: str | None = None,
         app_id: str | None = None,
         timeout: float = 60,
+        governor: RateLimitGovernor | GovernorRegistry | None = None,
     ) -> None:
         if api_version is not None and not _API_VERSION.match(api_version):
             raise ValueError(f"api_version must look like 'v19.0', got {api_version!r}")
@@ -143,9 +178,20 @@ class GraphClient:
         if urlsplit(session.GRAPH).hostname in _LOOPBACK_HOSTS:
             # Never route local (emulator) traffic through a proxy taken from the environment.
             session.requests.trust_env = False
+
+        if isinstance(governor, RateLimitGovernor):
+            self._governor: RateLimitGovernor | GovernorRouter = governor
+            route = lambda path: (governor, None)  # noqa: E731 - one governor for every call
+        else:
+            router = GovernorRouter(governor, GovernorSettings.from_env())
+            self._governor = router
+            route = router.route
+        self._sleep: Callable[[float], None] = getattr(self._governor, "sleep", time.sleep)
+        self._clock: Callable[[], float] = getattr(self._governor, "clock", time.monotonic)
         # Built directly rather than via FacebookAdsApi.init(): init() would install a process-wide
         # default API and, unless told otherwise, enable the SDK's crash reporter.
-        self._api = FacebookAdsApi(session, api_version)
+        self._api = GovernedAdsApi(session, api_version, route)
+        self.async_stats = None  # AsyncReportStats of every iter_insights_async, once used
 
     @property
     def api_version(self) -> str:
@@ -153,9 +199,23 @@ class GraphClient:
         return self._api.get_api_version()
 
     @property
+    def api(self) -> FacebookAdsApi:
+        """The governed SDK API object, for SDK node/edge objects (``Page(id, api=...)``)."""
+        return self._api
+
+    @property
+    def governor(self) -> RateLimitGovernor | GovernorRouter:
+        """The governor (or, by default, the router to the per-account governors) in use.
+
+        Its ``stats`` (:class:`~crm_pipeline.facebook.governor.GovernorStats`) count calls,
+        retries, throttle waits, waited seconds, page-size reductions and the highest usage.
+        """
+        return self._governor
+
+    @property
     def calls(self) -> int:
-        """How many HTTP calls this client has attempted so far (failed ones included)."""
-        return self._api.get_num_requests_attempted()
+        """How many HTTP calls this client has made so far (retried and failed ones included)."""
+        return self._api.attempts
 
     def iter_insights(
         self,
@@ -170,23 +230,49 @@ class GraphClient:
 
         Values keep Meta's wire types: counts and spend are strings.
         """
-        params = {
-            "level": "ad",
-            # The SDK types time_increment as a string ("1", "monthly", "all_days"); both an int
-            # and a str go out as "1" on the wire, the str simply matches the declared type.
-            "time_increment": "1",
-            "time_range": {"since": since.isoformat(), "until": until.isoformat()},
-            "limit": limit,
-        }
-        account = self._account(account_id)
-        yield from self._iterate(lambda: account.get_insights(fields=list(fields), params=params))
+        params = self.insight_params(since, until, limit=limit)
+        account = self.account(account_id)
+        yield from self.iterate(lambda: account.get_insights(fields=list(fields), params=params))
+
+    def iter_insights_async(
+        self,
+        account_id: str,
+        since: date,
+        until: date,
+        *,
+        fields: Iterable[str] = INSIGHT_FIELDS,
+        limit: int = 500,
+        max_in_flight: int = 3,
+        job_retries: int = 2,
+        job_timeout_seconds: float = 3600.0,
+    ):
+        """Like :meth:`iter_insights`, through async report runs (Meta's advice for big ranges).
+
+        A failed or skipped job is retried ``job_retries`` times, then split (campaigns, ad
+        sets, ads, then date halves); at most ``max_in_flight`` jobs are unfinished at once.
+        Returns an iterator of rows (deduplicated on ``(ad_id, date_start)``) whose ``stats``
+        (:class:`~crm_pipeline.facebook.async_reports.AsyncReportStats`) describe the jobs.
+        """
+        from crm_pipeline.facebook.async_reports import AsyncInsightsRun
+
+        return AsyncInsightsRun(
+            self,
+            account_id,
+            since,
+            until,
+            fields=tuple(fields),
+            limit=limit,
+            max_in_flight=max_in_flight,
+            job_retries=job_retries,
+            job_timeout_seconds=job_timeout_seconds,
+        )
 
     def iter_campaigns(
         self, account_id: str, *, fields: Iterable[str] = CAMPAIGN_FIELDS, limit: int = 200
     ) -> Iterator[dict]:
         """Yield the account's campaigns as plain dicts."""
-        account = self._account(account_id)
-        yield from self._iterate(
+        account = self.account(account_id)
+        yield from self.iterate(
             lambda: account.get_campaigns(fields=list(fields), params={"limit": limit})
         )
 
@@ -194,8 +280,8 @@ class GraphClient:
         self, account_id: str, *, fields: Iterable[str] = ADSET_FIELDS, limit: int = 200
     ) -> Iterator[dict]:
         """Yield the account's ad sets as plain dicts."""
-        account = self._account(account_id)
-        yield from self._iterate(
+        account = self.account(account_id)
+        yield from self.iterate(
             lambda: account.get_ad_sets(fields=list(fields), params={"limit": limit})
         )
 
@@ -203,35 +289,74 @@ class GraphClient:
         self, account_id: str, *, fields: Iterable[str] = AD_FIELDS, limit: int = 200
     ) -> Iterator[dict]:
         """Yield the account's ads as plain dicts."""
-        account = self._account(account_id)
-        yield from self._iterate(
+        account = self.account(account_id)
+        yield from self.iterate(
             lambda: account.get_ads(fields=list(fields), params={"limit": limit})
         )
 
-    # -- internals -------------------------------------------------------------------------------
+    # -- building blocks for other readers (streams, async report runs) --------------------------
 
-    def _account(self, account_id: str) -> AdAccount:
+    @staticmethod
+    def insight_params(since: date, until: date, *, limit: int | None = None) -> dict[str, Any]:
+        """The parameters of a daily, ad-level insights read for ``since..until``."""
+        params: dict[str, Any] = {
+            "level": "ad",
+            # The SDK types time_increment as a string ("1", "monthly", "all_days"); both an int
+            # and a str go out as "1" on the wire, the str simply matches the declared type.
+            "time_increment": "1",
+            "time_range": {"since": since.isoformat(), "until": until.isoformat()},
+        }
+        if limit is not None:
+            params["limit"] = limit
+        return params
+
+    def account(self, account_id: str) -> AdAccount:
+        """The SDK ``AdAccount`` (``act_<digits>``; bare digits accepted) bound to this client."""
         account_id = str(account_id)
         node = account_id if account_id.startswith("act_") else f"act_{account_id}"
         return AdAccount(node, api=self._api)
 
-    def _iterate(self, fetch) -> Iterator[dict]:
+    def iterate(self, fetch: Callable[[], Iterable[Any]]) -> Iterator[dict]:
         """Run an SDK edge read and page through its cursor, translating SDK errors.
 
         The first page is fetched by ``fetch()``; later pages are fetched lazily by the cursor as
-        iteration proceeds, so both are inside the ``try``.
+        iteration proceeds, so both are inside the error translation.
         """
-        try:
+        with self.translate_errors():
             for obj in fetch():
                 yield obj.export_all_data()
+
+    def request(self, fn: Callable[[], T]) -> T:
+        """Run one SDK call (e.g. a node read), translating its errors like :meth:`iterate`."""
+        with self.translate_errors():
+            return fn()
+
+    @contextmanager
+    def translate_errors(self) -> Iterator[None]:
+        """Turn SDK and requests errors into redacted :class:`GraphApiError`s."""
+        try:
+            yield
         except FacebookRequestError as exc:
             raise self._wrap(exc) from None
         except requests.RequestException as exc:
             # requests' messages include the request URL, and with it the access token.
+            retries = getattr(exc, "governor_retries", None)
+            after = f" (gave up after {retries} retries)" if retries else ""
             raise GraphApiError(
-                self._redact(f"Graph API request failed: {type(exc).__name__}: {exc}"),
+                self._redact(f"Graph API request failed: {type(exc).__name__}: {exc}{after}"),
                 is_transient=True,
             ) from None
+
+    def bind_node(self, node_id: str, account_id: str) -> None:
+        """Bill later calls on ``node_id`` (a report run) to ``account_id``'s governor."""
+        if isinstance(self._governor, GovernorRouter):
+            self._governor.bind(node_id, account_id)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    # Kept for callers of the pre-governor API.
+    _account = account
+    _iterate = iterate
 
     def _wrap(self, exc: FacebookRequestError) -> GraphApiError:
         # Built from the structured fields only: the SDK's str() includes request params.
@@ -241,9 +366,27 @@ class GraphClient:
         message = exc.api_error_message() or exc.get_message() or "Graph API error"
         code = exc.api_error_code()
         subcode = exc.api_error_subcode()
-        detail = f"code={code}" + (f", subcode={subcode}" if subcode is not None else "")
+        detail = f"HTTP {status}, code={code}" + (
+            f", subcode={subcode}" if subcode is not None else ""
+        )
+        if code in TOKEN_CODES:
+            text = (
+                f"Graph API rejected the access token ({detail}): {message}. "
+                "Check FB_ACCESS_TOKEN: it is invalid, expired or revoked."
+            )
+        elif code in PERMISSION_CODES:
+            text = (
+                f"Graph API denied permission ({detail}): {message}. The access token lacks a "
+                "permission (e.g. ads_read, leads_retrieval, pages_read_engagement) or access "
+                "to this object; check the app's permissions and FB_AD_ACCOUNT_IDS/FB_PAGE_ID."
+            )
+        else:
+            text = f"Graph API error ({detail}): {message}"
+        retries = getattr(exc, "governor_retries", None)
+        if retries:
+            text += f" (gave up after {retries} retries)"
         return GraphApiError(
-            self._redact(f"Graph API error (HTTP {status}, {detail}): {message}"),
+            self._redact(text),
             code=code,
             subcode=subcode,
             http_status=status,

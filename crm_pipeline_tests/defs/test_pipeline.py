@@ -14,6 +14,7 @@ from crm_pipeline.defs.analytics.assets import analytics_summary
 from crm_pipeline.defs.cache.assets import marketing_insights_cache
 from crm_pipeline.defs.crm.assets import ad_insights_daily
 from crm_pipeline.defs.facebook.assets import fb_ad_insights_raw
+from crm_pipeline.defs.facebook.partitions import insights_partition_key
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 from crm_pipeline.demo import demo_crm_rows, seed_demo_crm
@@ -40,10 +41,13 @@ def _days(n: int) -> list[str]:
 
 def _materialize_all(resources, days):
     for day in days:
-        result = dg.materialize(
-            [fb_ad_insights_raw, ad_insights_daily], partition_key=day, resources=resources
-        )
-        assert result.success
+        for account in ("act_1001", "act_1002"):
+            result = dg.materialize(
+                [fb_ad_insights_raw, ad_insights_daily],
+                partition_key=insights_partition_key(account, day),
+                resources=resources,
+            )
+            assert result.success
     result = dg.materialize([marketing_insights_cache, analytics_summary], resources=resources)
     assert result.success
     return result
@@ -61,8 +65,10 @@ def test_full_graph_materializes_into_db_and_cache(clean_db, resources, dirs):
         for d in days
         for r in data.insights(acct, dt.date.fromisoformat(d), dt.date.fromisoformat(d))
     ]
-    raw = pq.read_table(lake.raw_path(dirs["data"], "fb_ad_insights", days[0]))
-    assert raw.num_rows == len(expected) // len(days)
+    raw = pq.read_table(
+        lake.raw_path(dirs["data"], "fb_ad_insights", f"account=act_1001/date={days[0]}")
+    )
+    assert raw.num_rows == len(expected) // len(days) // 2
     assert raw.schema.field("spend").type == "string"  # as Meta sends it, never a float
 
     with clean_db.connect() as conn:

@@ -7,7 +7,7 @@ from sqlalchemy import text
 from crm_pipeline.db import schema
 from crm_pipeline.db.upsert import bulk_upsert
 from crm_pipeline.defs.cache.sensors import change_log_sensor
-from crm_pipeline.defs.facebook.schedules import hourly_facebook_sync
+from crm_pipeline.defs.facebook.schedules import daily_attribution_resync, hourly_facebook_sync
 from crm_pipeline.defs.resources import PostgresResource
 
 SUMMARY = dg.AssetKey("analytics_summary")
@@ -67,13 +67,33 @@ def test_sensor_ignores_tables_no_cache_reads(clean_db, database_url):
     assert not _tick(database_url, cursor).run_requests
 
 
-def test_hourly_schedule_refreshes_yesterday_and_today():
+def test_hourly_schedule_syncs_streams_and_two_days_of_insights_per_account():
     when = dt.datetime(2026, 11, 24, 13, 0, tzinfo=dt.UTC)
     context = dg.build_schedule_context(scheduled_execution_time=when)
     requests = list(hourly_facebook_sync(context))
-    assert [r.partition_key for r in requests] == ["2026-11-23", "2026-11-24"]
-    assert len({r.run_key for r in requests}) == 2
+    streams = [r for r in requests if r.partition_key is None]
+    insights = [r for r in requests if r.partition_key is not None]
+    assert len(streams) == 1
+    assert dg.AssetKey("fb_leads_raw") in streams[0].asset_selection
+    assert sorted(str(r.partition_key) for r in insights) == [
+        "act_1001|2026-11-23",
+        "act_1001|2026-11-24",
+        "act_1002|2026-11-23",
+        "act_1002|2026-11-24",
+    ]
+    assert all(dg.AssetKey("ad_insights_daily") in r.asset_selection for r in insights)
+    assert len({r.run_key for r in requests}) == len(requests)
     later = dg.build_schedule_context(scheduled_execution_time=when + dt.timedelta(hours=1))
     assert {r.run_key for r in hourly_facebook_sync(later)}.isdisjoint(
         {r.run_key for r in requests}
     )
+
+
+def test_daily_resync_covers_the_attribution_lookback():
+    when = dt.datetime(2026, 11, 24, 3, 30, tzinfo=dt.UTC)
+    requests = list(
+        daily_attribution_resync(dg.build_schedule_context(scheduled_execution_time=when))
+    )
+    days = sorted({r.partition_key.keys_by_dimension["date"] for r in requests})
+    assert days[0] == "2026-10-27" and days[-1] == "2026-11-22"  # 28 days back, minus the hourly's
+    assert len(requests) == 27 * 2

@@ -15,6 +15,7 @@ from facebook_business.exceptions import FacebookRequestError
 
 from crm_pipeline.facebook.client import INSIGHT_FIELDS, GraphApiError, GraphClient
 from crm_pipeline.facebook.emulator import EmulatorData
+from crm_pipeline.facebook.governor import GovernorSettings, RateLimitGovernor
 
 SINCE, UNTIL = date(2026, 2, 2), date(2026, 2, 8)  # 7 days
 
@@ -128,6 +129,7 @@ def test_invalid_token_raises_redacted_error(emulator, app_secret):
     assert bad_token not in text
     assert app_secret not in text
     assert "Invalid OAuth access token" in str(error)
+    assert "access token" in str(error) and "FB_ACCESS_TOKEN" in str(error)
     assert error.__cause__ is None and error.__suppress_context__
 
 
@@ -143,11 +145,15 @@ def test_connection_failure_is_transient_and_redacted(token):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client = GraphClient(f"http://127.0.0.1:{port}", token, timeout=5)
+    governor = RateLimitGovernor(GovernorSettings(base_backoff_seconds=0.001, max_retries=2))
+    client = GraphClient(f"http://127.0.0.1:{port}", token, timeout=5, governor=governor)
     with pytest.raises(GraphApiError) as info:
         list(client.iter_ads("act_1001"))
     assert info.value.is_transient and info.value.http_status is None
-    assert token not in str(info.value)
+    assert token not in f"{info.value} {info.value!r}"
+    # Retried by the governor before giving up: 1 try + 2 retries.
+    assert client.calls == 3 and governor.stats.retries == 2
+    assert "gave up after 2 retries" in str(info.value)
 
 
 def test_client_does_not_install_a_global_default_api(client):

@@ -1,67 +1,342 @@
-"""Raw Facebook assets: what the Graph API returned, landed as Parquet before any DB write."""
+"""Raw Facebook assets: what the Graph API returned, landed as Parquet before any DB write.
+
+Insights are partitioned by day and ad account. The other streams are incremental: each reads
+its watermark from `sync_state` (advanced by the matching DB asset only after its rows are
+committed, so a failed load is fetched again, never skipped) and lands the new batch.
+"""
 
 import datetime as dt
+from typing import Any
 
 import dagster as dg
+import orjson
 import pyarrow as pa
 
 from crm_pipeline import lake
-from crm_pipeline.defs.facebook.partitions import insights_daily_partitions
-from crm_pipeline.defs.facebook.resources import GraphApiResource
-from crm_pipeline.defs.resources import StorageResource
+from crm_pipeline.db.sync_state import get_state
+from crm_pipeline.defs.facebook.partitions import insights_partitions
+from crm_pipeline.defs.facebook.resources import GraphApiResource, GraphSession
+from crm_pipeline.defs.resources import PostgresResource, StorageResource
+from crm_pipeline.facebook import streams, validate
 from crm_pipeline.facebook.client import INSIGHT_FIELDS, GraphApiError
 
 INSIGHTS_STREAM = "fb_ad_insights"
+# Complex values (lists, objects) land as JSON text; scalars stay the strings Meta sends.
+RAW_INSIGHT_FIELDS = INSIGHT_FIELDS
+RAW_INSIGHTS_SCHEMA = pa.schema([(name, pa.string()) for name in RAW_INSIGHT_FIELDS])
 
-# Kept as Meta sends them (strings): no float ever touches spend; the DB casts to NUMERIC.
-RAW_INSIGHTS_SCHEMA = pa.schema([(name, pa.string()) for name in INSIGHT_FIELDS])
+OBJECT_STREAMS = ("campaigns", "adsets", "ads")
+RAW_FIELDS = {
+    "campaigns": (
+        "id",
+        "account_id",
+        "name",
+        "status",
+        "objective",
+        "created_time",
+        "updated_time",
+    ),
+    "adsets": ("id", "account_id", "campaign_id", "name", "status", "created_time", "updated_time"),
+    "ads": (
+        "id",
+        "account_id",
+        "campaign_id",
+        "adset_id",
+        "name",
+        "status",
+        "created_time",
+        "updated_time",
+    ),
+    "leads": ("id", "form_id", "ad_id", "campaign_id", "page_id", "created_time", "field_data"),
+    "conversations": ("id", "page_id", "psid", "updated_time", "participants"),
+    "messages": ("id", "conversation_id", "from", "message", "created_time"),
+}
+
+GRAPH_POOL = "graph_api"  # op concurrency pool: how many steps call Meta at once (dagster.yaml)
+RETRY = dg.RetryPolicy(
+    max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def to_arrow(rows: list[dict], fields: tuple[str, ...]) -> pa.Table:
+    """Rows as an all-string Arrow table with exactly `fields` (unknown fields dropped)."""
+    schema = pa.schema([(name, pa.string()) for name in fields])
+    return pa.Table.from_pylist([{f: _text(r.get(f)) for f in fields} for r in rows], schema)
+
+
+def graph_metadata(graph: GraphSession) -> dict[str, Any]:
+    """API usage of this step: calls, retries and waits imposed by Meta's rate limits."""
+    meta: dict[str, Any] = {"api_calls": graph.client.calls, "graph_server": graph.server}
+    stats = getattr(getattr(graph.client, "governor", None), "stats", None)
+    if stats is not None:
+        meta.update(
+            {
+                "retries": stats.retries,
+                "throttle_waits": stats.throttle_waits,
+                "waited_seconds": round(stats.waited_seconds, 3),
+                "page_size_reductions": stats.page_size_reductions,
+            }
+        )
+    return meta
+
+
+def fail_fast(exc: GraphApiError) -> Exception:
+    """Retryable Graph errors go back to the RetryPolicy; the rest fail the step at once."""
+    if exc.retryable:
+        return exc
+    # An invalid token (190) or a permission error will not heal by retrying.
+    return dg.Failure(description=str(exc), allow_retries=False)
+
+
+def quarantine_check(asset_key: str, bad: list[dict], path) -> dg.AssetCheckResult:
+    """The visible verdict on malformed rows of one materialisation."""
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name="no_quarantined_rows",
+        passed=not bad,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "quarantined": len(bad),
+            "reasons": dg.MetadataValue.json(sorted({b["reason"] for b in bad})[:20]),
+            **({"path": dg.MetadataValue.path(str(path))} if path else {}),
+        },
+    )
+
+
+def _quarantine_spec(name: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        "no_quarantined_rows",
+        asset=name,
+        description="Fails when the Graph API returned rows that could not be loaded.",
+    )
 
 
 @dg.asset(
-    partitions_def=insights_daily_partitions,
+    partitions_def=insights_partitions,
     group_name="facebook",
     kinds={"facebook", "parquet"},
     owners=["team:data-engineering"],
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
+    retry_policy=RETRY,
+    pool=GRAPH_POOL,
+    check_specs=[_quarantine_spec("fb_ad_insights_raw")],
     description=(
-        "Ad-level daily insights (impressions, clicks, spend, reach) for every configured ad "
-        "account, one day per partition, fetched with the facebook-business SDK and landed as "
-        "Parquet under CRM_DATA_DIR/raw/fb_ad_insights/."
+        "Ad-level daily insights (impressions, clicks, spend, reach, actions) of one ad account "
+        "and day, fetched with the facebook-business SDK through the rate-limit governor (an "
+        "async report run when the account is large) and landed as Parquet under "
+        "CRM_DATA_DIR/raw/fb_ad_insights/."
     ),
 )
 def fb_ad_insights_raw(
     context: dg.AssetExecutionContext, graph_api: GraphApiResource, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """Fetch one day of ad insights for all accounts and land them as Parquet."""
-    day = dt.date.fromisoformat(context.partition_key)
-    rows: list[dict] = []
-    per_account: dict[str, int] = {}
+    """Fetch one account-day of ad insights and land them as Parquet."""
+    keys = context.partition_key.keys_by_dimension
+    account_id, day = keys["account"], keys["date"]
+    date = dt.date.fromisoformat(day)
     with graph_api.session() as graph:
         try:
-            for account_id in graph.account_ids:
-                before = len(rows)
-                rows.extend(
-                    graph.client.iter_insights(account_id, day, day, limit=graph_api.page_size)
-                )
-                per_account[account_id] = len(rows) - before
+            rows = list(graph_api.fetch_insights(graph.client, account_id, date))
         except GraphApiError as exc:
-            if exc.retryable:
-                raise  # the RetryPolicy tries again
-            # An invalid token (190) or a permission error will not heal by retrying: fail now.
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-        calls = graph.client.calls
-        server = graph.server
-    table = pa.Table.from_pylist(rows, schema=RAW_INSIGHTS_SCHEMA)
+            raise fail_fast(exc) from None
+        usage = graph_metadata(graph)
+    checked = validate.check_insights(rows, day)
+    partition = f"account={account_id}/date={day}"
+    table = to_arrow(checked.good, RAW_INSIGHT_FIELDS)
     path = lake.write_parquet_atomic(
-        table, lake.raw_path(storage.data_path(), INSIGHTS_STREAM, context.partition_key)
+        table, lake.raw_path(storage.data_path(), INSIGHTS_STREAM, partition)
     )
-    context.log.info(f"{table.num_rows} insight rows for {day} from {server} in {calls} calls")
+    bad_path = lake.write_quarantine(storage.data_path(), INSIGHTS_STREAM, partition, checked.bad)
+    context.log.info(f"{table.num_rows} insight rows for {account_id} {day} ({usage})")
     return dg.MaterializeResult(
         metadata={
             "rows": table.num_rows,
-            "api_calls": calls,
-            "accounts": dg.MetadataValue.json(per_account),
-            "graph_server": server,
+            "quarantined": len(checked.bad),
+            **usage,
             "path": dg.MetadataValue.path(str(path)),
-        }
+        },
+        check_results=[quarantine_check("fb_ad_insights_raw", checked.bad, bad_path)],
     )
+
+
+# Incremental reads start this far before the watermark: an object updated in the same second
+# as the newest one we saw, but committed at Meta after our read, is not skipped. Re-reading a
+# few rows costs nothing: the DB side is an idempotent upsert.
+WATERMARK_OVERLAP = dt.timedelta(minutes=5)
+
+
+def _since(value: str | None) -> dt.datetime | None:
+    parsed = validate.parse_meta_time(value) if value else None
+    return parsed - WATERMARK_OVERLAP if parsed else None
+
+
+def _unix(value: str | None) -> int | None:
+    since = _since(value)
+    return int(since.timestamp()) if since else None
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            f"fb_{kind}_raw",
+            group_name="facebook",
+            kinds={"facebook", "parquet"},
+            owners=["team:data-engineering"],
+            description=(
+                f"{kind.capitalize()} of every configured ad account updated since the last "
+                "sync (incremental on updated_time), landed as Parquet."
+            ),
+        )
+        for kind in OBJECT_STREAMS
+    ],
+    check_specs=[_quarantine_spec(f"fb_{kind}_raw") for kind in OBJECT_STREAMS],
+    retry_policy=RETRY,
+    pool=GRAPH_POOL,
+)
+def fb_ad_objects_raw(
+    context: dg.AssetExecutionContext,
+    graph_api: GraphApiResource,
+    storage: StorageResource,
+    postgres: PostgresResource,
+):
+    """Campaigns, ad sets and ads changed since each account's watermark."""
+    with graph_api.session() as graph:
+        with postgres.engine().connect() as conn:
+            marks = {
+                # Watermarks are kept per Meta's account_id, which has no act_ prefix.
+                (kind, acct): get_state(conn, kind, acct.removeprefix("act_")).get("updated_time")
+                for kind in OBJECT_STREAMS
+                for acct in graph.account_ids
+            }
+        batches: dict[str, list[dict]] = {kind: [] for kind in OBJECT_STREAMS}
+        try:
+            for kind in OBJECT_STREAMS:
+                for acct in graph.account_ids:
+                    batches[kind] += streams.iter_objects(
+                        graph.client, kind, acct, _unix(marks[(kind, acct)])
+                    )
+        except GraphApiError as exc:
+            raise fail_fast(exc) from None
+        usage = graph_metadata(graph)
+    for kind in OBJECT_STREAMS:
+        yield from _land(context, storage, kind, batches[kind], validate.check_objects, usage)
+
+
+def _land(context, storage: StorageResource, kind: str, rows: list[dict], check, usage: dict):
+    """Validate, land the batch as Parquet, and report it (one stream of a multi-asset)."""
+    checked = check(rows)
+    table = to_arrow(checked.good, RAW_FIELDS[kind])
+    path = lake.write_parquet_atomic(table, lake.raw_path(storage.data_path(), kind, "latest"))
+    bad_path = lake.write_quarantine(storage.data_path(), kind, "latest", checked.bad)
+    times = [r.get("updated_time") or r.get("created_time") for r in checked.good]
+    yield dg.MaterializeResult(
+        asset_key=f"fb_{kind}_raw",
+        metadata={
+            "rows": table.num_rows,
+            "quarantined": len(checked.bad),
+            "newest": max((t for t in times if t), default=None) or "",
+            **usage,
+            "path": dg.MetadataValue.path(str(path)),
+        },
+    )
+    yield quarantine_check(f"fb_{kind}_raw", checked.bad, bad_path)
+
+
+@dg.asset(
+    group_name="facebook",
+    kinds={"facebook", "parquet"},
+    owners=["team:data-engineering"],
+    retry_policy=RETRY,
+    pool=GRAPH_POOL,
+    check_specs=[_quarantine_spec("fb_leads_raw")],
+    description=(
+        "Lead Ads leads of every lead form on FB_PAGE_ID (forms discovered from the page), "
+        "incremental on time_created, landed as Parquet with field_data kept whole."
+    ),
+)
+def fb_leads_raw(
+    context: dg.AssetExecutionContext,
+    graph_api: GraphApiResource,
+    storage: StorageResource,
+    postgres: PostgresResource,
+):
+    """Leads created since each form's watermark."""
+    rows: list[dict] = []
+    with graph_api.session() as graph:
+        if graph.page_id is None:
+            context.log.warning("FB_PAGE_ID is not set: no lead forms to sync")
+        try:
+            forms = (
+                list(streams.iter_lead_forms(graph.client, graph.page_id)) if graph.page_id else []
+            )
+            with postgres.engine().connect() as conn:
+                marks = {
+                    f["id"]: get_state(conn, "leads", f["id"]).get("created_time") for f in forms
+                }
+            for form in forms:
+                for lead in streams.iter_leads(graph.client, form["id"], _unix(marks[form["id"]])):
+                    rows.append({"form_id": form["id"], **lead, "page_id": graph.page_id})
+        except GraphApiError as exc:
+            raise fail_fast(exc) from None
+        usage = {**graph_metadata(graph), "forms": len(forms)}
+    yield from _land(context, storage, "leads", rows, validate.check_leads, usage)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "fb_conversations_raw",
+            group_name="facebook",
+            kinds={"facebook", "parquet"},
+            owners=["team:data-engineering"],
+            description="Messenger conversations of FB_PAGE_ID updated since the last sync.",
+        ),
+        dg.AssetSpec(
+            "fb_messages_raw",
+            group_name="facebook",
+            kinds={"facebook", "parquet"},
+            owners=["team:data-engineering"],
+            description="Messages of those conversations newer than the last sync.",
+        ),
+    ],
+    check_specs=[_quarantine_spec("fb_conversations_raw"), _quarantine_spec("fb_messages_raw")],
+    retry_policy=RETRY,
+    pool=GRAPH_POOL,
+)
+def fb_conversations_raw(
+    context: dg.AssetExecutionContext,
+    graph_api: GraphApiResource,
+    storage: StorageResource,
+    postgres: PostgresResource,
+):
+    """Conversations newer than the page's watermark (paging stops there), with messages."""
+    with graph_api.session() as graph:
+        if graph.page_id is None:
+            context.log.warning("FB_PAGE_ID is not set: no conversations to sync")
+        with postgres.engine().connect() as conn:
+            mark = get_state(conn, "conversations", graph.page_id or "").get("updated_time")
+        try:
+            batch = (
+                streams.read_conversations(graph.client, graph.page_id, _since(mark))
+                if graph.page_id
+                else streams.ConversationBatch()
+            )
+        except GraphApiError as exc:
+            raise fail_fast(exc) from None
+        usage = graph_metadata(graph)
+    yield from _land(
+        context,
+        storage,
+        "conversations",
+        batch.conversations,
+        validate.check_conversations,
+        usage,
+    )
+    yield from _land(context, storage, "messages", batch.messages, validate.check_messages, usage)

@@ -6,6 +6,8 @@ ever contacting Meta. The token is read from the environment at run time and nev
 Dagster config, so it cannot show up in the UI, run config or metadata.
 """
 
+import datetime as dt
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -22,12 +24,18 @@ PLACEHOLDER_TOKEN = "crm-pipeline-no-token"
 
 @dataclass
 class GraphSession:
-    """A client plus the accounts to sync and a printable server name."""
+    """A client plus the accounts and page to sync and a printable server name."""
 
     client: GraphClient
     account_ids: tuple[str, ...]
     server: str
     emulated: bool
+    configured_page_id: str | None = None
+
+    @property
+    def page_id(self) -> str | None:
+        """The page whose lead forms and conversations are synced (`FB_PAGE_ID`), if any."""
+        return self.configured_page_id
 
 
 class GraphApiResource(dg.ConfigurableResource):
@@ -36,7 +44,20 @@ class GraphApiResource(dg.ConfigurableResource):
     graph_url: str | None = None
     api_version: str | None = None
     ad_account_ids: str | None = None  # comma-separated act_<digits>
+    page_id: str | None = None
     page_size: int = 500
+    # "sync": paged GETs; "async": report runs (Meta's advice for large accounts).
+    insights_mode: str = os.environ.get("CRM_INSIGHTS_MODE", "sync")
+
+    def fetch_insights(self, client: GraphClient, account_id: str, day: dt.date):
+        """One account-day of ad-level insights, by paged GETs or an async report run."""
+        if self.insights_mode == "async":
+            return client.iter_insights_async(account_id, day, day, limit=self.page_size)
+        if self.insights_mode != "sync":
+            raise ConfigError(
+                f"insights_mode must be 'sync' or 'async', not {self.insights_mode!r}"
+            )
+        return client.iter_insights(account_id, day, day, limit=self.page_size)
 
     @contextmanager
     def session(self) -> Iterator[GraphSession]:
@@ -44,6 +65,7 @@ class GraphApiResource(dg.ConfigurableResource):
         settings = load_settings()
         url = self.graph_url or settings.effective_graph_url
         accounts = parse_account_ids(self.ad_account_ids) or settings.ad_account_ids
+        page_id = self.page_id or settings.page_id
         with ExitStack() as stack:
             emulated = url is None
             if emulated:
@@ -52,6 +74,7 @@ class GraphApiResource(dg.ConfigurableResource):
                 data = EmulatorData()
                 url = stack.enter_context(GraphEmulator(data)).url
                 accounts = accounts or tuple(data.account_ids)
+                page_id = page_id or data.page_id
             if not accounts:
                 raise ConfigError(
                     "FB_AD_ACCOUNT_IDS is empty: set the ad accounts to sync (act_<digits>, "
@@ -71,4 +94,5 @@ class GraphApiResource(dg.ConfigurableResource):
                 account_ids=accounts,
                 server=f"{parts.scheme}://{parts.netloc}",
                 emulated=emulated,
+                configured_page_id=page_id,
             )

@@ -1,36 +1,102 @@
-"""The hourly bulk sync: today's and yesterday's insights partitions, every hour."""
+"""Facebook schedules: the hourly bulk sync and the daily attribution re-sync."""
 
 import datetime as dt
+import os
 
 import dagster as dg
 
-from crm_pipeline.defs.crm.assets import ad_insights_daily
-from crm_pipeline.defs.facebook.assets import fb_ad_insights_raw
-from crm_pipeline.defs.facebook.partitions import insights_daily_partitions
-
-facebook_sync_job = dg.define_asset_job(
-    "facebook_sync_job",
-    selection=[fb_ad_insights_raw, ad_insights_daily],
-    partitions_def=insights_daily_partitions,
-    description="Fetch one day of Facebook insights and upsert it into PostgreSQL.",
-    # The instance's run queue (dagster.yaml) limits how many runs call Meta at once.
-    tags={"crm/graph_api": "true"},
+from crm_pipeline.defs.crm.assets import (
+    ad_insights_daily,
+    ad_objects,
+    conversations_and_messages,
+    leads,
 )
+from crm_pipeline.defs.facebook.assets import (
+    fb_ad_insights_raw,
+    fb_ad_objects_raw,
+    fb_conversations_raw,
+    fb_leads_raw,
+)
+from crm_pipeline.defs.facebook.partitions import (
+    configured_account_ids,
+    insights_partition_key,
+    insights_partitions,
+)
+
+# Meta revises insights for days after they happened (attribution windows up to 28 days).
+ATTRIBUTION_LOOKBACK_DAYS = int(os.environ.get("CRM_ATTRIBUTION_LOOKBACK_DAYS", "28"))
+GRAPH_TAGS = {"crm/graph_api": "true"}  # the run queue limits these (dagster.yaml)
+
+facebook_insights_job = dg.define_asset_job(
+    "facebook_insights_job",
+    selection=[fb_ad_insights_raw, ad_insights_daily],
+    partitions_def=insights_partitions,
+    tags=GRAPH_TAGS,
+    description="Fetch one account-day of Facebook insights and upsert it into PostgreSQL.",
+)
+STREAM_ASSETS = [
+    fb_ad_objects_raw,
+    ad_objects,
+    fb_leads_raw,
+    leads,
+    fb_conversations_raw,
+    conversations_and_messages,
+]
+INSIGHT_ASSETS = [fb_ad_insights_raw, ad_insights_daily]
+facebook_streams_job = dg.define_asset_job(
+    "facebook_streams_job",
+    selection=STREAM_ASSETS,
+    tags=GRAPH_TAGS,
+    description="Incremental sync of campaigns/adsets/ads, Lead Ads leads and conversations.",
+)
+
+
+def _keys(assets) -> list[dg.AssetKey]:
+    return [key for asset in assets for key in asset.keys]
+
+
+def _insights_requests(days: list[dt.date], stamp: str, **selection):
+    for day in days:
+        for account in configured_account_ids():
+            key = insights_partition_key(account, day.isoformat())
+            yield dg.RunRequest(run_key=f"{key}@{stamp}", partition_key=key, **selection)
 
 
 @dg.schedule(
-    job=facebook_sync_job,
     cron_schedule="0 * * * *",
+    target=dg.AssetSelection.assets(*STREAM_ASSETS, *INSIGHT_ASSETS),
+    tags=GRAPH_TAGS,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description=(
-        "Hourly bulk sync. Refreshes yesterday (late attribution) and today. The caches follow "
-        "through change_log_sensor when the sync actually changed rows."
+        "Hourly bulk sync: the incremental streams, and insights of yesterday and today for "
+        "every account. The caches follow through change_log_sensor when rows actually changed."
     ),
 )
 def hourly_facebook_sync(context: dg.ScheduleEvaluationContext):
-    """One run per partition: yesterday and today, keyed by the scheduled hour."""
+    """One streams run, and one insights run per account for yesterday and today."""
     now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
-    hour = now.strftime("%Y-%m-%dT%H")
-    for day in (now.date() - dt.timedelta(days=1), now.date()):
-        yield dg.RunRequest(run_key=f"{day.isoformat()}@{hour}", partition_key=day.isoformat())
+    stamp = now.strftime("%Y-%m-%dT%H")
+    yield dg.RunRequest(run_key=f"streams@{stamp}", asset_selection=_keys(STREAM_ASSETS))
+    yield from _insights_requests(
+        [now.date() - dt.timedelta(days=1), now.date()],
+        stamp,
+        asset_selection=_keys(INSIGHT_ASSETS),
+    )
+
+
+@dg.schedule(
+    cron_schedule="30 3 * * *",
+    job=facebook_insights_job,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description=(
+        "Daily attribution re-sync: insights of the days before yesterday, back "
+        "CRM_ATTRIBUTION_LOOKBACK_DAYS (default 28), which Meta still revises."
+    ),
+)
+def daily_attribution_resync(context: dg.ScheduleEvaluationContext):
+    """One insights run per account and day in the lookback window (the hourly run has the rest)."""
+    now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+    days = [now.date() - dt.timedelta(days=n) for n in range(2, ATTRIBUTION_LOOKBACK_DAYS + 1)]
+    yield from _insights_requests(days, now.strftime("%Y-%m-%d"))

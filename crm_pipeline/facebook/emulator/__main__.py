@@ -1,11 +1,17 @@
-"""Run the Graph API emulator in the foreground: ``python -m crm_pipeline.facebook.emulator``."""
+"""Run the Graph API emulator in the foreground: ``python -m crm_pipeline.facebook.emulator``.
+
+Faults come from ``CRM_EMULATOR_FAULTS`` (a JSON list, see ``faults.py``); latency from
+``--latency-ms`` or ``CRM_EMULATOR_LATENCY_MS``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 
 from crm_pipeline.facebook.emulator.data import EmulatorData
+from crm_pipeline.facebook.emulator.faults import FaultPlan
 from crm_pipeline.facebook.emulator.server import GraphEmulator
 
 
@@ -17,9 +23,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: ephemeral)")
     parser.add_argument("--seed", type=int, default=7, help="data seed (default: 7)")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=None,
+        help="delay every answer by this many milliseconds (default: CRM_EMULATOR_LATENCY_MS or 0)",
+    )
+    parser.add_argument(
+        "--async-polls",
+        type=int,
+        default=2,
+        help="status polls until a report run completes (default: 2)",
+    )
     args = parser.parse_args(argv)
+    if args.latency_ms is not None and args.latency_ms < 0:
+        parser.error("--latency-ms must not be negative")
 
-    emulator = GraphEmulator(EmulatorData(seed=args.seed), port=args.port).start()
+    try:
+        faults = FaultPlan.from_env()
+        emulator = GraphEmulator(
+            EmulatorData(seed=args.seed),
+            port=args.port,
+            faults=faults,
+            latency_ms=args.latency_ms,
+            async_polls_to_complete=args.async_polls,
+        ).start()
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(emulator.url, flush=True)
     try:
         # Event.wait() without a timeout is interruptible by Ctrl-C on every platform we support.

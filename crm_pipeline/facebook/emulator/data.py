@@ -11,8 +11,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import random
+import threading
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+
+from crm_pipeline.facebook.emulator.page_data import PageData, graph_time
 
 __all__ = ["EmulatorData", "normalize_account_id"]
 
@@ -42,24 +45,24 @@ def normalize_account_id(account_id: str) -> str:
     return account_id if account_id.startswith("act_") else f"act_{account_id}"
 
 
-def _graph_time(moment: datetime) -> str:
-    """Format a timestamp the way the Graph API does (``2026-01-05T10:00:00+0000``)."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 class EmulatorData:
-    """Seeded fake ad accounts with campaigns, ad sets, ads and daily ad-level insights.
+    """Seeded fake ad accounts (campaigns, ad sets, ads, daily ad-level insights) and one Page
+    (lead forms with leads, Messenger conversations with messages).
 
-    Identical seeds give identical output; the object lists and insight rows are returned as fresh
-    copies so callers may mutate them freely.
+    Identical seeds give identical output; everything is returned as fresh copies so callers may
+    mutate them freely. Tests change the data through :meth:`touch`, :meth:`add_lead` and
+    :meth:`add_message`, safely while the emulator serves it from other threads.
     """
 
     def __init__(self, seed: int = 7) -> None:
         self.seed = seed
+        self._lock = threading.RLock()
         self._campaigns: dict[str, list[dict]] = {}
         self._adsets: dict[str, list[dict]] = {}
         self._ads: dict[str, list[dict]] = {}
         self._build()
+        all_ads = [ad for ads in self._ads.values() for ad in ads]
+        self._page = PageData(seed, _PAGE_ID, all_ads)
 
     # -- structure -------------------------------------------------------------------------------
 
@@ -74,7 +77,7 @@ class EmulatorData:
         def stamps() -> tuple[str, str]:
             created = _EPOCH + timedelta(minutes=rng.randrange(0, 60 * 24 * 3))
             updated = created + timedelta(minutes=rng.randrange(0, 60 * 24 * 7))
-            return _graph_time(created), _graph_time(updated)
+            return graph_time(created), graph_time(updated)
 
         for number in _ACCOUNT_NUMBERS:
             act = f"act_{number}"
@@ -148,15 +151,113 @@ class EmulatorData:
 
     def campaigns(self, account_id: str) -> list[dict]:
         """Campaign objects of one account, ordered by id. Raises KeyError for unknown accounts."""
-        return copy.deepcopy(self._campaigns[normalize_account_id(account_id)])
+        with self._lock:
+            return copy.deepcopy(self._campaigns[normalize_account_id(account_id)])
 
     def adsets(self, account_id: str) -> list[dict]:
         """Ad set objects of one account, ordered by id. Raises KeyError for unknown accounts."""
-        return copy.deepcopy(self._adsets[normalize_account_id(account_id)])
+        with self._lock:
+            return copy.deepcopy(self._adsets[normalize_account_id(account_id)])
 
     def ads(self, account_id: str) -> list[dict]:
         """Ad objects of one account, ordered by id. Raises KeyError for unknown accounts."""
-        return copy.deepcopy(self._ads[normalize_account_id(account_id)])
+        with self._lock:
+            return copy.deepcopy(self._ads[normalize_account_id(account_id)])
+
+    def touch(self, object_id: str, when: datetime, *, name: str | None = None) -> dict:
+        """Edit a campaign, ad set or ad: set its ``updated_time`` to ``when`` (and its name).
+
+        Returns the edited object; raises KeyError for an unknown id. Naive datetimes are UTC.
+        """
+        with self._lock:
+            for table in (self._campaigns, self._adsets, self._ads):
+                for objects in table.values():
+                    for obj in objects:
+                        if obj["id"] == object_id:
+                            obj["updated_time"] = graph_time(when)
+                            if name is not None:
+                                obj["name"] = name
+                            return copy.deepcopy(obj)
+        raise KeyError(f"no campaign, ad set or ad with id {object_id!r}")
+
+    # -- page: lead ads and messenger ------------------------------------------------------------
+
+    @property
+    def page_name(self) -> str:
+        """The Page's display name (as in conversation participants)."""
+        return self._page.page_name
+
+    def lead_forms(self) -> list[dict]:
+        """The Page's lead forms (id, name, status, locale, created_time), oldest first."""
+        with self._lock:
+            return copy.deepcopy(self._page.forms)
+
+    def has_lead_form(self, form_id: str) -> bool:
+        with self._lock:
+            return self._page.has_form(form_id)
+
+    def leads(self, form_id: str) -> list[dict]:
+        """Leads of one form in wire format, newest first. Raises KeyError for unknown forms."""
+        with self._lock:
+            return self._page.leads(form_id)
+
+    def lead(self, lead_id: str) -> dict | None:
+        """One lead by id, or None."""
+        with self._lock:
+            return self._page.lead(lead_id)
+
+    def add_lead(
+        self,
+        form_id: str,
+        *,
+        created_time: datetime,
+        email: str,
+        full_name: str,
+        phone: str,
+        ad_id: str | None = None,
+    ) -> dict:
+        """Record a new lead on ``form_id``; ``ad_id=None`` makes it organic. Returns it."""
+        with self._lock:
+            return self._page.add_lead(
+                form_id,
+                created_time=created_time,
+                email=email,
+                full_name=full_name,
+                phone=phone,
+                ad_id=ad_id,
+            )
+
+    def conversations(self) -> list[dict]:
+        """Page conversations, most recently updated first, with participants (no messages)."""
+        with self._lock:
+            return self._page.conversations()
+
+    def conversation(self, conversation_id: str) -> dict | None:
+        with self._lock:
+            return self._page.conversation(conversation_id)
+
+    def messages(self, conversation_id: str) -> list[dict]:
+        """Messages of one conversation, newest first. Raises KeyError when unknown."""
+        with self._lock:
+            return self._page.messages(conversation_id)
+
+    def message(self, message_id: str) -> dict | None:
+        """One message by id (``m_…``), or None."""
+        with self._lock:
+            return self._page.message(message_id)
+
+    def add_message(
+        self, conversation_id: str | None, *, psid: str, text: str, created_time: datetime
+    ) -> dict:
+        """A message from user ``psid`` to the Page; returns it with its ``conversation_id``.
+
+        With ``conversation_id`` None the user's existing conversation is used, or a new one is
+        created; an unknown id creates that conversation. Its ``updated_time`` moves forward.
+        """
+        with self._lock:
+            return self._page.add_message(
+                conversation_id, psid=psid, text=text, created_time=created_time
+            )
 
     def insights(self, account_id: str, since: date, until: date) -> list[dict]:
         """Ad-level daily insight rows for ``since..until`` inclusive, in Graph wire format.
@@ -165,7 +266,8 @@ class EmulatorData:
         two-decimal string, exactly as the Graph API returns them. Raises KeyError for unknown
         accounts; returns ``[]`` when ``since > until``.
         """
-        ads = self._ads[normalize_account_id(account_id)]
+        with self._lock:
+            ads = copy.deepcopy(self._ads[normalize_account_id(account_id)])
         rows = []
         day = since
         while day <= until:
@@ -173,6 +275,31 @@ class EmulatorData:
                 rows.append(self._insight_row(ad, day))
             day += timedelta(days=1)
         return rows
+
+    # -- whole-data snapshots (what a complete sync must end up with) ----------------------------
+
+    def lead_forms_for_tests(self) -> list[dict]:
+        """Same as :meth:`lead_forms`."""
+        return self.lead_forms()
+
+    def all_leads_for_tests(self) -> list[dict]:
+        """Every lead of every form, form by form, newest first within a form."""
+        with self._lock:
+            return [lead for form in self._page.forms for lead in self._page.leads(form["id"])]
+
+    def conversations_for_tests(self) -> list[dict]:
+        """Every conversation (newest first) as ``{"id", "psid", "updated_time", "messages"}``
+        with its full message list, newest first."""
+        with self._lock:
+            return [
+                {
+                    "id": conversation["id"],
+                    "psid": conversation["participants"]["data"][0]["id"],
+                    "updated_time": conversation["updated_time"],
+                    "messages": self._page.messages(conversation["id"]),
+                }
+                for conversation in self._page.conversations()
+            ]
 
     # -- insight numbers -------------------------------------------------------------------------
 
@@ -198,6 +325,14 @@ class EmulatorData:
             Decimal("0.01"), rounding=ROUND_HALF_UP
         )
         stamp = day.isoformat()
+        # Meta's actions list: link clicks, and Lead Ads leads on some days.
+        leads = daily.choices((0, 1, 2, 3), weights=(70, 18, 8, 4))[0]
+        actions = [{"action_type": "link_click", "value": str(clicks)}] if clicks else []
+        if leads:
+            actions += [
+                {"action_type": "lead", "value": str(leads)},
+                {"action_type": "onsite_conversion.lead_grouped", "value": str(leads)},
+            ]
         return {
             "account_id": ad["account_id"],
             "campaign_id": ad["campaign_id"],
@@ -209,6 +344,7 @@ class EmulatorData:
             "clicks": str(clicks),
             "spend": f"{spend:.2f}",
             "reach": str(reach),
+            "actions": actions,
         }
 
 

@@ -1,46 +1,57 @@
 """A Graph API emulator: a threaded HTTP server on 127.0.0.1 speaking Meta's wire format.
 
-It serves the read edges the pipeline uses (``/vX.Y/act_<id>/insights|campaigns|adsets|ads``) from
-:class:`EmulatorData`, with Meta's cursor paging, string-typed numbers and error bodies, so the real
-facebook-business SDK can be pointed at it by setting the session's ``GRAPH`` URL.
+It serves what the pipeline reads (``/vX.Y/act_<id>/insights|campaigns|adsets|ads``, async report
+runs, the Page's lead forms, leads, conversations and messages) from :class:`EmulatorData`, with
+Meta's cursor paging, string-typed numbers, usage headers and error bodies, so the real
+facebook-business SDK can be pointed at it by setting the session's ``GRAPH`` URL. A
+:class:`FaultPlan` injects throttling, transient and reduce-data errors, bad tokens, missing
+permissions and failing report runs; ``latency_ms`` delays every answer.
+
+Environment (read when the arguments are not given): ``CRM_EMULATOR_FAULTS`` (a JSON fault list,
+see :mod:`crm_pipeline.facebook.emulator.faults`) and ``CRM_EMULATOR_LATENCY_MS``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
+import os
 import re
 import secrets
 import threading
-from collections.abc import Callable
+import time
 from dataclasses import dataclass, field
-from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
+from crm_pipeline.facebook.emulator.ads import AdRoutes
+from crm_pipeline.facebook.emulator.call import Call
 from crm_pipeline.facebook.emulator.data import EmulatorData
+from crm_pipeline.facebook.emulator.faults import FaultPlan
+from crm_pipeline.facebook.emulator.page import PageRoutes
+from crm_pipeline.facebook.emulator.usage import CallScope, UsageMeter
+from crm_pipeline.facebook.emulator.wire import GraphError, error_for_fault
 
-__all__ = ["GraphEmulator", "RecordedRequest"]
+__all__ = ["LATENCY_ENV", "GraphEmulator", "RecordedRequest"]
 
+LATENCY_ENV = "CRM_EMULATOR_LATENCY_MS"
 # Meta accepts unversioned paths, but the pipeline must always pin a version, so we refuse them.
 _VERSIONED_PATH = re.compile(r"^/(v\d+\.\d+)/(.*)$")
 _ACCOUNT_NODE = re.compile(r"^act_\d+$")
 _SECRET_PARAMS = frozenset({"access_token", "appsecret_proof"})
-_OBJECT_EDGES = {"campaigns": "Campaign", "adsets": "AdSet", "ads": "Ad"}
-# Insight parameters that would change the shape of the result; silently ignoring them would
-# return plausible but wrong data, so the emulator rejects them instead.
-_UNSUPPORTED_INSIGHT_PARAMS = (
-    "breakdowns",
-    "action_breakdowns",
-    "time_ranges",
-    "date_preset",
-    "filtering",
-)
-_DEFAULT_INSIGHT_FIELDS = ("impressions", "spend")
-_DATE_FIELDS = ("date_start", "date_stop")
-_APP_USAGE = json.dumps({"call_count": 1, "total_cputime": 1, "total_time": 1})
+_REQUEST_FAULTS = frozenset({"throttle", "transient", "reduce_data", "invalid_token", "permission"})
+# Throttles whose estimated_time_to_regain_access Meta reports in X-Business-Use-Case-Usage.
+_ETA_CODES = frozenset({4, 17, 613, *range(80000, 80015)})
+# The Business Use Case each BUC throttle code belongs to.
+_BUC_TYPES = {
+    80000: "ads_insights",
+    80001: "pages",
+    80002: "instagram",
+    80003: "custom_audience",
+    80004: "ads_management",
+    80005: "leadgen",
+    80006: "messenger",
+}
 
 
 @dataclass(frozen=True)
@@ -52,105 +63,26 @@ class RecordedRequest:
     params: dict[str, str] = field(default_factory=dict)
 
 
-class _GraphError(Exception):
-    """An error to be answered with Meta's error body."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: int,
-        error_type: str = "OAuthException",
-        subcode: int | None = None,
-        status: int = 400,
-        is_transient: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.error_type = error_type
-        self.subcode = subcode
-        self.status = status
-        self.is_transient = is_transient
-
-    def body(self, fbtrace_id: str) -> dict[str, Any]:
-        error: dict[str, Any] = {
-            "message": self.message,
-            "type": self.error_type,
-            "code": self.code,
-        }
-        if self.subcode is not None:
-            error["error_subcode"] = self.subcode
-        error["is_transient"] = self.is_transient
-        error["fbtrace_id"] = fbtrace_id
-        return {"error": error}
-
-
-def _param_error(message: str) -> _GraphError:
-    return _GraphError(f"(#100) {message}", code=100)
-
-
-def _encode_cursor(index: int) -> str:
-    # Opaque to clients, like Meta's; the position is all we need because the data is static.
-    return base64.urlsafe_b64encode(f"emu:{index}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, name: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, index = raw.partition(":")
-        if prefix != "emu" or not index.isdigit():
-            raise ValueError(raw)
-        return int(index)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise _param_error(f"Invalid {name} cursor") from None
-
-
-def _parse_fields(raw: str | None) -> list[str] | None:
-    """Parse ``fields`` as either a comma-separated string or a JSON list string."""
-    if raw is None or not raw.strip():
-        return None
-    text = raw.strip()
-    if text.startswith("["):
-        try:
-            fields = json.loads(text)
-        except ValueError:
-            raise _param_error("fields must be a comma-separated list or a JSON array") from None
-        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
-            raise _param_error("fields must be a list of strings")
-        return [f.strip() for f in fields if f.strip()]
-    return [f.strip() for f in text.split(",") if f.strip()]
-
-
-def _check_fields(fields: list[str], allowed: dict[str, Any], node_type: str) -> None:
-    for name in fields:
-        if name not in allowed:
-            raise _param_error(
-                f"Tried accessing nonexisting field ({name}) on node type ({node_type})"
-            )
-
-
-def _parse_time_range(raw: str | None) -> tuple[date, date]:
+def _latency_from_env() -> float:
+    raw = os.environ.get(LATENCY_ENV, "").strip()
     if not raw:
-        raise _param_error("time_range is required by the emulator (date_preset is unsupported)")
+        return 0.0
     try:
-        value = json.loads(raw)
-        since = date.fromisoformat(value["since"])
-        until = date.fromisoformat(value["until"])
-    except (ValueError, TypeError, KeyError):
-        raise _param_error(
-            'time_range must be a JSON object {"since":"YYYY-MM-DD","until":"YYYY-MM-DD"}'
-        ) from None
-    if since > until:
-        raise _param_error("time_range: since must be on or before until")
-    return since, until
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{LATENCY_ENV} must be a number of milliseconds, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{LATENCY_ENV} must not be negative, got {raw!r}")
+    return value
 
 
 class GraphEmulator:
     """Serve :class:`EmulatorData` over HTTP in the Graph API wire format.
 
     Use as a context manager or call :meth:`start` / :meth:`stop`. The server listens on an
-    ephemeral port of ``host`` (127.0.0.1 by default) in a daemon thread.
+    ephemeral port of ``host`` (127.0.0.1 by default) in a daemon thread. ``faults`` defaults to
+    the plan in ``CRM_EMULATOR_FAULTS`` and ``latency_ms`` to ``CRM_EMULATOR_LATENCY_MS``; a report
+    run completes on its ``async_polls_to_complete``-th status poll.
     """
 
     def __init__(
@@ -161,12 +93,22 @@ class GraphEmulator:
         port: int = 0,
         expected_token: str | None = None,
         default_limit: int = 25,
+        faults: FaultPlan | None = None,
+        latency_ms: float | None = None,
+        async_polls_to_complete: int = 2,
     ) -> None:
         self.data = data if data is not None else EmulatorData()
         self.host = host
         self.port = port
         self.expected_token = expected_token
         self.default_limit = default_limit
+        self.faults = faults if faults is not None else FaultPlan.from_env()
+        self.latency_ms = _latency_from_env() if latency_ms is None else float(latency_ms)
+        if self.latency_ms < 0:
+            raise ValueError("latency_ms must not be negative")
+        self.usage = UsageMeter()
+        self._ads = AdRoutes(self.data, async_polls_to_complete)
+        self._page = PageRoutes(self.data)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -216,7 +158,21 @@ class GraphEmulator:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    # -- request log -----------------------------------------------------------------------------
+    # -- knobs and observations ------------------------------------------------------------------
+
+    def set_usage(self, pct: float | None) -> None:
+        """Report ``pct`` percent in every usage header from now on (None: default low creep)."""
+        self.usage.set_usage(pct)
+
+    @property
+    def async_jobs_max_in_flight(self) -> int:
+        """Most report runs ever unfinished at once (created, not yet polled to an end state)."""
+        return self._ads.max_in_flight
+
+    @property
+    def report_runs(self) -> list[dict[str, Any]]:
+        """Every report run created so far, in wire form (id, async_status, ...)."""
+        return self._ads.runs()
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -231,67 +187,119 @@ class GraphEmulator:
 
     # -- dispatch --------------------------------------------------------------------------------
 
-    def handle(self, method: str, raw_path: str) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """Answer one request: returns (HTTP status, JSON body, extra headers)."""
+    def handle(
+        self, method: str, raw_path: str, body: bytes = b""
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Answer one request: returns (HTTP status, JSON body, extra headers).
+
+        ``body`` is a form-encoded POST body (the SDK sends POST parameters that way); its
+        parameters are merged over the query string's.
+        """
         split = urlsplit(raw_path)
         params = dict(parse_qsl(split.query, keep_blank_values=True))
+        if body:
+            params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         with self._lock:
             public = {k: v for k, v in params.items() if k not in _SECRET_PARAMS}
             self._requests.append(RecordedRequest(method, split.path, public))
+        if self.latency_ms:
+            time.sleep(self.latency_ms / 1000)
 
         fbtrace_id = secrets.token_urlsafe(16)
-        headers = {"X-App-Usage": _APP_USAGE, "x-fb-trace-id": fbtrace_id}
+        scope = self._scope(split.path)
+        pct = self.usage.count_call()
+        headers = {"x-fb-trace-id": fbtrace_id}
+        eta = 0
         try:
-            version, body = self._route(method, split.path, params)
+            fault = self.faults.take(_REQUEST_FAULTS, method, split.path)
+            if fault is not None:
+                raise error_for_fault(fault)
+            version, answer = self._route(method, split.path, params)
             headers["facebook-api-version"] = version
-            return 200, body, headers
-        except _GraphError as error:
-            return error.status, error.body(fbtrace_id), headers
+            status = 200
+        except GraphError as error:
+            if error.eta_minutes is not None and error.code in _ETA_CODES:
+                eta = error.eta_minutes
+                scope = CallScope(
+                    business_id=scope.business_id or "0",
+                    use_case=_BUC_TYPES.get(error.code, scope.use_case),
+                    account_id=scope.account_id,
+                    insights=scope.insights,
+                )
+            status, answer = error.status, error.body(fbtrace_id)
         except Exception:
             # Meta's generic failure; transient so clients exercise their retry path.
-            error = _GraphError(
+            error = GraphError(
                 "An unknown error has occurred.", code=1, status=500, is_transient=True
             )
-            return error.status, error.body(fbtrace_id), headers
+            status, answer = error.status, error.body(fbtrace_id)
+        return status, answer, {**self.usage.headers(pct, scope, eta), **headers}
+
+    def _scope(self, path: str) -> CallScope:
+        """What a call is billed against, for the usage headers (best effort, never raises)."""
+        match = _VERSIONED_PATH.match(path)
+        if match is None:
+            return CallScope()
+        node, _, edge = match.group(2).partition("/")
+        if _ACCOUNT_NODE.match(node):
+            digits = node.removeprefix("act_")
+            insights = edge == "insights"
+            use_case = "ads_insights" if insights else "ads_management"
+            return CallScope(digits, use_case, account_id=digits, insights=insights)
+        account = self._ads.run_account(node)
+        if account is not None:
+            return CallScope(account, "ads_insights", account_id=account, insights=True)
+        kind = self._page.kind(node)
+        if kind is not None:
+            use_case = "leadgen" if kind == "lead" or edge == "leads" else "pages"
+            return CallScope(self.data.page_id, use_case)
+        return CallScope()
 
     def _route(self, method: str, path: str, params: dict[str, str]) -> tuple[str, dict]:
         match = _VERSIONED_PATH.match(path)
         if match is None:
-            raise _GraphError(
+            raise GraphError(
                 f"Unknown path components: {path} (the emulator requires a /vX.Y/ version prefix)",
                 code=2500,
             )
         version, rest = match.groups()
         self._authenticate(params)
 
-        parts = rest.split("/")
-        node = parts[0]
-        if method != "GET" or not self._node_exists(node):
-            raise _GraphError(
-                f"Unsupported {method.lower()} request. Object with ID '{node}' does not exist, "
-                "cannot be loaded due to missing permissions, or does not support this operation. "
-                "Please read the Graph API documentation at "
-                "https://developers.facebook.com/docs/graph-api",
-                code=100,
-                error_type="GraphMethodException",
-                subcode=33,
-            )
-        if len(parts) != 2 or (parts[1] != "insights" and parts[1] not in _OBJECT_EDGES):
-            edge = "/".join(parts[1:]) or "(node)"
-            raise _param_error(
-                f"Tried accessing nonexisting field ({edge}) on node type (AdAccount)"
-            )
-
-        if parts[1] == "insights":
-            items = self._insights(node, params)
-        else:
-            items = self._objects(node, parts[1], params)
-        return version, self._page(items, path, params)
+        node, _, edge = rest.partition("/")
+        call = Call(
+            method=method,
+            path=path,
+            version=version,
+            node=node,
+            edge=edge or None,
+            params=params,
+            base_url=self.url,
+            default_limit=self.default_limit,
+        )
+        if _ACCOUNT_NODE.match(node) and self.data.has_account(node):
+            if method == "POST" and edge == "insights":
+                will_fail = self.faults.take("async_fail", method, path) is not None
+                return version, self._ads.create_report_run(call, will_fail=will_fail)
+            if method == "GET":
+                return version, self._ads.account_edge(call)
+        elif method == "GET" and self._ads.has_run(node):
+            return version, self._ads.report_run(call)
+        elif method == "GET" and (kind := self._page.kind(node)) is not None:
+            return version, self._page.handle(call, kind)
+        raise GraphError(
+            f"Unsupported {method.lower()} request. Object with ID '{node}' does not exist, "
+            "cannot be loaded due to missing permissions, or does not support this operation. "
+            "Please read the Graph API documentation at "
+            "https://developers.facebook.com/docs/graph-api",
+            code=100,
+            error_type="GraphMethodException",
+            subcode=33,
+        )
 
     def _authenticate(self, params: dict[str, str]) -> None:
         token = params.get("access_token")
         if not token:
-            raise _GraphError(
+            raise GraphError(
                 "An active access token must be used to query information about the current user.",
                 code=2500,
             )
@@ -299,86 +307,7 @@ class GraphEmulator:
         if self.expected_token is not None and not secrets.compare_digest(
             token.encode(), self.expected_token.encode()
         ):
-            raise _GraphError("Invalid OAuth access token - Cannot parse access token", code=190)
-
-    def _node_exists(self, node: str) -> bool:
-        return bool(_ACCOUNT_NODE.match(node)) and self.data.has_account(node)
-
-    # -- edges -----------------------------------------------------------------------------------
-
-    def _insights(self, account_id: str, params: dict[str, str]) -> list[dict]:
-        level = params.get("level", "account")
-        if level != "ad":
-            raise _param_error(f"level={level} is not supported by the emulator; use level=ad")
-        increment = params.get("time_increment", "all_days")
-        if increment != "1":
-            raise _param_error(
-                f"time_increment={increment} is not supported by the emulator; use 1"
-            )
-        for name in _UNSUPPORTED_INSIGHT_PARAMS:
-            if params.get(name, "") not in ("", "[]"):
-                raise _param_error(f"{name} is not supported by the emulator")
-        since, until = _parse_time_range(params.get("time_range"))
-        rows = self.data.insights(account_id, since, until)
-
-        fields = _parse_fields(params.get("fields")) or list(_DEFAULT_INSIGHT_FIELDS)
-        if rows:
-            _check_fields(fields, rows[0], "AdsInsights")
-        # Meta always reports the reporting window of each row, requested or not.
-        wanted = fields + [f for f in _DATE_FIELDS if f not in fields]
-        return [{name: row[name] for name in wanted} for row in rows]
-
-    def _objects(self, account_id: str, edge: str, params: dict[str, str]) -> list[dict]:
-        loader: Callable[[str], list[dict]] = getattr(self.data, edge)
-        objects = loader(account_id)
-        fields = _parse_fields(params.get("fields")) or ["id"]
-        if objects:
-            _check_fields(fields, objects[0], _OBJECT_EDGES[edge])
-        # Graph nodes always carry their id, whatever was asked for.
-        wanted = ["id"] + [f for f in fields if f != "id"]
-        return [{name: obj[name] for name in wanted} for obj in objects]
-
-    # -- paging ----------------------------------------------------------------------------------
-
-    def _page(self, items: list[dict], path: str, params: dict[str, str]) -> dict[str, Any]:
-        """Slice ``items`` into one cursor page, with Meta's ``paging`` block."""
-        limit = self._limit(params)
-        if params.get("after"):
-            start = _decode_cursor(params["after"], "after") + 1
-        elif params.get("before"):
-            start = max(0, _decode_cursor(params["before"], "before") - limit)
-        else:
-            start = 0
-        page = items[start : start + limit]
-        if not page:
-            return {"data": []}
-
-        end = start + len(page)
-        paging: dict[str, Any] = {
-            "cursors": {"before": _encode_cursor(start), "after": _encode_cursor(end - 1)}
-        }
-        # Like Meta, the links repeat every original parameter (token included) so that they can
-        # be fetched as they are; only the cursor parameters change.
-        base = {k: v for k, v in params.items() if k not in ("after", "before")}
-        if start > 0:
-            query = urlencode({**base, "before": paging["cursors"]["before"]})
-            paging["previous"] = f"{self.url}{path}?{query}"
-        if end < len(items):
-            query = urlencode({**base, "after": paging["cursors"]["after"]})
-            paging["next"] = f"{self.url}{path}?{query}"
-        return {"data": page, "paging": paging}
-
-    def _limit(self, params: dict[str, str]) -> int:
-        raw = params.get("limit")
-        if raw is None or raw == "":
-            return self.default_limit
-        try:
-            limit = int(raw)
-        except ValueError:
-            raise _param_error("limit must be an integer") from None
-        if limit < 1:
-            raise _param_error("limit must be a positive integer")
-        return limit
+            raise GraphError("Invalid OAuth access token - Cannot parse access token", code=190)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -390,8 +319,10 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30
 
     def _respond(self) -> None:
-        status, body, headers = self.emulator.handle(self.command, self.path)
-        payload = json.dumps(body, separators=(",", ":")).encode()
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        status, answer, headers = self.emulator.handle(self.command, self.path, body)
+        payload = json.dumps(answer, separators=(",", ":")).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
         self.send_header("Content-Length", str(len(payload)))
