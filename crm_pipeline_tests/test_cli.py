@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from crm_pipeline.db.migrate import head_revision
-from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+from crm_pipeline.facebook.emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 
 CLI = str(Path(sys.executable).with_name("crm-pipeline"))
 TOKEN = "EAAB-test-token-never-printed-42"
@@ -32,23 +32,43 @@ def cli_env(database_url, tmp_path):
     }
 
 
-def test_sync_facebook_against_a_graph_server_with_a_token(clean_db, cli_env, tmp_path):
+def test_sync_facebook_against_a_graph_server_with_a_token_and_faults(clean_db, cli_env, tmp_path):
     day = dt.date(2026, 6, 1)
-    with GraphEmulator(EmulatorData(), expected_token=TOKEN) as server:
+    data = EmulatorData()
+    faults = FaultPlan()
+    faults.add(
+        Fault(kind="throttle", code=17, subcode=2446079, count=2, path="/insights"),
+        Fault(kind="transient", count=2),
+        Fault(kind="reduce_data", count=1, path="/insights"),
+        Fault(kind="throttle", code=80005, count=1, path="/leads"),
+    )
+    with GraphEmulator(data, expected_token=TOKEN, faults=faults) as server:
         env = {
             **cli_env,
             "FB_GRAPH_URL": server.url,
             "FB_ACCESS_TOKEN": TOKEN,
             "FB_AD_ACCOUNT_IDS": "act_1001",
+            "FB_PAGE_ID": data.page_id,
+            "CRM_GRAPH_BACKOFF_BASE_SECONDS": "0.01",
         }
         result = _run(
             ["sync", "facebook", "--since", "2026-06-01", "--until", "2026-06-02"], env, tmp_path
         )
+        assert not faults.remaining
     assert result.returncode == 0, result.stderr
     assert TOKEN not in result.stdout + result.stderr
-    expected = len(EmulatorData().insights("act_1001", day, day + dt.timedelta(days=1)))
+    expected = len(data.insights("act_1001", day, day + dt.timedelta(days=1)))
     with clean_db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM ad_insights_daily")).scalar_one() == expected
+        count = lambda t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()  # noqa: E731
+        assert count("ad_insights_daily") == expected
+        assert count("leads") == len(data.all_leads_for_tests())
+        assert count("conversations") == len(data.conversations_for_tests())
+        assert count("messages") == sum(len(c["messages"]) for c in data.conversations_for_tests())
+    # Nothing we or Dagster stored (Parquet, run/event storage, compute logs, cache files)
+    # holds the token.
+    for path in [*(tmp_path / "data").rglob("*"), *(tmp_path / "cache").rglob("*")]:
+        if path.is_file() and "pg" not in path.parts:
+            assert TOKEN.encode() not in path.read_bytes(), path
     assert (tmp_path / "cache" / "analytics" / "summary.json").exists()
     assert (tmp_path / "data" / "dagster").is_dir()  # runs recorded on a real local instance
 

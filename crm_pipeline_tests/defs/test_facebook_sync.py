@@ -285,3 +285,41 @@ def test_malformed_rows_are_quarantined_and_the_check_fails(clean_db, database_u
     assert meta["quarantined"].value == 1
     # The good row already stored for the malformed ad is kept, not deleted or corrupted.
     assert _snapshot(clean_db)["ad_insights_daily"] == before
+
+
+def test_async_report_runs_give_the_same_rows_even_when_jobs_fail(clean_db, database_url, dirs):
+    from crm_pipeline.defs.crm.assets import ad_insights_daily
+    from crm_pipeline.defs.facebook.assets import fb_ad_insights_raw
+    from crm_pipeline.defs.facebook.partitions import insights_partition_key
+
+    key = insights_partition_key("act_1001", DAYS[0])
+    with GraphEmulator(EmulatorData()) as server:
+        assert dg.materialize(
+            [fb_ad_insights_raw, ad_insights_daily],
+            partition_key=key,
+            resources=_resources(database_url, server.url, dirs),
+        ).success
+    synchronous = _snapshot(clean_db)["ad_insights_daily"]
+    with clean_db.begin() as conn:
+        conn.execute(text("TRUNCATE ad_insights_daily"))
+
+    faults = FaultPlan()
+    faults.add(Fault(kind="async_fail", count=3))  # retried twice, then split by campaign
+    resources = _resources(database_url, None, dirs)
+    with GraphEmulator(EmulatorData(), faults=faults) as server:
+        resources["graph_api"] = GraphApiResource(
+            graph_url=server.url,
+            ad_account_ids="act_1001",
+            page_id="2001",
+            insights_mode="async",
+        )
+        result = dg.materialize(
+            [fb_ad_insights_raw, ad_insights_daily], partition_key=key, resources=resources
+        )
+        posts = [r for r in server.requests if r.method == "POST"]
+    assert result.success
+    assert len(posts) > 3, "the failing job was retried and then split"
+    assert _snapshot(clean_db)["ad_insights_daily"] == synchronous
+    meta = result.asset_materializations_for_node("fb_ad_insights_raw")[0].metadata
+    assert meta["rows"].value == len(synchronous)
+    assert {"api_calls", "pages", "retries", "throttle_waits"} <= meta.keys()

@@ -79,6 +79,8 @@ def graph_metadata(graph: GraphSession) -> dict[str, Any]:
     if stats is not None:
         meta.update(
             {
+                # Calls that returned data: each is one page of some edge.
+                "pages": max(0, stats.calls - stats.retries),
                 "retries": stats.retries,
                 "throttle_waits": stats.throttle_waits,
                 "waited_seconds": round(stats.waited_seconds, 3),
