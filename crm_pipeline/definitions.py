@@ -9,7 +9,11 @@ from __future__ import annotations
 import dagster as dg
 
 from crm_pipeline.defs.analytics.assets import analytics_summary
-from crm_pipeline.defs.cache.assets import marketing_insights_cache
+from crm_pipeline.defs.cache.assets import (
+    customer_index_cache,
+    customer_profiles_cache,
+    marketing_insights_cache,
+)
 from crm_pipeline.defs.cache.sensors import change_log_sensor
 from crm_pipeline.defs.crm.assets import (
     ad_insights_daily,
@@ -52,7 +56,10 @@ facebook = dg.Definitions(
 crm = dg.Definitions(
     assets=[ad_insights_daily, ad_objects, leads, conversations_and_messages, customers, orders]
 )
-cache = dg.Definitions(assets=[marketing_insights_cache], sensors=[change_log_sensor])
+cache = dg.Definitions(
+    assets=[marketing_insights_cache, customer_index_cache, customer_profiles_cache],
+    sensors=[change_log_sensor],
+)
 analytics = dg.Definitions(assets=[analytics_summary])
 
 defs = dg.Definitions.merge(

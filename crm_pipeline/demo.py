@@ -105,6 +105,8 @@ crm-pipeline demo: done.
   raw parquet     {settings.data_dir / "raw" / "fb_ad_insights"}/
   cache files     {report.cache_files["marketing_insights_cache"]}
                   {report.cache_files["analytics_summary"]}
+                  {report.cache_files["customer_index_cache"]}
+                  {report.cache_files["customer_profiles_cache"]}/<id>.json
 
 Next:
   cat {report.cache_files["analytics_summary"]}

@@ -20,7 +20,11 @@ from crm_pipeline.db.engine import get_engine
 from crm_pipeline.db.schema import sync_state
 from crm_pipeline.db.sync_state import get_state, put_state
 from crm_pipeline.defs.analytics.assets import analytics_summary
-from crm_pipeline.defs.cache.assets import marketing_insights_cache
+from crm_pipeline.defs.cache.assets import (
+    customer_index_cache,
+    customer_profiles_cache,
+    marketing_insights_cache,
+)
 from crm_pipeline.defs.crm.assets import ad_insights_daily
 from crm_pipeline.defs.facebook.assets import fb_ad_insights_raw
 from crm_pipeline.defs.facebook.partitions import configured_account_ids, insights_partition_key
@@ -186,22 +190,19 @@ def _run(assets, partition_key, resources, instance, what: str) -> dg.ExecuteInP
     )
 
 
+CACHE_ASSETS = (
+    marketing_insights_cache,
+    customer_index_cache,
+    customer_profiles_cache,
+    analytics_summary,
+)
+
+
 def refresh_cache_files(*, resources: dict, instance: dg.DagsterInstance) -> dict[str, str]:
-    """Rebuild the marketing cache and the summary in one run; return their paths."""
-    result = _check(
-        dg.materialize(
-            [marketing_insights_cache, analytics_summary],
-            resources=resources,
-            instance=instance,
-            tags={"crm/trigger": "cli"},
-            run_config=_QUIET,
-            raise_on_error=False,
-        ),
-        "cache refresh",
-    )
+    """Rebuild every cache file (all customer files too) in one run; return their paths."""
+    result = _run(list(CACHE_ASSETS), None, resources, instance, "cache refresh")
     return {
-        asset.key.to_user_string(): str(_metadata(result, asset)["path"])
-        for asset in (marketing_insights_cache, analytics_summary)
+        asset.key.to_user_string(): str(_metadata(result, asset)["path"]) for asset in CACHE_ASSETS
     }
 
 

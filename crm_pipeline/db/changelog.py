@@ -88,3 +88,40 @@ def reflected_watermark(conn: Connection) -> str:
             ")::text::numeric, 0) + 1)::text"
         )
     ).scalar_one()
+
+
+def changed_customers(
+    conn: Connection, since: str | None, upto: str, limit: int
+) -> tuple[list[int], bool]:
+    """Distinct customers touched by changes in `[since, upto)`, at most `limit`.
+
+    Returns (ids, complete): `complete` is False when there were more than `limit`, in which
+    case the caller should rebuild everything rather than a partial list.
+    """
+    ids = (
+        conn.execute(
+            text(
+                "SELECT DISTINCT customer_id FROM change_log"
+                " WHERE txid < CAST(:upto AS xid8)"
+                "   AND (CAST(:since AS xid8) IS NULL OR txid >= CAST(:since AS xid8))"
+                "   AND customer_id IS NOT NULL"
+                " ORDER BY customer_id LIMIT :limit"
+            ),
+            {"upto": upto, "since": since, "limit": limit + 1},
+        )
+        .scalars()
+        .all()
+    )
+    return list(ids[:limit]), len(ids) <= limit
+
+
+def prune_change_log(conn: Connection, older_than_days: int) -> int:
+    """Delete change rows older than `older_than_days`; return how many went.
+
+    Safe while the sensor runs: it reads rows within seconds of their commit, so rows days old
+    were consumed long ago.
+    """
+    return conn.execute(
+        text("DELETE FROM change_log WHERE changed_at < now() - make_interval(days => :d)"),
+        {"d": older_than_days},
+    ).rowcount

@@ -232,7 +232,9 @@ change_log = Table(
     Column("op", Text, nullable=False),
     Column("row_count", Integer, nullable=False, server_default=text("1")),
     Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("customer_id", BigInteger),  # the customer whose cache files the change affects
     Index("ix_change_log_txid", "txid"),
+    Index("ix_change_log_changed_at", "changed_at"),
 )
 
 sync_state = Table(

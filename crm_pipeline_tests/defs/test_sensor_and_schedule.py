@@ -12,6 +12,12 @@ from crm_pipeline.defs.resources import PostgresResource
 
 SUMMARY = dg.AssetKey("analytics_summary")
 MARKETING = dg.AssetKey("marketing_insights_cache")
+INDEX = dg.AssetKey("customer_index_cache")
+PROFILES = dg.AssetKey("customer_profiles_cache")
+
+
+def _profile_ids(request):
+    return request.run_config["ops"]["customer_profiles_cache"]["config"]["customer_ids"]
 
 
 def _tick(database_url, cursor=None):
@@ -28,10 +34,13 @@ def test_sensor_requests_exactly_the_assets_a_change_affects(clean_db, database_
     cursor = first.cursor
 
     with clean_db.begin() as conn:
-        conn.execute(text("INSERT INTO customers (email, tier) VALUES ('s@x.io', 'gold')"))
+        cid = conn.execute(
+            text("INSERT INTO customers (email, tier) VALUES ('s@x.io', 'gold') RETURNING id")
+        ).scalar_one()
     second = _tick(database_url, cursor)
     assert len(second.run_requests) == 1
-    assert second.run_requests[0].asset_selection == [SUMMARY]
+    assert set(second.run_requests[0].asset_selection) == {SUMMARY, INDEX, PROFILES}
+    assert _profile_ids(second.run_requests[0]) == [cid]
 
     third = _tick(database_url, second.cursor)  # the same change is not delivered twice
     assert not third.run_requests
@@ -57,6 +66,40 @@ def test_sensor_requests_exactly_the_assets_a_change_affects(clean_db, database_
     assert json.loads(fourth.cursor)["upto"]
     run_keys = {second.run_requests[0].run_key, fourth.run_requests[0].run_key}
     assert len(run_keys) == 2
+
+
+def test_sensor_targets_the_customers_a_change_belongs_to(clean_db, database_url):
+    with clean_db.begin() as conn:
+        a, b, c = (
+            conn.execute(
+                text("INSERT INTO customers (email) VALUES (:e) RETURNING id"), {"e": e}
+            ).scalar_one()
+            for e in ("a@x.io", "b@x.io", "c@x.io")
+        )
+        conn.execute(
+            text("INSERT INTO conversations (id, page_id, customer_id) VALUES ('t_1', '2001', :a)"),
+            {"a": a},
+        )
+    cursor = _tick(database_url).cursor
+
+    with clean_db.begin() as conn:  # a message in A's thread; an order moved from B to C
+        conn.execute(
+            text("INSERT INTO messages (id, conversation_id, text) VALUES ('m_1', 't_1', 'hi')")
+        )
+        conn.execute(
+            text("INSERT INTO orders (external_id, customer_id, amount) VALUES ('o1', :b, 5)"),
+            {"b": b},
+        )
+    with clean_db.begin() as conn:
+        conn.execute(text("UPDATE orders SET customer_id = :c"), {"c": c})
+    tick = _tick(database_url, cursor)
+    assert set(tick.run_requests[0].asset_selection) == {SUMMARY, INDEX, PROFILES}
+    assert _profile_ids(tick.run_requests[0]) == sorted([a, b, c])
+
+    with clean_db.begin() as conn:  # a lead nobody is linked to: no profile to rebuild
+        conn.execute(text("INSERT INTO leads (id, email) VALUES ('l1', 'n@x.io')"))
+    lone = _tick(database_url, tick.cursor)
+    assert set(lone.run_requests[0].asset_selection) == {SUMMARY, INDEX}
 
 
 def test_sensor_ignores_tables_no_cache_reads(clean_db, database_url):

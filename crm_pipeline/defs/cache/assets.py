@@ -6,6 +6,10 @@ import datetime as dt
 import dagster as dg
 from sqlalchemy import text
 
+from crm_pipeline.cachefile import envelope, write_json_atomic
+from crm_pipeline.db.changelog import reflected_watermark
+from crm_pipeline.db.engine import read_snapshot
+from crm_pipeline.defs.cache import customers
 from crm_pipeline.defs.cache.publish import publish_from_snapshot
 from crm_pipeline.defs.crm.assets import ad_insights_daily
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
@@ -107,3 +111,96 @@ def marketing_insights_cache(
             spend=float(payload["totals"]["spend"]),
         )
     )
+
+
+CUSTOMER_SCHEMA_VERSION = 1
+
+
+class CustomerProfilesConfig(dg.Config):
+    """Which customer files to rebuild: the listed ids, or every customer when unset."""
+
+    customer_ids: list[int] | None = None
+
+
+@dg.asset(
+    deps=["customers", "orders", "leads", "conversations", "messages"],
+    group_name="cache",
+    kinds={"json"},
+    owners=["team:crm"],
+    description=(
+        "cache/customers/<id>.json: one customer 360 file per customer (customer, leads, "
+        "conversations with recent messages, orders, attributed campaign/ad). The change-log "
+        "sensor passes the ids that changed, so a run rewrites only those files; without ids "
+        "it rebuilds all and removes files of deleted customers."
+    ),
+)
+def customer_profiles_cache(
+    context: dg.AssetExecutionContext,
+    config: CustomerProfilesConfig,
+    postgres: PostgresResource,
+    storage: StorageResource,
+) -> dg.MaterializeResult:
+    """Rewrite the requested customer 360 files from one consistent snapshot."""
+    folder = storage.cache_path() / customers.PROFILE_DIR
+    written = deleted = 0
+    seen: set[int] = set()
+    with read_snapshot(postgres.engine()) as conn:
+        watermark = reflected_watermark(conn)
+        batches = (
+            [sorted(set(config.customer_ids))]
+            if config.customer_ids is not None
+            else customers.all_customer_ids(conn)
+        )
+        for ids in batches:
+            profiles = customers.build_profiles(conn, ids)
+            for cid in ids:
+                path = folder / f"{cid}.json"
+                if cid in profiles:
+                    doc = envelope(
+                        profiles[cid], watermark=watermark, schema_version=CUSTOMER_SCHEMA_VERSION
+                    )
+                    write_json_atomic(path, doc)
+                    written += 1
+                elif path.exists():
+                    path.unlink()  # the customer was deleted
+                    deleted += 1
+            seen.update(profiles)
+    if config.customer_ids is None and folder.exists():
+        for path in folder.glob("*.json"):
+            if path.stem.isdigit() and int(path.stem) not in seen:
+                path.unlink()
+                deleted += 1
+    mode = "full" if config.customer_ids is None else "targeted"
+    context.log.info(f"{mode} rebuild: {written} customer files written, {deleted} removed")
+    return dg.MaterializeResult(
+        metadata={
+            "mode": mode,
+            "files": written,
+            "deleted": deleted,
+            "path": dg.MetadataValue.path(str(folder)),
+            "watermark": watermark,
+        }
+    )
+
+
+@dg.asset(
+    deps=["customers", "orders", "leads"],
+    group_name="cache",
+    kinds={"json"},
+    owners=["team:crm"],
+    description="cache/customers/index.json: every customer with tier, orders, revenue, leads.",
+)
+def customer_index_cache(
+    postgres: PostgresResource, storage: StorageResource
+) -> dg.MaterializeResult:
+    """Rebuild the customer list file."""
+    from crm_pipeline.defs.analytics.kpis import REVENUE_STATUSES
+
+    published = publish_from_snapshot(
+        postgres,
+        storage,
+        customers.INDEX_FILE,
+        CUSTOMER_SCHEMA_VERSION,
+        lambda conn: customers.build_index(conn, REVENUE_STATUSES),
+    )
+    return dg.MaterializeResult(metadata=published.metadata(rows=published.payload["count"]))

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, text
 
 from crm_pipeline import lake
 from crm_pipeline.db import schema
+from crm_pipeline.db.crm_core import link_conversations_to_customers, link_leads_to_customers
 from crm_pipeline.db.sync_state import get_state, put_state
 from crm_pipeline.db.upsert import bulk_upsert
 from crm_pipeline.defs.facebook.assets import (
@@ -232,7 +233,7 @@ def flatten_lead(row: dict) -> dict:
 
 
 @dg.asset(
-    deps=["fb_leads_raw"],
+    deps=["fb_leads_raw", customers],
     group_name="crm",
     kinds={"postgres"},
     owners=["team:crm"],
@@ -246,8 +247,9 @@ def leads(postgres: PostgresResource, storage: StorageResource) -> dg.Materializ
     raw = _load(storage, "leads").to_pylist()
     with postgres.engine().begin() as conn:
         result = bulk_upsert(conn, schema.leads, [flatten_lead(r) for r in raw])
+        linked = link_leads_to_customers(conn)
         marks = _advance(conn, "leads", _newest(raw, "form_id", "created_time"), "created_time")
-    return _upsert_result("leads", result, watermark=dg.MetadataValue.json(marks))
+    return _upsert_result("leads", result, **linked, watermark=dg.MetadataValue.json(marks))
 
 
 @dg.multi_asset(
@@ -290,12 +292,7 @@ def conversations_and_messages(postgres: PostgresResource, storage: StorageResou
     ]
     with postgres.engine().begin() as conn:
         conv_result = bulk_upsert(conn, schema.conversations, conv_rows)
-        linked = conn.execute(
-            text(
-                "UPDATE conversations v SET customer_id = c.id FROM customers c"
-                " WHERE c.fb_psid = v.psid AND v.customer_id IS DISTINCT FROM c.id"
-            )
-        ).rowcount
+        linked = link_conversations_to_customers(conn)
         msg_result = bulk_upsert(conn, schema.messages, msg_rows)
         marks = _advance(
             conn, "conversations", _newest(convs, "page_id", "updated_time"), "updated_time"
