@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from crm_pipeline import lake
 from crm_pipeline.cachefile import read_json
-from crm_pipeline.defs.analytics.assets import analytics_summary
+from crm_pipeline.defs.analytics.assets import SUMMARY_SCHEMA_VERSION, analytics_summary
 from crm_pipeline.defs.cache.assets import marketing_insights_cache
 from crm_pipeline.defs.crm.assets import ad_insights_daily
 from crm_pipeline.defs.facebook.assets import fb_ad_insights_raw
@@ -80,7 +80,8 @@ def test_full_graph_materializes_into_db_and_cache(clean_db, resources, dirs):
     summary = read_json(dirs["cache"] / "analytics" / "summary.json")
     for doc in (insights, summary):
         assert doc.keys() >= ENVELOPE
-        assert doc["schema_version"] == 1
+    assert insights["schema_version"] == 1
+    assert summary["schema_version"] == SUMMARY_SCHEMA_VERSION
     assert Decimal(str(insights["totals"]["spend"])) == db_rows[1]
     assert [d["date"] for d in insights["by_day"]] == days
 
