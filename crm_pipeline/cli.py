@@ -28,6 +28,16 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_prune_changes(args: argparse.Namespace) -> int:
+    from crm_pipeline.db.changelog import prune_change_log
+    from crm_pipeline.db.engine import get_engine, resolve_database_url
+
+    with get_engine(resolve_database_url(load_settings())).begin() as conn:
+        removed = prune_change_log(conn, args.older_than_days)
+    print(f"removed {removed} change_log rows older than {args.older_than_days} days")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from crm_pipeline.demo import run_demo
 
@@ -80,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = db.add_parser("upgrade", help="run the Alembic migrations (default: to head)")
     up.add_argument("revision", nargs="?", default="head")
     up.set_defaults(func=_db_upgrade)
+    prune = db.add_parser("prune-changes", help="delete change_log rows the sensor consumed")
+    prune.add_argument("--older-than-days", type=int, default=7)
+    prune.set_defaults(func=_db_prune_changes)
 
     demo = sub.add_parser("demo", help="run the whole graph on embedded defaults")
     demo.add_argument("--days", type=int, default=7, help="days of insights to sync (default 7)")

