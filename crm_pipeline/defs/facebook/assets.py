@@ -19,6 +19,7 @@ from crm_pipeline.defs.facebook.resources import GraphApiResource, GraphSession
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 from crm_pipeline.facebook import streams, validate
 from crm_pipeline.facebook.client import INSIGHT_FIELDS, GraphApiError
+from crm_pipeline.facebook.streams import OBJECT_FIELDS
 
 INSIGHTS_STREAM = "fb_ad_insights"
 # Complex values (lists, objects) land as JSON text; scalars stay the strings Meta sends.
@@ -27,26 +28,8 @@ RAW_INSIGHTS_SCHEMA = pa.schema([(name, pa.string()) for name in RAW_INSIGHT_FIE
 
 OBJECT_STREAMS = ("campaigns", "adsets", "ads")
 RAW_FIELDS = {
-    "campaigns": (
-        "id",
-        "account_id",
-        "name",
-        "status",
-        "objective",
-        "created_time",
-        "updated_time",
-    ),
-    "adsets": ("id", "account_id", "campaign_id", "name", "status", "created_time", "updated_time"),
-    "ads": (
-        "id",
-        "account_id",
-        "campaign_id",
-        "adset_id",
-        "name",
-        "status",
-        "created_time",
-        "updated_time",
-    ),
+    # The ad objects land exactly the fields the client requests.
+    **OBJECT_FIELDS,
     "leads": ("id", "form_id", "ad_id", "campaign_id", "page_id", "created_time", "field_data"),
     "conversations": ("id", "page_id", "psid", "updated_time", "participants"),
     "messages": ("id", "conversation_id", "from", "message", "created_time"),
