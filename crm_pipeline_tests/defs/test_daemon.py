@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -37,8 +39,9 @@ def _summary_customers(path: Path):
         return None
 
 
-@pytest.mark.slow
-def test_db_write_reaches_cache_through_real_daemon(clean_db, database_url, tmp_path):
+@contextmanager
+def running_daemon(database_url: str, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A real `dagster-daemon run` on a fresh instance; yields (cache dir, daemon log)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -62,14 +65,7 @@ def test_db_write_reaches_cache_through_real_daemon(clean_db, database_url, tmp_
             start_new_session=True,
         )
     try:
-        summary = cache / "analytics" / "summary.json"
-        with clean_db.begin() as conn:
-            conn.execute(text("INSERT INTO customers (email, tier) VALUES ('d1@x.io', 'gold')"))
-        _wait_for(lambda: _summary_customers(summary) == 1, 180, "first summary", log)
-
-        with clean_db.begin() as conn:
-            conn.execute(text("INSERT INTO customers (email, tier) VALUES ('d2@x.io', 'gold')"))
-        _wait_for(lambda: _summary_customers(summary) == 2, 120, "updated summary", log)
+        yield cache, log
         assert daemon.poll() is None, "the daemon died"
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
@@ -78,6 +74,19 @@ def test_db_write_reaches_cache_through_real_daemon(clean_db, database_url, tmp_
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait(10)
+
+
+@pytest.mark.slow
+def test_db_write_reaches_cache_through_real_daemon(clean_db, database_url, tmp_path):
+    with running_daemon(database_url, tmp_path) as (cache, log):
+        summary = cache / "analytics" / "summary.json"
+        with clean_db.begin() as conn:
+            conn.execute(text("INSERT INTO customers (email, tier) VALUES ('d1@x.io', 'gold')"))
+        _wait_for(lambda: _summary_customers(summary) == 1, 180, "first summary", log)
+
+        with clean_db.begin() as conn:
+            conn.execute(text("INSERT INTO customers (email, tier) VALUES ('d2@x.io', 'gold')"))
+        _wait_for(lambda: _summary_customers(summary) == 2, 120, "updated summary", log)
 
 
 def _psql_binary() -> str:
@@ -139,29 +148,7 @@ def test_eight_out_of_order_psql_sessions_all_reach_the_customer_files(
             ).scalar_one()
             for i in range(32)
         ]
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    cache = tmp_path / "cache"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "FB_", "DAGSTER_"))},
-        "DAGSTER_HOME": str(home),
-        "CRM_DATABASE_URL": database_url,
-        "CRM_CACHE_DIR": str(cache),
-        "CRM_DATA_DIR": str(tmp_path / "data"),
-        "CRM_CHANGE_SENSOR_INTERVAL": "1",
-    }
-    log = tmp_path / "daemon.log"
-    with log.open("wb") as out:
-        daemon = subprocess.Popen(
-            [DAEMON, "run", "-w", str(ROOT / "workspace.yaml")],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with running_daemon(database_url, tmp_path) as (cache, log):
         folder = cache / "customers"
         # The sensor's first tick rebuilds every file from the seed.
         _wait_for(lambda: _cache_matches_db(clean_db, folder), 180, "initial files", log)
@@ -185,10 +172,3 @@ def test_eight_out_of_order_psql_sessions_all_reach_the_customer_files(
         _wait_for(lambda: _cache_matches_db(clean_db, folder), 120, "all psql writes", log)
         for seed in range(8):
             assert not (folder / f"{ids[seed * 4 + 3]}.json").exists()
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(10)
