@@ -52,7 +52,7 @@ def demo_crm_rows(customers: int = 40, orders: int = 120) -> tuple[list[dict], l
 
 
 def seed_demo_crm(engine: Engine) -> dict[str, int]:
-    """Upsert the demo customers and orders on their natural keys (idempotent)."""
+    """Upsert the demo customers and orders on their natural keys (idempotent); return how many."""
     people, sales = demo_crm_rows()
     with engine.begin() as conn:
         bulk_upsert(conn, schema.customers, people, key=["email"])
@@ -62,10 +62,7 @@ def seed_demo_crm(engine: Engine) -> dict[str, int]:
             for o in sales
         ]
         bulk_upsert(conn, schema.orders, order_rows, key=["external_id"])
-        counts = conn.execute(
-            text("SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM orders)")
-        ).one()
-    return {"customers": counts[0], "orders": counts[1]}
+    return {"customers": len(people), "orders": len(order_rows)}
 
 
 def run_demo(days: int = 7) -> int:
@@ -85,19 +82,21 @@ def run_demo(days: int = 7) -> int:
     with get_engine(url).connect() as conn:
         counts = conn.execute(
             text(
-                "SELECT (SELECT count(*) FROM ad_insights_daily), (SELECT count(*) FROM ads),"
+                "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM orders),"
+                " (SELECT count(*) FROM ad_insights_daily), (SELECT count(*) FROM ads),"
                 " (SELECT count(*) FROM leads), (SELECT count(*) FROM conversations),"
                 " (SELECT count(*) FROM messages)"
             )
         ).one()
-    insight_rows, ads, leads, chats, messages = counts
+    customers, orders, insight_rows, ads, leads, chats, messages = counts
 
     source = "the bundled Graph API emulator" if settings.uses_emulator else "the Graph API"
     print(
         f"""
 crm-pipeline demo: done.
   database        {redact_url(url)} (migrated to {revision})
-  customers       {crm["customers"]}, orders {crm["orders"]} (demo seed)
+  customers       {customers}, orders {orders} (seeded {crm["customers"]} and {crm["orders"]};
+                  the other customers came in as Lead Ads leads)
   insights        {report.insight_rows} rows for {keys[0]}..{keys[-1]} from {source}
                   ({report.inserted} new, {report.updated} updated; {report.api_calls} API calls)
                   ad_insights_daily now holds {insight_rows} rows
