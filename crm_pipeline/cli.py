@@ -73,6 +73,17 @@ def _sync_facebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clone_db(args: argparse.Namespace) -> int:
+    from crm_pipeline.db.clone import clone_database
+    from crm_pipeline.db.engine import resolve_database_url
+
+    source = resolve_database_url(load_settings())
+    result = clone_database(source, args.to, mask_pii=args.mask_pii)
+    print(f"cloned to {result.target}")
+    print(result.format_table())
+    return 0
+
+
 def _emulator(args: argparse.Namespace) -> int:
     from crm_pipeline.facebook.emulator.__main__ import main as emulator_main
 
@@ -106,6 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--no-cache", action="store_true", help="skip the cache rebuild")
     fb.set_defaults(func=_sync_facebook)
 
+    clone = sub.add_parser(
+        "clone-db", help="copy a consistent snapshot of the database to PostgreSQL or Parquet"
+    )
+    clone.add_argument(
+        "--to",
+        required=True,
+        metavar="TARGET",
+        help="a postgresql:// URL of an empty database, or a folder (must not exist or be empty)",
+    )
+    clone.add_argument(
+        "--mask-pii",
+        action="store_true",
+        help="replace names, emails and phones with keyed hashes (set CRM_MASK_KEY)",
+    )
+    clone.set_defaults(func=_clone_db)
+
     emu = sub.add_parser("emulator", help="run the bundled Graph API emulator in the foreground")
     emu.add_argument("--port", type=int, default=0)
     emu.add_argument("--seed", type=int, default=7)
@@ -127,6 +154,15 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, RunFailed | ValueError):
             print(f"crm-pipeline: {exc}", file=sys.stderr)
+            return 1
+        import psycopg
+        from sqlalchemy.exc import DBAPIError
+
+        if isinstance(exc, psycopg.Error | DBAPIError):
+            # hide_parameters keeps row values out; the first line names the problem.
+            cause = getattr(exc, "orig", None) or exc
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause)
+            print(f"crm-pipeline: database error: {first}", file=sys.stderr)
             return 1
         raise
 

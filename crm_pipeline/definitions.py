@@ -23,6 +23,7 @@ from crm_pipeline.defs.crm.assets import (
     leads,
     orders,
 )
+from crm_pipeline.defs.crm.snapshot import local_db_snapshot
 from crm_pipeline.defs.facebook.assets import (
     fb_ad_insights_raw,
     fb_ad_objects_raw,
@@ -54,7 +55,15 @@ facebook = dg.Definitions(
     schedules=[hourly_facebook_sync, daily_attribution_resync],
 )
 crm = dg.Definitions(
-    assets=[ad_insights_daily, ad_objects, leads, conversations_and_messages, customers, orders]
+    assets=[
+        ad_insights_daily,
+        ad_objects,
+        leads,
+        conversations_and_messages,
+        customers,
+        orders,
+        local_db_snapshot,
+    ]
 )
 cache = dg.Definitions(
     assets=[marketing_insights_cache, customer_index_cache, customer_profiles_cache],
