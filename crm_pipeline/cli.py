@@ -84,6 +84,13 @@ def _clone_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from crm_pipeline.api.server import serve
+
+    serve(args.host, args.port, log_level=args.log_level)
+    return 0
+
+
 def _emulator(args: argparse.Namespace) -> int:
     from crm_pipeline.facebook.emulator.__main__ import main as emulator_main
 
@@ -132,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace names, emails and phones with keyed hashes (set CRM_MASK_KEY)",
     )
     clone.set_defaults(func=_clone_db)
+
+    api = sub.add_parser("serve", help="run the API: webhooks, write routes, cache-first reads")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    api.set_defaults(func=_serve)
 
     emu = sub.add_parser("emulator", help="run the bundled Graph API emulator in the foreground")
     emu.add_argument("--port", type=int, default=0)

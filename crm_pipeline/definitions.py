@@ -23,6 +23,7 @@ from crm_pipeline.defs.crm.assets import (
     leads,
     orders,
 )
+from crm_pipeline.defs.crm.inbox import webhook_inbox_sensor, webhook_leads
 from crm_pipeline.defs.crm.snapshot import local_db_snapshot
 from crm_pipeline.defs.facebook.assets import (
     fb_ad_insights_raw,
@@ -63,7 +64,9 @@ crm = dg.Definitions(
         customers,
         orders,
         local_db_snapshot,
-    ]
+        webhook_leads,
+    ],
+    sensors=[webhook_inbox_sensor],
 )
 cache = dg.Definitions(
     assets=[marketing_insights_cache, customer_index_cache, customer_profiles_cache],

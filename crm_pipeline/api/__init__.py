@@ -1,0 +1,1 @@
+"""The API service (FastAPI): Facebook webhooks, CRM write routes and cache-first reads."""

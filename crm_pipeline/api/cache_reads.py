@@ -1,0 +1,336 @@
+"""Cache-first GET routes: JSON files under `CRM_CACHE_DIR`, filled from the DB on a miss.
+
+- HIT: the file is current; served with a strong ETag (If-None-Match gives 304).
+- MISS: no file; built from one DB snapshot, written atomically, served.
+- STALE: the file is past its TTL or behind the change log for the tables (and customer) it
+  covers; served at once while one background refresh per key rebuilds it.
+- DB down: every existing file is still served (STALE, with `X-Stale-Since`, the time the data
+  was generated, and `X-Database-Unavailable-Since`); a miss answers 503.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
+from fastapi.responses import Response
+from sqlalchemy import Connection, text
+
+from crm_pipeline.api.database import Database
+from crm_pipeline.api.problems import DatabaseUnavailable, Problem
+from crm_pipeline.cachefile import dumps, envelope, write_json_atomic
+from crm_pipeline.db.changelog import reflected_watermark
+
+log = logging.getLogger("crm_pipeline.api.cache")
+
+DEFAULT_TTL_SECONDS = 300
+CUSTOMER_ENTITIES = ("customers", "orders", "leads", "conversations", "messages")
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """One cache file: where it lives, what it depends on and how to build it."""
+
+    name: str
+    path: str  # relative to the cache dir
+    schema_version: int
+    entities: tuple[str, ...]  # change_log entities that make it stale
+    build: Callable[[Connection], dict[str, Any] | None]  # None: the resource does not exist
+    customer_id: int | None = None  # only this customer's changes make it stale
+
+
+@dataclass(frozen=True)
+class Cached:
+    body: bytes
+    document: dict[str, Any]
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
+
+    @property
+    def generated_at(self) -> dt.datetime | None:
+        try:
+            return dt.datetime.fromisoformat(self.document["generated_at"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def age_seconds(self) -> int:
+        generated = self.generated_at
+        if generated is None:
+            return 0
+        return max(0, int((dt.datetime.now(dt.UTC) - generated).total_seconds()))
+
+
+class CacheStore:
+    """Reads, builds and refreshes cache files; one refresh per key at a time."""
+
+    def __init__(self, cache_dir: Path, db: Database, ttl_seconds: int) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.db = db
+        self.ttl_seconds = ttl_seconds
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cache-refresh")
+        self._lock = threading.Lock()
+        self._refreshing: set[str] = set()
+        self._build_locks: dict[str, threading.Lock] = {}
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def read(self, key: CacheKey) -> Cached | None:
+        path = self.cache_dir / key.path
+        try:
+            body = path.read_bytes()
+            document = orjson.loads(body)
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError):
+            log.warning("unreadable cache file %s; rebuilding", key.path)
+            return None
+        if not isinstance(document, dict) or document.get("schema_version") != key.schema_version:
+            return None  # written by another version of the code: rebuild
+        return Cached(body, document)
+
+    def is_stale(self, key: CacheKey, cached: Cached) -> bool:
+        """Past the TTL, or a change the file does not reflect exists (needs the DB)."""
+        if cached.age_seconds() >= self.ttl_seconds:
+            return True
+        watermark = str(cached.document.get("watermark") or "0")
+        if not watermark.isdigit():
+            return True
+        with self.db.snapshot() as conn:
+            return bool(
+                conn.execute(
+                    text(
+                        "SELECT EXISTS (SELECT 1 FROM change_log"
+                        " WHERE txid >= CAST(:wm AS xid8) AND entity = ANY(:entities)"
+                        "   AND (CAST(:cid AS bigint) IS NULL OR customer_id = :cid))"
+                    ),
+                    {"wm": watermark, "entities": list(key.entities), "cid": key.customer_id},
+                ).scalar()
+            )
+
+    def build(self, key: CacheKey) -> Cached | None:
+        """Build from one DB snapshot and publish atomically; None when the resource is absent."""
+        lock = self._build_lock(key.name)
+        with lock:
+            with self.db.snapshot() as conn:
+                payload = key.build(conn)
+                watermark = reflected_watermark(conn)
+            if payload is None:
+                # Gone from the DB (e.g. a deleted customer): drop its file so it 404s too.
+                (self.cache_dir / key.path).unlink(missing_ok=True)
+                return None
+            document = envelope(payload, watermark=watermark, schema_version=key.schema_version)
+            try:
+                write_json_atomic(self.cache_dir / key.path, document)
+            except OSError as exc:
+                log.error("could not write cache file %s: %s", key.path, type(exc).__name__)
+            body = dumps(document)
+            return Cached(body, orjson.loads(body))
+
+    def refresh_in_background(self, key: CacheKey) -> bool:
+        """Schedule one rebuild of `key` unless one is already running; True if scheduled."""
+        with self._lock:
+            if key.name in self._refreshing:
+                return False
+            self._refreshing.add(key.name)
+
+        def run() -> None:
+            try:
+                self.build(key)
+            except DatabaseUnavailable:
+                log.warning("background refresh of %s skipped: database unavailable", key.name)
+            except Exception:
+                log.exception("background refresh of %s failed", key.name)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(key.name)
+
+        try:
+            self._executor.submit(run)
+        except RuntimeError:  # shutting down
+            with self._lock:
+                self._refreshing.discard(key.name)
+            return False
+        return True
+
+    def refreshing(self, name: str) -> bool:
+        with self._lock:
+            return name in self._refreshing
+
+    def _build_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._build_locks.setdefault(name, threading.Lock())
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    tags = (t.strip().removeprefix("W/") for t in header.split(","))
+    return etag in tags
+
+
+def serve(request: Request, key: CacheKey) -> Response:
+    """The cache-first read path shared by every GET route."""
+    store: CacheStore = request.app.state.cache
+    db: Database = store.db
+    cached = store.read(key)
+    status = "HIT"
+    extra: dict[str, str] = {}
+    if cached is None:
+        built = store.build(key)  # DatabaseUnavailable → 503
+        if built is None:
+            raise Problem(404, "Not found", f"No {key.name.split(':')[0]} with that id.")
+        cached, status = built, "MISS"
+    else:
+        try:
+            if store.is_stale(key, cached):
+                status = "STALE"
+                store.refresh_in_background(key)
+        except DatabaseUnavailable:
+            status = "STALE"
+            generated = cached.document.get("generated_at")
+            if generated:
+                extra["X-Stale-Since"] = str(generated)
+            if db.down_since_iso():
+                extra["X-Database-Unavailable-Since"] = db.down_since_iso()
+
+    if status == "STALE":
+        cache_control = "private, no-cache"
+    else:
+        remaining = max(0, store.ttl_seconds - cached.age_seconds())
+        cache_control = f"private, max-age={remaining}"
+    headers = {
+        "X-Cache": status,
+        "ETag": cached.etag,
+        "Cache-Control": cache_control,
+        "Age": str(cached.age_seconds()),
+        **extra,
+    }
+    if _etag_matches(request.headers.get("if-none-match"), cached.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(cached.body, media_type="application/json", headers=headers)
+
+
+# --- the keys -------------------------------------------------------------------------------
+
+
+def _customer_index_key() -> CacheKey:
+    from crm_pipeline.defs.analytics.kpis import REVENUE_STATUSES
+    from crm_pipeline.defs.cache import customers
+    from crm_pipeline.defs.cache.assets import CUSTOMER_SCHEMA_VERSION
+
+    return CacheKey(
+        "customers",
+        customers.INDEX_FILE,
+        CUSTOMER_SCHEMA_VERSION,
+        ("customers", "orders", "leads"),
+        lambda conn: customers.build_index(conn, REVENUE_STATUSES),
+    )
+
+
+def _customer_key(customer_id: int) -> CacheKey:
+    from crm_pipeline.defs.cache import customers
+    from crm_pipeline.defs.cache.assets import CUSTOMER_SCHEMA_VERSION
+
+    return CacheKey(
+        f"customer:{customer_id}",
+        f"{customers.PROFILE_DIR}/{customer_id}.json",
+        CUSTOMER_SCHEMA_VERSION,
+        CUSTOMER_ENTITIES,
+        lambda conn: customers.build_profiles(conn, [customer_id]).get(customer_id),
+        customer_id=customer_id,
+    )
+
+
+def _summary_key() -> CacheKey:
+    from crm_pipeline.defs.analytics.assets import SUMMARY_FILE, build_validated_summary
+    from crm_pipeline.defs.analytics.kpis import SUMMARY_SCHEMA_VERSION
+
+    return CacheKey(
+        "summary",
+        SUMMARY_FILE,
+        SUMMARY_SCHEMA_VERSION,
+        ("customers", "orders", "leads", "ad_insights_daily", "campaigns"),
+        lambda conn: build_validated_summary(conn, dt.datetime.now(dt.UTC).date()),
+    )
+
+
+def _insights_key() -> CacheKey:
+    from crm_pipeline.defs.cache.assets import (
+        MARKETING_INSIGHTS_FILE,
+        MARKETING_SCHEMA_VERSION,
+        MarketingCacheConfig,
+        build_marketing_insights,
+    )
+
+    days = MarketingCacheConfig().lookback_days
+
+    def build(conn: Connection) -> dict[str, Any]:
+        until = dt.datetime.now(dt.UTC).date()
+        return build_marketing_insights(conn, until - dt.timedelta(days=days - 1), until)
+
+    return CacheKey(
+        "insights",
+        MARKETING_INSIGHTS_FILE,
+        MARKETING_SCHEMA_VERSION,
+        ("ad_insights_daily", "campaigns"),
+        build,
+    )
+
+
+router = APIRouter(tags=["reads"])
+
+_CACHED = {
+    200: {"description": "the cache file (X-Cache: HIT, MISS or STALE)"},
+    304: {"description": "If-None-Match matched the ETag"},
+    503: {"description": "no cached copy and the database is unavailable"},
+}
+
+
+@router.get("/api/customers", responses=_CACHED, summary="Customer list (cache-first)")
+def customer_index(request: Request) -> Response:
+    """`customers/index.json`."""
+    return serve(request, _customer_index_key())
+
+
+@router.get(
+    "/api/customers/{customer_id}",
+    responses={**_CACHED, 404: {"description": "no such customer"}},
+    summary="Customer 360 (cache-first)",
+)
+def customer_profile(
+    request: Request, customer_id: int = PathParam(ge=1, le=2**63 - 1)
+) -> Response:
+    """`customers/<id>.json`."""
+    return serve(request, _customer_key(customer_id))
+
+
+@router.get("/api/analytics/summary", responses=_CACHED, summary="KPI summary (cache-first)")
+def analytics_summary(request: Request) -> Response:
+    """`analytics/summary.json`."""
+    return serve(request, _summary_key())
+
+
+@router.get("/api/marketing/insights", responses=_CACHED, summary="Ad insights (cache-first)")
+def marketing_insights(request: Request) -> Response:
+    """`marketing/insights.json`."""
+    return serve(request, _insights_key())
+
+
+def ttl_from_env() -> int:
+    return int(os.environ.get("CRM_API_CACHE_TTL_SECONDS", DEFAULT_TTL_SECONDS))
