@@ -86,6 +86,12 @@ AD_FIELDS = (
     "updated_time",
 )
 
+# kind -> (SDK AdAccount edge method, default fields)
+_OBJECT_EDGES = {
+    "campaigns": ("get_campaigns", CAMPAIGN_FIELDS),
+    "adsets": ("get_ad_sets", ADSET_FIELDS),
+    "ads": ("get_ads", AD_FIELDS),
+}
 _API_VERSION = re.compile(r"^v\d+\.\d+$")
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _REDACTED = "[REDACTED]"
@@ -267,32 +273,35 @@ class GraphClient:
             job_timeout_seconds=job_timeout_seconds,
         )
 
-    def iter_campaigns(
-        self, account_id: str, *, fields: Iterable[str] = CAMPAIGN_FIELDS, limit: int = 200
+    def iter_objects(
+        self,
+        kind: str,
+        account_id: str,
+        *,
+        fields: Iterable[str] | None = None,
+        limit: int = 200,
+        params: dict[str, Any] | None = None,
     ) -> Iterator[dict]:
+        """Yield an account's campaigns, adsets or ads (`kind`) as plain dicts.
+
+        `params` adds edge parameters, e.g. `filtering` on `updated_time` for incremental reads.
+        """
+        edge, default_fields = _OBJECT_EDGES[kind]
+        fetch = getattr(self.account(account_id), edge)
+        query = {"limit": limit, **(params or {})}
+        yield from self.iterate(lambda: fetch(fields=list(fields or default_fields), params=query))
+
+    def iter_campaigns(self, account_id: str, **kwargs: Any) -> Iterator[dict]:
         """Yield the account's campaigns as plain dicts."""
-        account = self.account(account_id)
-        yield from self.iterate(
-            lambda: account.get_campaigns(fields=list(fields), params={"limit": limit})
-        )
+        return self.iter_objects("campaigns", account_id, **kwargs)
 
-    def iter_adsets(
-        self, account_id: str, *, fields: Iterable[str] = ADSET_FIELDS, limit: int = 200
-    ) -> Iterator[dict]:
+    def iter_adsets(self, account_id: str, **kwargs: Any) -> Iterator[dict]:
         """Yield the account's ad sets as plain dicts."""
-        account = self.account(account_id)
-        yield from self.iterate(
-            lambda: account.get_ad_sets(fields=list(fields), params={"limit": limit})
-        )
+        return self.iter_objects("adsets", account_id, **kwargs)
 
-    def iter_ads(
-        self, account_id: str, *, fields: Iterable[str] = AD_FIELDS, limit: int = 200
-    ) -> Iterator[dict]:
+    def iter_ads(self, account_id: str, **kwargs: Any) -> Iterator[dict]:
         """Yield the account's ads as plain dicts."""
-        account = self.account(account_id)
-        yield from self.iterate(
-            lambda: account.get_ads(fields=list(fields), params={"limit": limit})
-        )
+        return self.iter_objects("ads", account_id, **kwargs)
 
     # -- building blocks for other readers (streams, async report runs) --------------------------
 

@@ -39,14 +39,9 @@ def iter_objects(
     client: GraphClient, kind: str, account_id: str, updated_after: int | None
 ) -> Iterator[dict]:
     """Campaigns, adsets or ads of an account updated after a unix time (all when None)."""
-    account = client.account(account_id)
-    fetch = {
-        "campaigns": account.get_campaigns,
-        "adsets": account.get_ad_sets,
-        "ads": account.get_ads,
-    }[kind]
-    params = {"limit": 200, **_after("updated_time", updated_after)}
-    yield from client.iterate(lambda: fetch(fields=list(OBJECT_FIELDS[kind]), params=params))
+    yield from client.iter_objects(
+        kind, account_id, fields=OBJECT_FIELDS[kind], params=_after("updated_time", updated_after)
+    )
 
 
 def iter_lead_forms(client: GraphClient, page_id: str) -> Iterator[dict]:
