@@ -12,22 +12,10 @@ from crm_pipeline.facebook.async_reports import ReportSlice
 from crm_pipeline.facebook.client import GraphApiError, GraphClient
 from crm_pipeline.facebook.emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 from crm_pipeline.facebook.governor import GovernorSettings, RateLimitGovernor
+from crm_pipeline_tests.facebook.fakes import FakeTime
 
 SINCE, UNTIL = date(2026, 2, 2), date(2026, 2, 8)
 ROWS = 84  # 12 ads x 7 days
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -21,23 +21,9 @@ from crm_pipeline.facebook.governor import (
     parse_usage,
     reset_governors,
 )
+from crm_pipeline_tests.facebook.fakes import FakeTime
 
 TOKEN = "EAAsecret-token-never-printed"
-
-
-class FakeTime:
-    """A clock that only moves when the governor sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
 
 
 class Response:
@@ -106,7 +92,7 @@ class Script:
 
 @pytest.fixture
 def fake() -> FakeTime:
-    return FakeTime()
+    return FakeTime(start=1000.0)
 
 
 def make(fake: FakeTime, **settings) -> RateLimitGovernor:

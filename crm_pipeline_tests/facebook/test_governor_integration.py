@@ -16,22 +16,10 @@ from crm_pipeline.facebook.governor import (
     GovernorSettings,
     RateLimitGovernor,
 )
+from crm_pipeline_tests.facebook.fakes import FakeTime
 
 SINCE, UNTIL = date(2026, 2, 2), date(2026, 2, 8)  # 7 days x 12 ads = 84 rows per account
 ROWS = 84
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
 
 
 @pytest.fixture
