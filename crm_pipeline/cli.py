@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
 import sys
 
 from crm_pipeline.config import ConfigError, load_settings
+from crm_pipeline.logs import configure_logging
 
 
 def _date(value: str) -> dt.date:
@@ -91,6 +91,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev(args: argparse.Namespace) -> int:
+    from crm_pipeline.dev import run_dev
+
+    return run_dev(args.host, args.dagster_port, args.api_port)
+
+
 def _emulator(args: argparse.Namespace) -> int:
     from crm_pipeline.facebook.emulator.__main__ import main as emulator_main
 
@@ -148,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api.set_defaults(func=_serve)
 
+    dev = sub.add_parser(
+        "dev",
+        help="Dagster UI + daemon, the API, and the emulator when no credentials are set;"
+        " Ctrl-C stops all",
+    )
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--dagster-port", type=int, default=3000)
+    dev.add_argument("--api-port", type=int, default=8000)
+    dev.set_defaults(func=_dev)
+
     emu = sub.add_parser("emulator", help="run the bundled Graph API emulator in the foreground")
     emu.add_argument("--port", type=int, default=0)
     emu.add_argument("--seed", type=int, default=7)
@@ -158,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `crm-pipeline` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        configure_logging()
         return args.func(args)
     except ConfigError as exc:
         print(f"crm-pipeline: configuration error: {exc}", file=sys.stderr)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import re
 
 import uvicorn
 
-_SECRET_QUERY = re.compile(r"(hub\.verify_token|access_token|appsecret_proof)=[^&\s]*", re.I)
+from crm_pipeline.logs import configure_logging, redact
 
 
 class RedactQuerySecrets(logging.Filter):
@@ -15,11 +14,9 @@ class RedactQuerySecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                _SECRET_QUERY.sub(r"\1=***", a) if isinstance(a, str) else a for a in record.args
-            )
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         elif isinstance(record.msg, str):
-            record.msg = _SECRET_QUERY.sub(r"\1=***", record.msg)
+            record.msg = redact(record.msg)
         return True
 
 
@@ -45,9 +42,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info")
     """Run the API in the foreground until interrupted."""
     from crm_pipeline.api.app import create_app
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    server = build_server(create_app(), host, port, log_level=log_level)
+    # With JSON logs uvicorn keeps its hands off logging, so its records reach our formatter.
+    json_logs = configure_logging(default_level=log_level) == "json"
+    options = {"log_config": None} if json_logs else {}
+    server = build_server(create_app(), host, port, log_level=log_level, **options)
     # uvicorn configures its loggers in Config.__init__ (done above), so the filter stays.
     server.run()

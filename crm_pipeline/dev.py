@@ -1,0 +1,195 @@
+"""`crm-pipeline dev`: the whole system on one machine, started and stopped together.
+
+Starts, on embedded defaults unless configured otherwise:
+- the embedded PostgreSQL (held by this process, so it stops when `dev` stops), migrated;
+- with no Graph credentials, one bundled Graph API emulator shared by every run, and dev-only
+  webhook credentials so signed test webhooks can be posted to the API;
+- `dagster dev` (webserver + daemon: the hourly schedule and the change-log sensor run) on the
+  instance in `DAGSTER_HOME`, or on the local one under `CRM_DATA_DIR/dagster`;
+- the API service (`crm-pipeline serve`).
+
+Each child runs in its own process group. One Ctrl-C (SIGINT) or SIGTERM asks every child to
+shut down, waits for them, then kills whatever is left of each group, so no process outlives
+the command.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from crm_pipeline.config import Settings, load_settings, redact_url
+from crm_pipeline.db import migrate
+from crm_pipeline.db.engine import resolve_database_url
+
+# Used only when no real credentials are configured, i.e. against the bundled emulator.
+DEV_APP_SECRET = "crm-dev-app-secret"
+DEV_VERIFY_TOKEN = "crm-dev-verify-token"
+SHUTDOWN_TIMEOUT_SECONDS = 30.0
+REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "dagster.yaml"
+
+
+@dataclass
+class Child:
+    """A started service: its name, process (leader of its own group) and what it serves."""
+
+    name: str
+    process: subprocess.Popen
+    url: str
+
+
+def instance_home(settings: Settings) -> Path:
+    """`DAGSTER_HOME`, or `CRM_DATA_DIR/dagster` holding a copy of the repo's `dagster.yaml`.
+
+    The copy gives the local instance the production run queue, pools and retention; an
+    existing `dagster.yaml` there is left as the user edited it.
+    """
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"]).resolve()
+    home = (settings.data_dir / "dagster").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        if REPO_INSTANCE_CONFIG.exists():
+            shutil.copyfile(REPO_INSTANCE_CONFIG, config)
+        else:  # installed without the repository around it
+            config.write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
+def _bin(name: str) -> str:
+    """A console script installed next to this interpreter (the venv's), else from PATH."""
+    local = Path(sys.executable).with_name(name)
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+@contextmanager
+def _emulator_env(settings: Settings) -> Iterator[dict[str, str]]:
+    """With no credentials: one emulator for the session and the env pointing at it."""
+    if not settings.uses_emulator:
+        yield {}
+        return
+    from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+
+    data = EmulatorData()
+    with GraphEmulator(data) as emulator:
+        env = {
+            "FB_GRAPH_URL": emulator.url,
+            "FB_AD_ACCOUNT_IDS": ",".join(data.account_ids),
+            "FB_PAGE_ID": data.page_id,
+        }
+        if settings.app_secret is None:
+            env["FB_APP_SECRET"] = DEV_APP_SECRET
+        if settings.webhook_verify_token is None:
+            env["FB_WEBHOOK_VERIFY_TOKEN"] = DEV_VERIFY_TOKEN
+        yield env
+
+
+def _start(name: str, argv: list[str], env: dict[str, str], url: str) -> Child:
+    # Own session: a terminal's Ctrl-C reaches only us, and we stop each group in order.
+    process = subprocess.Popen(argv, env=env, start_new_session=True)
+    return Child(name, process, url)
+
+
+def stop_children(children: list[Child], timeout: float = SHUTDOWN_TIMEOUT_SECONDS) -> None:
+    """SIGTERM each child (dagster dev treats it as Ctrl-C), wait, then SIGKILL each group."""
+    for child in children:
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"crm-pipeline dev: {child.name} did not stop in time; killing it", flush=True)
+    for child in children:
+        # Whatever is left in the group (a code server, a run worker) goes too.
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.process.pid, signal.SIGKILL)
+        child.process.wait()
+
+
+def run_dev(host: str = "127.0.0.1", dagster_port: int = 3000, api_port: int = 8000) -> int:
+    """Run everything until interrupted or until a service dies; 0 on a clean Ctrl-C."""
+    settings = load_settings()
+    url = resolve_database_url(settings)
+    revision = migrate.upgrade(url)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    children: list[Child] = []
+    with ExitStack() as stack:
+        emulator_env = stack.enter_context(_emulator_env(settings))
+        home = instance_home(settings)
+        env = {
+            **os.environ,
+            **emulator_env,
+            # Children connect to the server we started; they never start their own.
+            "CRM_DATABASE_URL": url,
+            "CRM_CACHE_DIR": str(settings.cache_dir.resolve()),
+            "CRM_DATA_DIR": str(settings.data_dir.resolve()),
+            "DAGSTER_HOME": str(home),
+        }
+        log_format = os.environ.get("CRM_LOG_FORMAT", "text").strip().lower() or "text"
+        dagster_log = ["--log-format", "json"] if log_format == "json" else []
+        try:
+            children.append(
+                _start(
+                    "dagster",
+                    [_bin("dagster"), "dev", "-m", "crm_pipeline.definitions", "-a", "defs"]
+                    + ["-h", host, "-p", str(dagster_port), *dagster_log],
+                    env,
+                    f"http://{host}:{dagster_port}",
+                )
+            )
+            children.append(
+                _start(
+                    "api",
+                    [_bin("crm-pipeline"), "serve", "--host", host, "--port", str(api_port)],
+                    env,
+                    f"http://{host}:{api_port}",
+                )
+            )
+            _print_banner(settings, url, revision, home, emulator_env, children)
+            while not stop.wait(0.5):
+                dead = [c for c in children if c.process.poll() is not None]
+                if dead:
+                    print(
+                        f"crm-pipeline dev: {dead[0].name} exited with code "
+                        f"{dead[0].process.returncode}; stopping the rest",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return 1
+            print("crm-pipeline dev: stopping…", flush=True)
+            return 0
+        finally:
+            stop_children(children)
+
+
+def _print_banner(settings, url, revision, home, emulator_env, children) -> None:
+    graph = (
+        f"bundled emulator at {emulator_env['FB_GRAPH_URL']} (no credentials set)"
+        if emulator_env
+        else "as configured (FB_GRAPH_URL / FB_ACCESS_TOKEN)"
+    )
+    services = "\n".join(f"  {c.name:<16}{c.url}" for c in children)
+    print(
+        f"""crm-pipeline dev
+  database        {redact_url(url)} (migrated to {revision})
+  dagster home    {home}
+  graph api       {graph}
+  cache files     {settings.cache_dir.resolve()}
+{services}
+Ctrl-C stops everything.""",
+        flush=True,
+    )
