@@ -92,8 +92,14 @@ def _blank_to_none(value: str | None) -> str | None:
     return value or None
 
 
-def normalize_database_url(raw: str, variable: str = "CRM_DATABASE_URL") -> str:
-    """Return a SQLAlchemy URL for psycopg 3, or raise ConfigError without echoing the password."""
+def normalize_database_url(
+    raw: str, variable: str = "CRM_DATABASE_URL", *, driver: str = "psycopg"
+) -> str:
+    """Return a SQLAlchemy URL for `driver`, or raise ConfigError without echoing the password.
+
+    We use psycopg (3); dagster-postgres needs psycopg2 (its `NOTIFY run_events, %s` relies on
+    client-side parameter binding, which psycopg 3 does not do).
+    """
     try:
         url = make_url(raw)
     except ArgumentError:
@@ -106,8 +112,8 @@ def normalize_database_url(raw: str, variable: str = "CRM_DATABASE_URL") -> str:
             f"{variable} must point at PostgreSQL (postgresql://...), "
             f"got the '{url.get_backend_name()}' dialect"
         )
-    if url.drivername != "postgresql+psycopg":  # the bare scheme means psycopg2 on SA 2.0
-        url = url.set(drivername="postgresql+psycopg")
+    # The bare scheme means a different driver on each SQLAlchemy version: always name it.
+    url = url.set(drivername=f"postgresql+{driver}")
     if not url.database:
         raise ConfigError(f"{variable} must name a database (postgresql://host/dbname)")
     return url.render_as_string(hide_password=False)

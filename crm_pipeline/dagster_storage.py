@@ -16,6 +16,8 @@ from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
+from crm_pipeline.config import normalize_database_url
+
 
 class PostgresOrLocalStorage(DagsterStorage, ConfigurableClass):
     """Never instantiated: `from_config_value` returns the real storage to use."""
@@ -29,10 +31,12 @@ class PostgresOrLocalStorage(DagsterStorage, ConfigurableClass):
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: dict):
-        url = os.environ.get(config_value.get("postgres_url_env", "DAGSTER_PG_URL"), "").strip()
-        if url:
+        variable = config_value.get("postgres_url_env", "DAGSTER_PG_URL")
+        raw = os.environ.get(variable, "").strip()
+        if raw:
             from dagster_postgres import DagsterPostgresStorage
 
+            url = normalize_database_url(raw, variable, driver="psycopg2")
             return DagsterPostgresStorage(postgres_url=url, inst_data=inst_data)
         base = config_value.get("local_base_dir") or str(
             Path(os.environ.get("CRM_DATA_DIR") or ".crm") / "dagster"

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from crm_pipeline.config import normalize_database_url
 from crm_pipeline.db import embedded, migrate
-from crm_pipeline.db.engine import dispose_engines, get_engine
+from crm_pipeline.db.engine import dispose_engines, get_engine, libpq_url
 from crm_pipeline.db.schema import metadata
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -37,11 +37,6 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.db)
 
 
-def _libpq(url: str) -> str:
-    """A SQLAlchemy URL as a libpq conninfo for psycopg."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
     """Admin URL of the server under test (a database on it that we may create others from)."""
@@ -49,7 +44,7 @@ def pg_server_url() -> Iterator[str]:
     if configured:
         url = normalize_database_url(configured, "CRM_TEST_DATABASE_URL")
         try:
-            with psycopg.connect(_libpq(url), connect_timeout=10) as conn:
+            with psycopg.connect(libpq_url(url), connect_timeout=10) as conn:
                 conn.execute("SELECT 1")
         except psycopg.OperationalError as exc:
             pytest.fail(f"CRM_TEST_DATABASE_URL is set but unreachable: {exc}", pytrace=False)
@@ -64,7 +59,7 @@ def pg_server_url() -> Iterator[str]:
 
 def _create_database(admin_url: str) -> str:
     name = f"crm_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_libpq(admin_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
@@ -72,7 +67,7 @@ def _create_database(admin_url: str) -> str:
 def _drop_database(admin_url: str, url: str) -> None:
     name = make_url(url).database
     dispose_engines()
-    with psycopg.connect(_libpq(admin_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )

@@ -49,6 +49,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from crm_pipeline.config import normalize_database_url, redact_url
+from crm_pipeline.db.engine import libpq_url
 from crm_pipeline.db.schema import Xid8, metadata
 
 MASK_KEY_ENV = "CRM_MASK_KEY"
@@ -137,11 +138,6 @@ class CloneResult:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def libpq(url: str) -> str:
-    """A SQLAlchemy URL as a libpq conninfo for psycopg."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def clone_tables() -> list[Table]:
@@ -261,7 +257,7 @@ def _progress(out: TextIO | None, table: str, rows: int, started: float, done: b
 @contextmanager
 def _source_snapshot(source_url: str) -> Iterator[psycopg.Connection]:
     """A REPEATABLE READ, READ ONLY transaction on the source: one snapshot for every table."""
-    conn = psycopg.connect(libpq(source_url), autocommit=False)
+    conn = psycopg.connect(libpq_url(source_url), autocommit=False)
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
@@ -557,7 +553,7 @@ def _copy_table_parquet(
 def _verify_parquet(source_url: str, folder: Path, result: CloneResult) -> None:
     """Read each file back into a temp table of the source's column types; checksum it there."""
     options = pacsv.WriteOptions(include_header=False)
-    with psycopg.connect(libpq(source_url)) as conn:  # one transaction, rolled back at the end
+    with psycopg.connect(libpq_url(source_url)) as conn:  # one transaction, rolled back at the end
         conn.execute("SET TIME ZONE 'UTC'")
         for table, report in zip(clone_tables(), result.tables, strict=True):
             tmp = sql.Identifier(f"_clone_verify_{table.name}")

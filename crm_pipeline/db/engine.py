@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.engine import make_url
 
 from crm_pipeline.config import Settings
 from crm_pipeline.db import embedded
@@ -55,3 +56,8 @@ def read_snapshot(engine: Engine) -> Iterator[Connection]:
         conn.begin(),
     ):
         yield conn
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL as a libpq conninfo (psycopg, psql, pg_dump, dagster-postgres)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

