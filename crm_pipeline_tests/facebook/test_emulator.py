@@ -276,6 +276,18 @@ def test_data_shape():
     assert all(i.isdigit() for i in ids)
 
 
+def test_data_shape_can_be_scaled_for_benchmarks():
+    big = EmulatorData(campaigns_per_account=5, adsets_per_campaign=10, ads_per_adset=10)
+    ads = big.ads("act_1001")
+    assert (len(big.campaigns("act_1001")), len(big.adsets("act_1001")), len(ads)) == (5, 50, 500)
+    assert len({ad["id"] for account in big.account_ids for ad in big.ads(account)}) == 1000
+    assert len(big.insights("act_1001", SINCE, SINCE)) == 500
+    # The default shape is untouched by the knobs: the small data set tests rely on.
+    assert EmulatorData().ads("act_1001") == EmulatorData(ads_per_adset=3).ads("act_1001")
+    with pytest.raises(ValueError, match="positive"):
+        EmulatorData(ads_per_adset=0)
+
+
 def test_insights_cover_every_ad_every_day():
     data = EmulatorData()
     rows = data.insights("act_1001", SINCE, UNTIL)

@@ -54,8 +54,21 @@ class EmulatorData:
     :meth:`add_message`, safely while the emulator serves it from other threads.
     """
 
-    def __init__(self, seed: int = 7) -> None:
+    def __init__(
+        self,
+        seed: int = 7,
+        *,
+        campaigns_per_account: int = _CAMPAIGNS_PER_ACCOUNT,
+        adsets_per_campaign: int = _ADSETS_PER_CAMPAIGN,
+        ads_per_adset: int = _ADS_PER_ADSET,
+    ) -> None:
+        # The shape knobs let benchmarks ask for big accounts (e.g. 5 x 10 x 10 = 500 ads); the
+        # defaults give the small data set the tests and the demo know.
+        shape = (campaigns_per_account, adsets_per_campaign, ads_per_adset)
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
+            raise ValueError(f"campaigns/adsets/ads per parent must be positive ints, got {shape}")
         self.seed = seed
+        self._shape = shape
         self._lock = threading.RLock()
         self._campaigns: dict[str, list[dict]] = {}
         self._adsets: dict[str, list[dict]] = {}
@@ -68,6 +81,7 @@ class EmulatorData:
 
     def _build(self) -> None:
         rng = random.Random(self.seed)
+        campaigns_per_account, adsets_per_campaign, ads_per_adset = self._shape
         counters = {"campaign": 0, "adset": 0, "ad": 0}
 
         def next_id(kind: str, base: int) -> str:
@@ -82,7 +96,7 @@ class EmulatorData:
         for number in _ACCOUNT_NUMBERS:
             act = f"act_{number}"
             campaigns, adsets, ads = [], [], []
-            for c in range(1, _CAMPAIGNS_PER_ACCOUNT + 1):
+            for c in range(1, campaigns_per_account + 1):
                 created, updated = stamps()
                 campaign_status = "ACTIVE" if rng.random() < 0.8 else "PAUSED"
                 campaign = {
@@ -96,7 +110,7 @@ class EmulatorData:
                     "updated_time": updated,
                 }
                 campaigns.append(campaign)
-                for s in range(1, _ADSETS_PER_CAMPAIGN + 1):
+                for s in range(1, adsets_per_campaign + 1):
                     created, updated = stamps()
                     adset_status = "ACTIVE" if rng.random() < 0.8 else "PAUSED"
                     adset = {
@@ -112,7 +126,7 @@ class EmulatorData:
                         "updated_time": updated,
                     }
                     adsets.append(adset)
-                    for a in range(1, _ADS_PER_ADSET + 1):
+                    for a in range(1, ads_per_adset + 1):
                         created, updated = stamps()
                         ad_status = "ACTIVE" if rng.random() < 0.85 else "PAUSED"
                         parent_status = adset["effective_status"]

@@ -1,0 +1,211 @@
+"""B6: `crm-pipeline sync facebook` of 30 days x 500 ads through the Graph emulator at 50 ms.
+
+    .venv/bin/python benchmarks/graph_sync.py [--quick] [--days 30] [--ads 500] [--latency-ms 50]
+
+Our path is what a user runs: `crm-pipeline sync facebook --since D1 --until Dn --no-cache` as a
+subprocess (caches are not Graph sync), against one ad account (`act_1001`) of 500 ads served
+by the bundled emulator in this process (every answer delayed by `--latency-ms`), into a
+private embedded PostgreSQL, with CRM_* pointing at a temp dir (no user settings are read).
+Calls are counted from the emulator's request log.
+
+Reference (a lower bound nobody can beat):
+  minimum calls = ceil(rows / 500) insights pages (rows = days x ads; 500 is our page size,
+                  `GraphApiResource.page_size`, the largest `limit` we ask Meta for on
+                  /insights with level=ad, time_increment=1: Meta documents no fixed cap, only
+                  data-per-call limits that fail too-big pages) + the calls of the
+                  incremental streams the sync also runs (campaigns, ad sets, ads, lead forms,
+                  leads, conversations), counted as made: they are not what B6 measures.
+  wall bound    = minimum calls x latency / allowed concurrency, where allowed concurrency is
+                  the `graph_api` pool limit of the repo-root dagster.yaml (steps calling Meta at
+                  once; the governor adds no concurrency limit of its own).
+Targets: wall <= 1.5x bound; calls <= 1.1x minimum. The details split our wall into process
+start-up, the streams run, and per insights partition: Dagster run overhead vs HTTP time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import harness  # first: it puts the repo root on sys.path for crm_pipeline
+import psycopg
+import yaml
+
+from crm_pipeline.facebook.emulator import EmulatorData, FaultPlan, GraphEmulator
+
+ACCOUNT = "act_1001"
+PAGE_ID = "2001"
+PAGE_SIZE = 500  # GraphApiResource.page_size: the insights `limit` we ask for
+CAMPAIGNS, ADSETS_PER_CAMPAIGN = 5, 10  # 50 ad sets; ads per ad set = ads / 50
+
+
+def _add(parser) -> None:
+    parser.add_argument("--days", type=int, help="days of insights (default 30, quick 3)")
+    parser.add_argument(
+        "--ads", type=int, help="ads in the account, a multiple of 50 (default 500, quick 50)"
+    )
+    parser.add_argument("--latency-ms", type=float, default=50.0, help="emulator latency")
+
+
+def allowed_concurrency() -> int:
+    """The `graph_api` pool limit of dagster.yaml: how many steps may call Meta at once."""
+    config = yaml.safe_load((harness.ROOT / "dagster.yaml").read_text())
+    pools = config["concurrency"]["pools"]
+    return int(pools.get("graph_api", pools["default_limit"]))
+
+
+def product_env(work: Path, database_url: str, graph_url: str) -> dict[str, str]:
+    """The process environment minus any user settings, pointed at our temp dirs and emulator."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CRM_", "FB_", "DAGSTER_")) and k != "NO_PROXY"
+    }
+    env.update(
+        CRM_DATABASE_URL=database_url,
+        CRM_DATA_DIR=str(work / "data"),
+        CRM_CACHE_DIR=str(work / "cache"),
+        CRM_INSIGHTS_MODE="sync",
+        FB_GRAPH_URL=graph_url,
+        FB_AD_ACCOUNT_IDS=ACCOUNT,
+        FB_PAGE_ID=PAGE_ID,
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    return env
+
+
+def run_records(data_dir: Path) -> list[dict]:
+    """Every Dagster run of the sync (oldest first) with its steps' durations."""
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(data_dir / "dagster")))
+    runs = []
+    for record in reversed(instance.get_run_records()):
+        steps = {
+            s.step_key: (s.end_time or 0) - (s.start_time or 0)
+            for s in instance.get_run_step_stats(record.dagster_run.run_id)
+        }
+        runs.append(
+            {
+                "partition": record.dagster_run.tags.get("dagster/partition"),
+                "start": record.start_time,
+                "end": record.end_time,
+                "created": record.create_timestamp.timestamp(),
+                "steps": steps,
+            }
+        )
+    instance.dispose()
+    return runs
+
+
+def main() -> int:
+    args = harness.parse_args(__doc__.splitlines()[0], _add)
+    days = args.days or (3 if args.quick else 30)
+    ads = args.ads or (50 if args.quick else 500)
+    if ads % (CAMPAIGNS * ADSETS_PER_CAMPAIGN) or days < 1:
+        raise SystemExit("--ads must be a positive multiple of 50 and --days positive")
+    latency = args.latency_ms / 1000
+    concurrency = allowed_concurrency()
+    # Yesterday backwards: today's partition exists too, but yesterday's is final.
+    until = datetime.now(UTC).date() - timedelta(days=1)
+    since = until - timedelta(days=days - 1)
+    if since < date(2025, 1, 1):  # the partitions' default start (CRM_INSIGHTS_START_DATE)
+        raise SystemExit("--days reaches before 2025-01-01, the first insights partition")
+
+    data = EmulatorData(
+        campaigns_per_account=CAMPAIGNS,
+        adsets_per_campaign=ADSETS_PER_CAMPAIGN,
+        ads_per_adset=ads // (CAMPAIGNS * ADSETS_PER_CAMPAIGN),
+    )
+    assert len(data.ads(ACCOUNT)) == ads
+    cli = str(Path(sys.executable).with_name("crm-pipeline"))
+    with (
+        harness.private_postgres("graph-sync") as (work, new_database),
+        GraphEmulator(data, latency_ms=args.latency_ms, faults=FaultPlan()) as emulator,
+    ):
+        url = new_database("graph_sync")
+        env = product_env(work, url, emulator.url)
+        cmd = [cli, "sync", "facebook", "--since", str(since), "--until", str(until)]
+        started = time.time()
+        proc = subprocess.run([*cmd, "--no-cache"], env=env, capture_output=True, text=True)
+        wall = time.time() - started
+        if proc.returncode != 0:
+            raise SystemExit(f"sync failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        requests = emulator.requests
+        with psycopg.connect(harness.libpq(url)) as conn:
+            rows = conn.execute(
+                "SELECT count(*) FROM ad_insights_daily WHERE date BETWEEN %s AND %s",
+                (since, until),
+            ).fetchone()[0]
+        runs = run_records(work / "data")
+    # The harness removes the server's files; the Parquet lake and Dagster runs are ours.
+    shutil.rmtree(work, ignore_errors=True)
+
+    expected_rows = days * ads
+    if rows != expected_rows:
+        raise SystemExit(f"wrote {rows} insight rows, expected {expected_rows}")
+    insight_calls = sum(1 for r in requests if r.path.endswith("/insights"))
+    other_calls = len(requests) - insight_calls
+    min_pages = math.ceil(expected_rows / PAGE_SIZE)
+    min_calls = min_pages + other_calls
+    bound = min_calls * latency / concurrency
+    calls = len(requests)
+
+    insight_runs = [r for r in runs if r["partition"]]
+    n = len(insight_runs) or 1
+
+    def total(rs, part) -> float:
+        return sum(part(r) for r in rs)
+
+    launch = total(insight_runs, lambda r: r["start"] - r["created"])  # run record -> started
+    run_time = total(insight_runs, lambda r: r["end"] - r["start"])
+    fetch = total(insight_runs, lambda r: r["steps"].get("fb_ad_insights_raw", 0))
+    load = total(insight_runs, lambda r: r["steps"].get("ad_insights_daily", 0))
+    http = insight_calls * latency
+    # From one run's end to the next run's record: materialize() building the job, checkpoint.
+    between = sum(b["created"] - a["end"] for a, b in zip(runs, runs[1:], strict=False))
+    streams = total([r for r in runs if not r["partition"]], lambda r: r["end"] - r["created"])
+    startup = min(r["created"] for r in runs) - started
+    exit_time = started + wall - max(r["end"] for r in runs)
+    per = lambda x: f"{x / n * 1000:.0f}"  # noqa: E731 - ms per insights partition
+
+    measurements = [
+        harness.measure("B6 Graph sync wall", wall, bound, "s", "<= 1.5"),
+        harness.measure("B6 Graph sync calls", calls, min_calls, "calls", "<= 1.1"),
+    ]
+    harness.report(
+        f"B6 Graph sync: {days} days x {ads} ads ({ACCOUNT}) at {args.latency_ms:g} ms, "
+        f"allowed concurrency {concurrency} (dagster.yaml graph_api pool)",
+        measurements,
+        args,
+        details=[
+            f"our path: crm-pipeline sync facebook --since {since} --until {until} --no-cache"
+            " (subprocess, in-process dagster.materialize per run)",
+            f"rows written: {rows} (= {days} days x {ads} ads), insights pages (calls):"
+            f" {insight_calls}, minimum ceil({expected_rows}/{PAGE_SIZE}) = {min_pages}",
+            f"other Graph calls (objects, lead forms, leads, conversations), counted as needed:"
+            f" {other_calls}",
+            f"bound: {min_calls} calls x {latency * 1000:g} ms / {concurrency} = {bound:.3f} s;"
+            f" per-call overhead beyond latency: {(wall - calls * latency) / calls * 1000:.0f} ms",
+            f"wall {wall:.1f} s = start-up (process, imports, migrations) {startup:.1f} s"
+            f" + streams run {streams:.1f} s + {len(insight_runs)} insights runs"
+            f" {launch + run_time:.1f} s + between runs {between:.1f} s + exit {exit_time:.1f} s",
+            f"per insights partition (ms): launch {per(launch)} + run {per(run_time)} (fetch step"
+            f" {per(fetch)}, of it HTTP {per(http)}; DB step {per(load)}; Dagster outside steps"
+            f" {per(run_time - fetch - load)}) + between runs {per(between)}",
+            f"HTTP is {http / wall:.0%} of the wall; Dagster per-partition overhead (launch, run"
+            f" outside steps, between) {per(launch + run_time - fetch - load + between)} ms",
+        ],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
