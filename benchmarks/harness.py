@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import operator
+import shutil
 import statistics
 import sys
 import tempfile
@@ -130,6 +131,8 @@ def private_postgres(prefix: str) -> Iterator[tuple[Path, Callable[..., str]]]:
         yield work, new_database
     finally:
         dispose_engines()
+        server.cleanup()  # stops the server and deletes its data directory
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def libpq(url: str) -> str:
