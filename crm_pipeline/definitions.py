@@ -6,6 +6,8 @@ their settings when a run or a sensor tick uses them.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dagster as dg
 
 from crm_pipeline.defs.analytics.assets import analytics_summary
@@ -14,6 +16,7 @@ from crm_pipeline.defs.cache.assets import (
     customer_profiles_cache,
     marketing_insights_cache,
 )
+from crm_pipeline.defs.cache.checks import cache_checks
 from crm_pipeline.defs.cache.sensors import change_log_sensor
 from crm_pipeline.defs.crm.assets import (
     ad_insights_daily,
@@ -23,6 +26,7 @@ from crm_pipeline.defs.crm.assets import (
     leads,
     orders,
 )
+from crm_pipeline.defs.crm.checks import table_checks
 from crm_pipeline.defs.crm.inbox import webhook_inbox_sensor, webhook_leads
 from crm_pipeline.defs.crm.snapshot import local_db_snapshot
 from crm_pipeline.defs.facebook.assets import (
@@ -50,30 +54,68 @@ def default_resources() -> dict:
     }
 
 
-facebook = dg.Definitions(
-    assets=[fb_ad_insights_raw, fb_ad_objects_raw, fb_leads_raw, fb_conversations_raw],
-    jobs=[facebook_insights_job, facebook_streams_job],
-    schedules=[hourly_facebook_sync, daily_attribution_resync],
+# Freshness, set here for whole groups so every asset of a kind is held to the same promise.
+# The hourly schedule feeds the Facebook and CRM tables: two missed hours warn, three fail.
+# Cache files follow every write through the change-log sensor; with no writes they are still
+# right, but rolling windows ("last 30 days") move daily, so a file older than a day fails.
+HOURLY_SYNC_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=dt.timedelta(hours=3), warn_window=dt.timedelta(hours=2)
 )
-crm = dg.Definitions(
-    assets=[
-        ad_insights_daily,
-        ad_objects,
-        leads,
-        conversations_and_messages,
-        customers,
-        orders,
-        local_db_snapshot,
-        webhook_leads,
-    ],
-    sensors=[webhook_inbox_sensor],
+CACHE_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=dt.timedelta(hours=25), warn_window=dt.timedelta(hours=13)
 )
-cache = dg.Definitions(
-    assets=[marketing_insights_cache, customer_index_cache, customer_profiles_cache],
-    sensors=[change_log_sensor],
+FRESHNESS_BY_SELECTION = (
+    (
+        # Not the tables other apps write (customers, orders), nor on-demand assets.
+        dg.AssetSelection.groups("facebook", "crm")
+        - dg.AssetSelection.assets("customers", "orders", "webhook_leads", "local_db_snapshot"),
+        HOURLY_SYNC_FRESHNESS,
+    ),
+    (dg.AssetSelection.groups("cache", "analytics"), CACHE_FRESHNESS),
 )
-analytics = dg.Definitions(assets=[analytics_summary])
 
-defs = dg.Definitions.merge(
-    facebook, crm, cache, analytics, dg.Definitions(resources=default_resources())
-)
+
+def _domains() -> list[dg.Definitions]:
+    """One Definitions per domain folder (built here, not at module scope: the code location
+    must hold exactly one module-level Definitions)."""
+    return [
+        dg.Definitions(
+            assets=[fb_ad_insights_raw, fb_ad_objects_raw, fb_leads_raw, fb_conversations_raw],
+            jobs=[facebook_insights_job, facebook_streams_job],
+            schedules=[hourly_facebook_sync, daily_attribution_resync],
+        ),
+        dg.Definitions(
+            assets=[
+                ad_insights_daily,
+                ad_objects,
+                leads,
+                conversations_and_messages,
+                customers,
+                orders,
+                local_db_snapshot,
+                webhook_leads,
+            ],
+            asset_checks=table_checks,
+            sensors=[webhook_inbox_sensor],
+        ),
+        dg.Definitions(
+            assets=[marketing_insights_cache, customer_index_cache, customer_profiles_cache],
+            asset_checks=cache_checks,
+            sensors=[change_log_sensor],
+        ),
+        dg.Definitions(assets=[analytics_summary]),
+    ]
+
+
+def build_definitions() -> dg.Definitions:
+    """The domains merged, with the default resources and the global policies applied."""
+    merged = dg.Definitions.merge(*_domains(), dg.Definitions(resources=default_resources()))
+    for selection, policy in FRESHNESS_BY_SELECTION:
+        merged = merged.permissive_map_resolved_asset_specs(
+            func=lambda spec, policy=policy: dg.apply_freshness_policy(spec, policy),
+            selection=selection,
+        )
+    return merged
+
+
+defs = build_definitions()

@@ -1,0 +1,173 @@
+"""Checks on the JSON cache: no file lags the change log, and summary.json keeps its schema.
+
+A cache file records the change-log watermark it reflects. It is *behind* when a change to one
+of the tables it is built from has finished (txid below the snapshot xmin, so committed or
+rolled back for good) with a txid at or above that watermark, and that change is older than a
+grace period: the change-log sensor needs a tick and a run to catch up, and a change seconds
+old is normal, not a fault.
+"""
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import orjson
+from sqlalchemy import Connection, text
+
+from crm_pipeline.cachefile import read_json
+from crm_pipeline.defs.analytics.assets import SUMMARY_FILE, analytics_summary, validate_summary
+from crm_pipeline.defs.cache import customers
+from crm_pipeline.defs.cache.assets import (
+    MARKETING_INSIGHTS_FILE,
+    customer_index_cache,
+    customer_profiles_cache,
+    marketing_insights_cache,
+)
+from crm_pipeline.defs.cache.sensors import ASSETS_BY_ENTITY
+from crm_pipeline.defs.resources import PostgresResource, StorageResource
+
+LAG_GRACE = dt.timedelta(seconds=int(os.environ.get("CRM_CACHE_LAG_GRACE_SECONDS", "300")))
+# Customer files checked per evaluation: the most recently changed customers first.
+MAX_CUSTOMERS_CHECKED = 1000
+
+FILES = {
+    marketing_insights_cache.key: MARKETING_INSIGHTS_FILE,
+    customer_index_cache.key: customers.INDEX_FILE,
+    analytics_summary.key: SUMMARY_FILE,
+}
+
+
+def entities_feeding(key: dg.AssetKey) -> list[str]:
+    """The tables whose changes make this cache asset stale (the sensor's own mapping)."""
+    return sorted(entity for entity, keys in ASSETS_BY_ENTITY.items() if key in keys)
+
+
+def _read_watermark(path: Path) -> str | None:
+    try:
+        return str(read_json(path)["watermark"])
+    except (FileNotFoundError, orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def pending_changes(
+    conn: Connection, entities: list[str], watermark: str | None, grace: dt.timedelta
+) -> tuple[int, dt.datetime | None]:
+    """Finished changes to `entities` at/after `watermark` and older than `grace`."""
+    row = conn.execute(
+        text(
+            "SELECT count(*), min(changed_at) FROM change_log"
+            " WHERE entity = ANY(:entities)"
+            "   AND txid < pg_snapshot_xmin(pg_current_snapshot())"
+            "   AND (CAST(:watermark AS xid8) IS NULL OR txid >= CAST(:watermark AS xid8))"
+            "   AND changed_at < now() - CAST(:grace AS interval)"
+        ),
+        {"entities": entities, "watermark": watermark, "grace": grace},
+    ).one()
+    return row[0], row[1]
+
+
+def _file_lag(conn: Connection, cache_dir: Path, key: dg.AssetKey) -> dg.AssetCheckResult:
+    path = cache_dir / FILES[key]
+    watermark = _read_watermark(path)
+    pending, oldest = pending_changes(conn, entities_feeding(key), watermark, LAG_GRACE)
+    missing = watermark is None
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name="not_behind_change_log",
+        passed=pending == 0 and not missing,
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "file_watermark": watermark or "(no file)",
+            "pending_changes": pending,
+            "oldest_pending": oldest.isoformat() if oldest else "",
+            "grace_seconds": int(LAG_GRACE.total_seconds()),
+        },
+    )
+
+
+def behind_customers(conn: Connection, folder: Path, grace: dt.timedelta) -> list[int]:
+    """Recently changed customers whose file is missing, stale, or should have been removed."""
+    changed = conn.execute(
+        text(
+            "SELECT l.customer_id, max(l.txid)::text AS txid,"
+            "       bool_or(c.id IS NOT NULL) AS exists"
+            " FROM change_log l LEFT JOIN customers c ON c.id = l.customer_id"
+            " WHERE l.customer_id IS NOT NULL"
+            "   AND l.txid < pg_snapshot_xmin(pg_current_snapshot())"
+            "   AND l.changed_at < now() - CAST(:grace AS interval)"
+            " GROUP BY l.customer_id ORDER BY max(l.txid) DESC LIMIT :limit"
+        ),
+        {"grace": grace, "limit": MAX_CUSTOMERS_CHECKED},
+    ).all()
+    behind = []
+    for customer_id, txid, exists in changed:
+        watermark = _read_watermark(folder / f"{customer_id}.json")
+        # A live customer needs a current file; a deleted one needs none.
+        stale = exists if watermark is None else int(watermark) <= int(txid)
+        if stale:
+            behind.append(customer_id)
+    return sorted(behind)
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            "not_behind_change_log",
+            asset=key,
+            description=(
+                "The file reflects every change to its source tables older than "
+                "CRM_CACHE_LAG_GRACE_SECONDS (default 300)."
+            ),
+        )
+        for key in [*FILES, customer_profiles_cache.key]
+    ],
+    can_subset=True,
+    description="Cache files are not behind the change-log watermark.",
+)
+def cache_lag_checks(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource, storage: StorageResource
+) -> Iterator[dg.AssetCheckResult]:
+    """One lag check per cache asset selected in this run."""
+    selected = {check.asset_key for check in context.selected_asset_check_keys}
+    cache_dir = storage.cache_path()
+    with postgres.engine().connect() as conn:
+        for key in FILES:
+            if key in selected:
+                yield _file_lag(conn, cache_dir, key)
+        if customer_profiles_cache.key in selected:
+            folder = cache_dir / customers.PROFILE_DIR
+            behind = behind_customers(conn, folder, LAG_GRACE)
+            yield dg.AssetCheckResult(
+                asset_key=customer_profiles_cache.key,
+                check_name="not_behind_change_log",
+                passed=not behind,
+                metadata={
+                    "customers_behind": len(behind),
+                    "sample": dg.MetadataValue.json(behind[:10]),
+                    "checked_at_most": MAX_CUSTOMERS_CHECKED,
+                    "grace_seconds": int(LAG_GRACE.total_seconds()),
+                },
+            )
+
+
+@dg.asset_check(
+    asset=analytics_summary,
+    description=(
+        "summary.json on disk parses and validates against docs/schemas/summary.schema.json."
+    ),
+)
+def summary_matches_schema(storage: StorageResource) -> dg.AssetCheckResult:
+    """Validate the file analysts read, as it is on disk now."""
+    path = storage.cache_path() / SUMMARY_FILE
+    try:
+        validate_summary(read_json(path))
+    except FileNotFoundError:
+        return dg.AssetCheckResult(passed=False, metadata={"error": f"{path} does not exist"})
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        return dg.AssetCheckResult(passed=False, metadata={"error": str(exc)[:2000]})
+    return dg.AssetCheckResult(passed=True, metadata={"path": dg.MetadataValue.path(str(path))})
+
+
+cache_checks = [cache_lag_checks, summary_matches_schema]
