@@ -1,0 +1,135 @@
+"""The scale-out examples under deploy/ are valid for the Dagster we ship, not just YAML.
+
+- deploy/k8s/dagster.yaml passes Dagster's instance schema, and each configurable class in it
+  (K8sRunLauncher, QueuedRunCoordinator) accepts its config, checked with that class's own
+  schema from dagster / dagster-k8s.
+- deploy/helm/values.yaml uses launcher fields dagster-k8s knows, points at a code location
+  that loads, and promises the same queue, retention and storage driver as the instance file.
+- deploy/celery/run_config.yaml is valid run config for one of our jobs on dagster-celery.
+No secret appears as a literal value in any of them.
+"""
+
+import importlib
+import re
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._config import process_config
+from dagster._config.field import resolve_to_config_type
+from dagster._core.instance.config import dagster_instance_config
+from dagster_celery import celery_executor
+
+from crm_pipeline.definitions import defs
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+SECRET_KEY = re.compile(r"(password|token|secret)$", re.I)
+
+
+def _load(relative: str) -> dict:
+    return yaml.safe_load((DEPLOY / relative).read_text())
+
+
+def _class_config_errors(section: dict) -> list[str]:
+    cls = getattr(importlib.import_module(section["module"]), section["class"])
+    result = process_config(resolve_to_config_type(cls.config_type()), section.get("config", {}))
+    return [] if result.success else [e.message for e in result.errors]
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _literal_secrets(node, path="") -> list[str]:
+    """Keys that look secret and hold a literal string instead of an env/secret reference."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}"
+            if (
+                SECRET_KEY.search(str(key))
+                and isinstance(value, str | int)
+                and not isinstance(value, bool)
+            ):
+                found.append(where)
+            found += _literal_secrets(value, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _literal_secrets(value, f"{path}[{i}]")
+    return found
+
+
+def test_k8s_instance_config_is_valid_for_dagster_and_dagster_k8s():
+    config, custom_class = dagster_instance_config(str(DEPLOY / "k8s"))
+    assert custom_class is None
+    assert config["run_launcher"]["class"] == "K8sRunLauncher"
+    assert _class_config_errors(config["run_launcher"]) == []
+    assert _class_config_errors(config["run_coordinator"]) == []
+    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+
+
+def test_a_broken_launcher_config_would_be_caught():
+    section = _load("k8s/dagster.yaml")["run_launcher"]
+    section["config"]["job_namespce"] = "typo"
+    assert _class_config_errors(section)
+
+
+def test_k8s_instance_keeps_the_repo_instance_policies():
+    k8s = _load("k8s/dagster.yaml")
+    local = yaml.safe_load((DEPLOY.parent / "dagster.yaml").read_text())
+    assert k8s["retention"] == local["retention"]
+    assert k8s["concurrency"]["pools"] == local["concurrency"]["pools"]
+    assert k8s["telemetry"] == local["telemetry"] == {"enabled": False}
+
+
+def test_helm_values_match_dagster_k8s_and_our_code_location():
+    values = _load("helm/values.yaml")
+    k8s = _load("k8s/dagster.yaml")
+
+    launcher = values["runLauncher"]
+    assert launcher["type"] == "K8sRunLauncher"
+    known = set(importlib.import_module("dagster_k8s").K8sRunLauncher.config_type().keys())
+    unknown = {key for key in launcher["config"]["k8sRunLauncher"] if _snake(key) not in known}
+    assert not unknown, f"not K8sRunLauncher fields: {unknown}"
+
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    args = deployment["dagsterApiGrpcArgs"]
+    module = importlib.import_module(args[args.index("-m") + 1])
+    assert getattr(module, args[args.index("-a") + 1]) is defs
+
+    queue = values["dagsterDaemon"]["runCoordinator"]
+    assert queue["type"] == "QueuedRunCoordinator"
+    assert (
+        queue["config"]["queuedRunCoordinator"]["maxConcurrentRuns"]
+        == k8s["concurrency"]["runs"]["max_concurrent_runs"]
+    )
+    sensor = values["retention"]["sensor"]["purgeAfterDays"]
+    assert sensor == k8s["retention"]["sensor"]["purge_after_days"]
+    assert values["postgresql"]["enabled"] is False
+    assert (
+        values["postgresql"]["postgresqlScheme"]
+        == k8s["storage"]["postgres"]["postgres_db"]["scheme"]
+    )
+
+
+def test_celery_run_config_is_valid_for_our_job_on_dagster_celery(monkeypatch):
+    # The URLs come from the environment in the file; any well-formed value will do here.
+    monkeypatch.setenv("CELERY_BROKER_URL", "pyamqp://guest@localhost//")
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", "rpc://")
+    job = dg.define_asset_job(
+        "summary_on_celery", selection=["analytics_summary"], executor_def=celery_executor
+    )
+    with_celery = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
+    job_def = with_celery.resolve_job_def("summary_on_celery")
+    run_config = _load("celery/run_config.yaml")
+    dg.validate_run_config(job_def, run_config)
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        dg.validate_run_config(job_def, {"execution": {"config": {"brokr": "typo"}}})
+
+
+@pytest.mark.parametrize(
+    "relative", ["k8s/dagster.yaml", "helm/values.yaml", "celery/run_config.yaml"]
+)
+def test_no_literal_secrets(relative):
+    assert _literal_secrets(_load(relative)) == []
