@@ -109,7 +109,13 @@ def _domains() -> list[dg.Definitions]:
 
 def build_definitions() -> dg.Definitions:
     """The domains merged, with the default resources and the global policies applied."""
-    merged = dg.Definitions.merge(*_domains(), dg.Definitions(resources=default_resources()))
+    # Steps run in the run's own process. Our runs are short chains (fetch -> load, or a few
+    # cache files), so the multiprocess default would only add a process start and a full import
+    # per step: it tripled write -> cache latency (benchmarks/write_to_cache_latency.py).
+    merged = dg.Definitions.merge(
+        *_domains(),
+        dg.Definitions(resources=default_resources(), executor=dg.in_process_executor),
+    )
     for selection, policy in FRESHNESS_BY_SELECTION:
         merged = merged.permissive_map_resolved_asset_specs(
             func=lambda spec, policy=policy: dg.apply_freshness_policy(spec, policy),

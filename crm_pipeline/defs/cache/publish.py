@@ -1,5 +1,6 @@
 """Building a cache file from one DB snapshot and publishing it atomically."""
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ class Published:
     size: int
     payload: dict[str, Any]
     watermark: str
+    build_seconds: float  # reading the snapshot and building the document
+    write_seconds: float  # serialising and the atomic write
 
     def metadata(self, **extra: Any) -> dict[str, Any]:
         """Materialisation metadata common to every cache file, plus `extra`."""
@@ -30,6 +33,8 @@ class Published:
             "files": 1,
             "bytes": self.size,
             "watermark": self.watermark,
+            "build_seconds": round(self.build_seconds, 3),
+            "write_seconds": round(self.write_seconds, 3),
             **extra,
         }
 
@@ -42,9 +47,12 @@ def publish_from_snapshot(
     build: Callable[[Connection], dict[str, Any]],
 ) -> Published:
     """Run `build` and read the watermark in one snapshot, then write the file atomically."""
+    started = time.perf_counter()
     with read_snapshot(postgres.engine()) as conn:
         payload = build(conn)
         watermark = reflected_watermark(conn)
+    built = time.perf_counter()
     path = storage.cache_path() / relative_path
     document = envelope(payload, watermark=watermark, schema_version=schema_version)
-    return Published(path, write_json_atomic(path, document), payload, watermark)
+    size = write_json_atomic(path, document)
+    return Published(path, size, payload, watermark, built - started, time.perf_counter() - built)
