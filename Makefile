@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-db lint format ui clean
+.PHONY: install demo test test-db bench bench-quick lint format ui clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ test: $(STAMP)
 ## Only the PostgreSQL tests (used by .ci/run against the machine's PostgreSQL 15).
 test-db: $(STAMP)
 	$(BIN)/python -m pytest -m db
+
+## Every benchmark at full size: tables, benchmarks/results.json, docs/benchmarks.md.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+## The same at small sizes (development; writes benchmarks/results.quick.json only).
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
