@@ -27,7 +27,15 @@ from crm_pipeline.defs.cache.assets import (
 )
 from crm_pipeline.defs.crm.assets import ad_insights_daily
 from crm_pipeline.defs.facebook.assets import fb_ad_insights_raw
-from crm_pipeline.defs.facebook.partitions import configured_account_ids, insights_partition_key
+from crm_pipeline.defs.facebook.partitions import (
+    INSIGHTS_START_DATE,
+    configured_account_ids,
+    contiguous_days,
+    insights_partition_key,
+    insights_partition_range,
+    insights_partitions,
+    partition_range_tags,
+)
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.facebook.schedules import STREAM_ASSETS
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
@@ -126,14 +134,19 @@ def sync_facebook(
     database_url: str,
     refresh_caches: bool = True,
 ) -> SyncReport:
-    """The incremental streams once, insights per account-day, then the caches once.
+    """The incremental streams once, insights in one run per account, then the caches once.
 
+    Each account's days run as one Dagster run over the partition range (one /insights query,
+    one step per asset), or one run per stretch of consecutive days when some are already done.
     Finished account-days are checkpointed in `sync_state` under this range: when a run ends
     early (a rate-limit wait past the budget, a crash), the same command resumes where it
-    stopped without fetching the finished days again. The checkpoint is cleared at the end.
+    stopped without fetching the finished days again. A run's days are checkpointed together
+    once it has succeeded, so a failed run leaves all of them to do. The checkpoint is cleared
+    at the end.
     """
     report = SyncReport(days=days)
     accounts = configured_account_ids()
+    _check_partitions(accounts, days)
     scope = f"{days[0]}..{days[-1]}|{','.join(accounts)}"
     engine = get_engine(database_url)
     with engine.connect() as conn:
@@ -143,25 +156,26 @@ def sync_facebook(
     result = _run(STREAM_ASSETS, None, resources, instance, "facebook streams sync")
     for asset in STREAM_ASSETS:
         report.api_calls += _metadata(result, asset).get("api_calls", 0)
-    for day in days:
-        for account in accounts:
-            key = insights_partition_key(account, day)
-            if str(key) in done:
-                continue
+    for account in accounts:
+        pending = [d for d in days if str(insights_partition_key(account, d)) not in done]
+        for run_days in contiguous_days(pending):
+            what = f"insights sync for {account} {run_days[0]}" + (
+                f"..{run_days[-1]}" if len(run_days) > 1 else ""
+            )
             result = _run(
                 [fb_ad_insights_raw, ad_insights_daily],
-                key,
+                insights_partition_range(account, run_days[0], run_days[-1]),
                 resources,
                 instance,
-                f"insights sync for {account} {day}",
+                what,
             )
-            raw = _metadata(result, fb_ad_insights_raw)
-            db = _metadata(result, ad_insights_daily)
-            report.api_calls += raw.get("api_calls", 0)
+            # The API usage is the run's, on every partition's event: count it once.
+            report.api_calls += _metadata(result, fb_ad_insights_raw).get("api_calls", 0)
+            db = _partition_totals(result, ad_insights_daily)
             report.insight_rows += db.get("rows", 0)
             report.inserted += db.get("inserted", 0)
             report.updated += db.get("updated", 0)
-            done.add(str(key))
+            done.update(str(insights_partition_key(account, day)) for day in run_days)
             with engine.begin() as conn:
                 put_state(conn, CHECKPOINT_STREAM, scope, {"done": sorted(done)})
     with engine.begin() as conn:
@@ -175,14 +189,50 @@ def sync_facebook(
     return report
 
 
-def _run(assets, partition_key, resources, instance, what: str) -> dg.ExecuteInProcessResult:
+def _check_partitions(accounts: list[str], days: list[str]) -> None:
+    """Fail before any run when a day or account is not an insights partition."""
+    for account in accounts:
+        for day in (days[0], days[-1]):  # days are consecutive: the ends decide
+            if not insights_partitions.has_partition_key(insights_partition_key(account, day)):
+                raise ValueError(
+                    f"{account} {day} is not an insights partition: days run from "
+                    f"CRM_INSIGHTS_START_DATE ({INSIGHTS_START_DATE}) to today, accounts are "
+                    f"those of FB_AD_ACCOUNT_IDS when Dagster loaded the definitions"
+                )
+
+
+def _partition_totals(result: dg.ExecuteInProcessResult, asset: dg.AssetsDefinition) -> dict:
+    """Numeric metadata summed over the asset's per-partition materialisations in `result`."""
+    totals: dict[str, int] = {}
+    for event in result.asset_materializations_for_node(asset.op.name):
+        for name, entry in event.metadata.items():
+            if isinstance(entry.value, int) and not isinstance(entry.value, bool):
+                totals[name] = totals.get(name, 0) + entry.value
+    return totals
+
+
+def _run(
+    assets, partitions: str | dg.PartitionKeyRange | None, resources, instance, what: str
+) -> dg.ExecuteInProcessResult:
+    """One in-process run; `partitions` is a key or a key range (a single-run backfill).
+
+    `materialize` takes one partition key; a range is given the way Dagster's own single-run
+    backfills give it, as the run's partition range tags.
+    """
+    tags = {"crm/trigger": "cli"}
+    partition_key = partitions if isinstance(partitions, str) else None
+    if isinstance(partitions, dg.PartitionKeyRange):
+        if partitions.start == partitions.end:
+            partition_key = partitions.start  # one day: an ordinary single-partition run
+        else:
+            tags.update(partition_range_tags(partitions))
     return _check(
         dg.materialize(
             assets,
             partition_key=partition_key,
             resources=resources,
             instance=instance,
-            tags={"crm/trigger": "cli"},
+            tags=tags,
             run_config=_QUIET,
             raise_on_error=False,
         ),

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
+from dagster._core.instance.ref import InstanceRef
 from sqlalchemy import text
 
 from crm_pipeline.db.migrate import head_revision
@@ -71,6 +73,20 @@ def test_sync_facebook_against_a_graph_server_with_a_token_and_faults(clean_db, 
             assert TOKEN.encode() not in path.read_bytes(), path
     assert (tmp_path / "cache" / "analytics" / "summary.json").exists()
     assert (tmp_path / "data" / "dagster").is_dir()  # runs recorded on a real local instance
+    # The streams, both days of insights as one ranged run, the caches: three runs.
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "data" / "dagster")))
+    try:
+        ranges = [
+            (r.tags.get("dagster/asset_partition_range_start"), r.tags.get("dagster/partition"))
+            for r in instance.get_runs()
+        ]
+    finally:
+        instance.dispose()
+    assert sorted(ranges, key=str) == [
+        ("act_1001|2026-06-01", None),
+        (None, None),
+        (None, None),
+    ]
 
 
 def test_invalid_token_fails_the_run_without_printing_it(clean_db, cli_env, tmp_path):

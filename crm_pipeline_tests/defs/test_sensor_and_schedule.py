@@ -1,5 +1,6 @@
 import datetime as dt
 import json
+import math
 
 import dagster as dg
 from sqlalchemy import text
@@ -7,8 +8,10 @@ from sqlalchemy import text
 from crm_pipeline.db import schema
 from crm_pipeline.db.upsert import bulk_upsert
 from crm_pipeline.defs.cache.sensors import change_log_sensor
+from crm_pipeline.defs.facebook.partitions import insights_partitions
+from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.facebook.schedules import daily_attribution_resync, hourly_facebook_sync
-from crm_pipeline.defs.resources import PostgresResource
+from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
 SUMMARY = dg.AssetKey("analytics_summary")
 MARKETING = dg.AssetKey("marketing_insights_cache")
@@ -110,20 +113,28 @@ def test_sensor_ignores_tables_no_cache_reads(clean_db, database_url):
     assert not _tick(database_url, cursor).run_requests
 
 
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+def _ranges(requests) -> list[tuple[str, str]]:
+    return sorted((r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests)
+
+
 def test_hourly_schedule_syncs_streams_and_two_days_of_insights_per_account():
     when = dt.datetime(2026, 11, 24, 13, 0, tzinfo=dt.UTC)
     context = dg.build_schedule_context(scheduled_execution_time=when)
     requests = list(hourly_facebook_sync(context))
-    streams = [r for r in requests if r.partition_key is None]
-    insights = [r for r in requests if r.partition_key is not None]
-    assert len(streams) == 1
+    streams = [r for r in requests if RANGE_START not in r.tags]
+    insights = [r for r in requests if RANGE_START in r.tags]
+    assert len(streams) == 1 and streams[0].partition_key is None
     assert dg.AssetKey("fb_leads_raw") in streams[0].asset_selection
-    assert sorted(str(r.partition_key) for r in insights) == [
-        "act_1001|2026-11-23",
-        "act_1001|2026-11-24",
-        "act_1002|2026-11-23",
-        "act_1002|2026-11-24",
+    # One run per account over yesterday and today: one /insights query each.
+    assert _ranges(insights) == [
+        ("act_1001|2026-11-23", "act_1001|2026-11-24"),
+        ("act_1002|2026-11-23", "act_1002|2026-11-24"),
     ]
+    assert all(r.partition_key is None for r in insights)
     assert all(dg.AssetKey("ad_insights_daily") in r.asset_selection for r in insights)
     assert len({r.run_key for r in requests}) == len(requests)
     later = dg.build_schedule_context(scheduled_execution_time=when + dt.timedelta(hours=1))
@@ -137,6 +148,44 @@ def test_daily_resync_covers_the_attribution_lookback():
     requests = list(
         daily_attribution_resync(dg.build_schedule_context(scheduled_execution_time=when))
     )
-    days = sorted({r.partition_key.keys_by_dimension["date"] for r in requests})
-    assert days[0] == "2026-10-27" and days[-1] == "2026-11-22"  # 28 days back, minus the hourly's
-    assert len(requests) == 27 * 2
+    # 28 days back, minus the hourly's two: one run per account over the 27 days.
+    assert _ranges(requests) == [
+        ("act_1001|2026-10-27", "act_1001|2026-11-22"),
+        ("act_1002|2026-10-27", "act_1002|2026-11-22"),
+    ]
+    days = insights_partitions.get_partition_keys_in_range(
+        dg.PartitionKeyRange(*_ranges(requests)[0])
+    )
+    assert len(days) == 27
+
+
+def test_a_scheduled_range_runs_as_one_run_of_the_insights_job(clean_db, database_url, dirs):
+    """What the daemon launches for a tick: the job, with the request's range tags."""
+    from crm_pipeline.definitions import defs
+    from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+
+    when = dt.datetime(2026, 11, 24, 3, 30, tzinfo=dt.UTC)
+    request = next(
+        iter(daily_attribution_resync(dg.build_schedule_context(scheduled_execution_time=when)))
+    )
+    data = EmulatorData()
+    with GraphEmulator(data) as server:
+        resources = {
+            "postgres": PostgresResource(database_url=database_url),
+            "storage": StorageResource(data_dir=str(dirs["data"]), cache_dir=str(dirs["cache"])),
+            "graph_api": GraphApiResource(
+                graph_url=server.url, ad_account_ids="act_1001", page_size=100
+            ),
+        }
+        result = defs.resolve_job_def("facebook_insights_job").execute_in_process(
+            tags=request.tags, resources=resources, instance=dg.DagsterInstance.ephemeral()
+        )
+        insights_calls = sum(r.path.endswith("/insights") for r in server.requests)
+    assert result.success
+    expected = data.insights("act_1001", dt.date(2026, 10, 27), dt.date(2026, 11, 22))
+    assert insights_calls == math.ceil(len(expected) / 100)
+    assert len(result.asset_materializations_for_node("ad_insights_daily")) == 27
+    with clean_db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM ad_insights_daily")).scalar_one() == len(
+            expected
+        )

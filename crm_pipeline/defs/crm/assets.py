@@ -74,6 +74,8 @@ def lead_count(actions_json: str | None) -> int:
 
 @dg.asset(
     partitions_def=insights_partitions,
+    # A backfill of many days is one run, like the raw asset's; each day commits on its own.
+    backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[fb_ad_insights_raw],
     group_name="crm",
     kinds={"postgres"},
@@ -87,54 +89,68 @@ def lead_count(actions_json: str | None) -> int:
 def ad_insights_daily(
     context: dg.AssetExecutionContext, postgres: PostgresResource, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """Upsert one account-day of raw insights into PostgreSQL."""
-    keys = context.partition_key.keys_by_dimension
-    account_id, day = keys["account"], keys["date"]
-    raw = lake.read_parquet(
-        lake.raw_path(storage.data_path(), INSIGHTS_STREAM, f"account={account_id}/date={day}")
-    )
-    rows = raw.select(list(INSIGHTS_COLUMNS)).rename_columns(list(INSIGHTS_COLUMNS.values()))
-    rows = rows.append_column(
-        "leads", pa.array([lead_count(a) for a in rows["actions"].to_pylist()], pa.int64())
-    )
-    # Meta's account_id has no act_ prefix; the partition's does.
-    meta_account = account_id.removeprefix("act_")
-    partition = f"account={account_id}/date={day}"
-    # With malformed rows quarantined we cannot tell which ads Meta really reports: keep all.
-    mirror = not lake.quarantine_path(storage.data_path(), INSIGHTS_STREAM, partition).exists()
-    with postgres.engine().begin() as conn:
-        result = bulk_upsert(conn, schema.ad_insights_daily, rows)
-        deleted = (
-            0
-            if not mirror
-            else conn.execute(
-                text(
-                    "DELETE FROM ad_insights_daily WHERE account_id = :account AND date = :day"
-                    " AND NOT (ad_id = ANY(:ads))"
-                ),
-                {
-                    "account": meta_account,
-                    "day": day,
-                    "ads": rows["ad_id"].to_pylist(),
-                },
-            ).rowcount
+    """Upsert the run's account-days of raw insights into PostgreSQL, one transaction each.
+
+    Per account-day rather than one transaction for a whole range: each day's upsert and mirror
+    delete stay atomic, a transaction never holds more than one day's rows, and a long backfill
+    does not hold back the change-log watermark (pg_snapshot_xmin) the cache sensor reads below
+    for its whole duration; a failed range is re-run whole, which is idempotent.
+    """
+    totals: dict[str, int] = {}
+    # MultiPartitionKeys, account-first like their strings: one account's days in date order.
+    keys = sorted(context.partition_keys, key=str)
+    engine = postgres.engine()
+    for key in keys:
+        account_id, day = key.keys_by_dimension["account"], key.keys_by_dimension["date"]
+        partition = f"account={account_id}/date={day}"
+        raw = lake.read_parquet(lake.raw_path(storage.data_path(), INSIGHTS_STREAM, partition))
+        rows = raw.select(list(INSIGHTS_COLUMNS)).rename_columns(list(INSIGHTS_COLUMNS.values()))
+        rows = rows.append_column(
+            "leads", pa.array([lead_count(a) for a in rows["actions"].to_pylist()], pa.int64())
         )
-    context.log.info(
-        f"ad_insights_daily {account_id} {day}: {result.inserted} inserted, "
-        f"{result.updated} updated, {result.unchanged} unchanged, {deleted} deleted"
-    )
-    return dg.MaterializeResult(
-        metadata={
+        # Meta's account_id has no act_ prefix; the partition's does.
+        meta_account = account_id.removeprefix("act_")
+        # With malformed rows quarantined we cannot tell which ads Meta really reports: keep all.
+        mirror = not lake.quarantine_path(storage.data_path(), INSIGHTS_STREAM, partition).exists()
+        with engine.begin() as conn:
+            result = bulk_upsert(conn, schema.ad_insights_daily, rows)
+            deleted = (
+                0
+                if not mirror
+                else conn.execute(
+                    text(
+                        "DELETE FROM ad_insights_daily WHERE account_id = :account AND date = :day"
+                        " AND NOT (ad_id = ANY(:ads))"
+                    ),
+                    {
+                        "account": meta_account,
+                        "day": day,
+                        "ads": rows["ad_id"].to_pylist(),
+                    },
+                ).rowcount
+            )
+        context.log.info(
+            f"ad_insights_daily {account_id} {day}: {result.inserted} inserted, "
+            f"{result.updated} updated, {result.unchanged} unchanged, {deleted} deleted"
+        )
+        counts = {
             "rows": result.staged,
             "inserted": result.inserted,
             "updated": result.updated,
             "unchanged": result.unchanged,
             "deleted": deleted,
             "leads": int(pc.sum(rows["leads"]).as_py() or 0),
-            "table": "ad_insights_daily",
-            "database": postgres.display_url(),
         }
-    )
+        # Each partition's materialisation carries its own counts.
+        context.add_asset_metadata(counts, partition_key=key)
+        for name, value in counts.items():
+            totals[name] = totals.get(name, 0) + value
+    metadata: dict[str, Any] = {"table": "ad_insights_daily", "database": postgres.display_url()}
+    if len(keys) > 1:
+        metadata.update(
+            {"range_partitions": len(keys), **{f"range_{k}": v for k, v in totals.items()}}
+        )
+    return dg.MaterializeResult(metadata=metadata)
 
 
 def _advance(conn: Connection, stream: str, scopes: dict[str, str], key: str) -> dict[str, str]:

@@ -16,7 +16,11 @@ import pyarrow as pa
 
 from crm_pipeline import lake
 from crm_pipeline.db.sync_state import get_state
-from crm_pipeline.defs.facebook.partitions import insights_partitions
+from crm_pipeline.defs.facebook.partitions import (
+    account_and_day,
+    days_by_account,
+    insights_partitions,
+)
 from crm_pipeline.defs.facebook.resources import GraphApiResource, GraphSession
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 from crm_pipeline.facebook import streams, validate
@@ -87,7 +91,7 @@ def failing_fast() -> Iterator[None]:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
-def quarantine_check(asset_key: str, bad: list[dict], path) -> dg.AssetCheckResult:
+def quarantine_check(asset_key: str, bad: list[dict], path, **extra: Any) -> dg.AssetCheckResult:
     """The visible verdict on malformed rows of one materialisation."""
     return dg.AssetCheckResult(
         asset_key=asset_key,
@@ -98,6 +102,7 @@ def quarantine_check(asset_key: str, bad: list[dict], path) -> dg.AssetCheckResu
             "quarantined": len(bad),
             "reasons": dg.MetadataValue.json(sorted({b["reason"] for b in bad})[:20]),
             **({"path": dg.MetadataValue.path(str(path))} if path else {}),
+            **extra,
         },
     )
 
@@ -112,6 +117,8 @@ def _quarantine_spec(name: str) -> dg.AssetCheckSpec:
 
 @dg.asset(
     partitions_def=insights_partitions,
+    # A backfill of many days is one run: each account's days are one /insights query.
+    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="facebook",
     kinds={"facebook", "parquet"},
     owners=["team:data-engineering"],
@@ -122,37 +129,99 @@ def _quarantine_spec(name: str) -> dg.AssetCheckSpec:
         "Ad-level daily insights (impressions, clicks, spend, reach, actions) of one ad account "
         "and day, fetched with the facebook-business SDK through the rate-limit governor (an "
         "async report run when the account is large) and landed as Parquet under "
-        "CRM_DATA_DIR/raw/fb_ad_insights/."
+        "CRM_DATA_DIR/raw/fb_ad_insights/. A run over a range of days reads each account's "
+        "consecutive days with one query (time_increment=1) and lands one file per day."
     ),
 )
 def fb_ad_insights_raw(
     context: dg.AssetExecutionContext, graph_api: GraphApiResource, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """Fetch one account-day of ad insights and land them as Parquet."""
-    keys = context.partition_key.keys_by_dimension
-    account_id, day = keys["account"], keys["date"]
-    date = dt.date.fromisoformat(day)
+    """Fetch the run's account-days of ad insights and land one Parquet file per account-day.
+
+    Each account's consecutive days are read with one /insights query (up to
+    `insights_days_per_query` days) and split by `date_start`, so the per-day files and
+    quarantine are exactly those of running each day alone. A day Meta returns no rows for
+    lands as an empty file: the DB asset then deletes that day's stale rows.
+    """
+    keys = {account_and_day(key): key for key in context.partition_keys}
+    landed: list[dict[str, Any]] = []
+    bad: dict[int, dict] = {}  # distinct malformed rows (a stray row is in several days)
+    bad_paths = []
     with graph_api.session() as graph:
-        with failing_fast():
-            rows = list(graph_api.fetch_insights(graph.client, account_id, date))
+        for account_id, runs in days_by_account(keys.keys()).items():
+            for days in _windows(runs, graph_api.insights_days_per_query):
+                since, until = dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1])
+                with failing_fast():
+                    rows = list(graph_api.fetch_insights(graph.client, account_id, since, until))
+                context.log.info(f"{len(rows)} insight rows for {account_id} {since}..{until}")
+                for day, checked in split_by_day(rows, days).items():
+                    partition = f"account={account_id}/date={day}"
+                    table = to_arrow(checked.good, RAW_INSIGHT_FIELDS)
+                    path = lake.write_parquet_atomic(
+                        table, lake.raw_path(storage.data_path(), INSIGHTS_STREAM, partition)
+                    )
+                    bad_path = lake.write_quarantine(
+                        storage.data_path(), INSIGHTS_STREAM, partition, checked.bad
+                    )
+                    bad.update({id(b["record"]): b for b in checked.bad})
+                    bad_paths += [bad_path] if bad_path else []
+                    day_meta = {
+                        "rows": table.num_rows,
+                        "quarantined": len(checked.bad),
+                        "path": dg.MetadataValue.path(str(path)),
+                    }
+                    context.add_asset_metadata(day_meta, partition_key=keys[(account_id, day)])
+                    landed.append(day_meta)
         usage = graph_metadata(graph)
-    checked = validate.check_insights(rows, day)
-    partition = f"account={account_id}/date={day}"
-    table = to_arrow(checked.good, RAW_INSIGHT_FIELDS)
-    path = lake.write_parquet_atomic(
-        table, lake.raw_path(storage.data_path(), INSIGHTS_STREAM, partition)
+    context.log.info(
+        f"{sum(d['rows'] for d in landed)} insight rows in {len(landed)} account-day(s) ({usage})"
     )
-    bad_path = lake.write_quarantine(storage.data_path(), INSIGHTS_STREAM, partition, checked.bad)
-    context.log.info(f"{table.num_rows} insight rows for {account_id} {day} ({usage})")
+    # Every partition's event carries the API usage of the run; rows, quarantined and path are
+    # the partition's own (added above). A range also gets its totals.
+    metadata: dict[str, Any] = dict(usage)
+    if len(landed) > 1:
+        metadata.update(
+            range_partitions=len(landed),
+            range_rows=sum(d["rows"] for d in landed),
+            range_quarantined=len(bad),
+        )
     return dg.MaterializeResult(
-        metadata={
-            "rows": table.num_rows,
-            "quarantined": len(checked.bad),
-            **usage,
-            "path": dg.MetadataValue.path(str(path)),
-        },
-        check_results=[quarantine_check("fb_ad_insights_raw", checked.bad, bad_path)],
+        metadata=metadata,
+        check_results=[
+            quarantine_check(
+                "fb_ad_insights_raw",
+                list(bad.values()),
+                bad_paths[0] if len(bad_paths) == 1 else None,
+                **({"quarantined_files": len(bad_paths)} if len(bad_paths) > 1 else {}),
+            )
+        ],
     )
+
+
+def _windows(runs: list[list[str]], most: int) -> Iterator[list[str]]:
+    """Runs of consecutive days, cut into windows of at most `most` days (one query each)."""
+    most = max(1, most)
+    for days in runs:
+        for start in range(0, len(days), most):
+            yield days[start : start + most]
+
+
+def split_by_day(rows: list[dict], days: list[str]) -> dict[str, validate.Checked]:
+    """One query's rows checked per day of `days`, keyed on `date_start`.
+
+    A row whose date_start is none of `days` cannot be placed: it is quarantined in every day
+    of the query, so none of them is mirrored (its row might belong to any of them). For one
+    day this is exactly checking every row against that day.
+    """
+    buckets: dict[str, list[dict]] = {day: [] for day in days}
+    for row in rows:
+        day = row.get("date_start") if isinstance(row, dict) else None
+        if isinstance(day, str) and day in buckets:
+            buckets[day].append(row)
+        else:
+            for bucket in buckets.values():
+                bucket.append(row)
+    return {day: validate.check_insights(bucket, day) for day, bucket in buckets.items()}
 
 
 # Incremental reads start this far before the watermark: an object updated in the same second

@@ -1,6 +1,16 @@
-"""Partitions of the Facebook insights assets: one per day and ad account."""
+"""Partitions of the Facebook insights assets: one per day and ad account.
 
+Dagster orders a MultiPartitionsDefinition's dimensions by name, so keys read `account|date`
+(`act_1001|2026-11-18`) and a key range is the cross product of an account range and a date
+range: `act_1001|2026-11-01`..`act_1001|2026-11-30` is exactly one account's 30 days. That is
+what lets one run (a single-run backfill, `crm-pipeline sync`, a schedule tick) cover one
+account's days and fetch them with one /insights query.
+"""
+
+import datetime as dt
 import os
+import warnings
+from collections.abc import Iterable
 
 import dagster as dg
 
@@ -8,6 +18,16 @@ from crm_pipeline.config import load_settings
 
 # The first day insights may be backfilled from; override for older accounts.
 INSIGHTS_START_DATE = os.environ.get("CRM_INSIGHTS_START_DATE", "2025-01-01")
+
+# The run tags Dagster itself writes for a run over a range of partitions (backfills with a
+# single-run BackfillPolicy); `context.partition_keys` and the asset catalog read them.
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+ONE_DAY = dt.timedelta(days=1)
+
+# The insights assets take a single-run BackfillPolicy, a parameter Dagster marks as beta; the
+# warning would be printed by every command that loads them (`crm-pipeline sync`, `dagster dev`).
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 
 def configured_account_ids() -> list[str]:
@@ -32,3 +52,41 @@ insights_partitions = dg.MultiPartitionsDefinition(
 def insights_partition_key(account_id: str, day: str) -> dg.MultiPartitionKey:
     """The partition key of one account and day."""
     return dg.MultiPartitionKey({"date": day, "account": account_id})
+
+
+def account_and_day(key: str) -> tuple[str, str]:
+    """`(account, day)` of an insights partition key (a MultiPartitionKey or its string)."""
+    keys = insights_partitions.get_partition_key_from_str(str(key)).keys_by_dimension
+    return keys["account"], keys["date"]
+
+
+def insights_partition_range(account_id: str, first: str, last: str) -> dg.PartitionKeyRange:
+    """The key range of one account's days `first..last` (inclusive)."""
+    return dg.PartitionKeyRange(
+        str(insights_partition_key(account_id, first)),
+        str(insights_partition_key(account_id, last)),
+    )
+
+
+def partition_range_tags(key_range: dg.PartitionKeyRange) -> dict[str, str]:
+    """Run tags that make a run (a RunRequest, a `materialize`) cover `key_range`."""
+    return {PARTITION_RANGE_START_TAG: key_range.start, PARTITION_RANGE_END_TAG: key_range.end}
+
+
+def contiguous_days(days: Iterable[str]) -> list[list[str]]:
+    """ISO days, sorted and deduplicated, split into runs of consecutive days."""
+    runs: list[list[str]] = []
+    for day in sorted(set(days)):
+        if runs and dt.date.fromisoformat(day) - dt.date.fromisoformat(runs[-1][-1]) == ONE_DAY:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return runs
+
+
+def days_by_account(account_days: Iterable[tuple[str, str]]) -> dict[str, list[list[str]]]:
+    """`(account, day)` pairs as each account's days in runs of consecutive days."""
+    days: dict[str, list[str]] = {}
+    for account, day in account_days:
+        days.setdefault(account, []).append(day)
+    return {account: contiguous_days(days[account]) for account in sorted(days)}

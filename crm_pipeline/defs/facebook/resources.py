@@ -48,16 +48,28 @@ class GraphApiResource(dg.ConfigurableResource):
     page_size: int = 500
     # "sync": paged GETs; "async": report runs (Meta's advice for large accounts).
     insights_mode: str = os.environ.get("CRM_INSIGHTS_MODE", "sync")
+    # The most days one /insights query (or report run) asks for. A run over a longer range
+    # (a backfill) makes one query per this many days: every row of a query is held in memory
+    # until it is split into per-day files, so this bounds memory for large accounts.
+    insights_days_per_query: int = 31
 
-    def fetch_insights(self, client: GraphClient, account_id: str, day: dt.date):
-        """One account-day of ad-level insights, by paged GETs or an async report run."""
+    def fetch_insights(
+        self,
+        client: GraphClient,
+        account_id: str,
+        since: dt.date,
+        until: dt.date | None = None,
+    ):
+        """Ad-level daily insights of `since..until` (one day when `until` is omitted), by
+        paged GETs or an async report run: one query for the whole range."""
+        until = since if until is None else until
         if self.insights_mode == "async":
-            return client.iter_insights_async(account_id, day, day, limit=self.page_size)
+            return client.iter_insights_async(account_id, since, until, limit=self.page_size)
         if self.insights_mode != "sync":
             raise ConfigError(
                 f"insights_mode must be 'sync' or 'async', not {self.insights_mode!r}"
             )
-        return client.iter_insights(account_id, day, day, limit=self.page_size)
+        return client.iter_insights(account_id, since, until, limit=self.page_size)
 
     @contextmanager
     def session(self) -> Iterator[GraphSession]:

@@ -19,8 +19,9 @@ from crm_pipeline.defs.facebook.assets import (
 )
 from crm_pipeline.defs.facebook.partitions import (
     configured_account_ids,
-    insights_partition_key,
+    insights_partition_range,
     insights_partitions,
+    partition_range_tags,
 )
 
 # Meta revises insights for days after they happened (attribution windows up to 28 days).
@@ -32,7 +33,10 @@ facebook_insights_job = dg.define_asset_job(
     selection=[fb_ad_insights_raw, ad_insights_daily],
     partitions_def=insights_partitions,
     tags=GRAPH_TAGS,
-    description="Fetch one account-day of Facebook insights and upsert it into PostgreSQL.",
+    description=(
+        "Fetch Facebook insights of account-days and upsert them into PostgreSQL; a run over a "
+        "partition range reads each account's days with one query."
+    ),
 )
 STREAM_ASSETS = [
     fb_ad_objects_raw,
@@ -56,10 +60,15 @@ def _keys(assets) -> list[dg.AssetKey]:
 
 
 def _insights_requests(days: list[dt.date], stamp: str, **selection):
-    for day in days:
-        for account in configured_account_ids():
-            key = insights_partition_key(account, day.isoformat())
-            yield dg.RunRequest(run_key=f"{key}@{stamp}", partition_key=key, **selection)
+    """One run per account over its days (a partition range): one /insights query each."""
+    first, last = min(days).isoformat(), max(days).isoformat()
+    for account in configured_account_ids():
+        key_range = insights_partition_range(account, first, last)
+        yield dg.RunRequest(
+            run_key=f"{key_range.start}..{key_range.end}@{stamp}",
+            tags=partition_range_tags(key_range),
+            **selection,
+        )
 
 
 @dg.schedule(
@@ -74,7 +83,7 @@ def _insights_requests(days: list[dt.date], stamp: str, **selection):
     ),
 )
 def hourly_facebook_sync(context: dg.ScheduleEvaluationContext):
-    """One streams run, and one insights run per account for yesterday and today."""
+    """One streams run, and one insights run per account over yesterday and today."""
     now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
     stamp = now.strftime("%Y-%m-%dT%H")
     yield dg.RunRequest(run_key=f"streams@{stamp}", asset_selection=_keys(STREAM_ASSETS))
@@ -96,7 +105,7 @@ def hourly_facebook_sync(context: dg.ScheduleEvaluationContext):
     ),
 )
 def daily_attribution_resync(context: dg.ScheduleEvaluationContext):
-    """One insights run per account and day in the lookback window (the hourly run has the rest)."""
+    """One insights run per account over the lookback window (the hourly run has the rest)."""
     now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
     days = [now.date() - dt.timedelta(days=n) for n in range(2, ATTRIBUTION_LOOKBACK_DAYS + 1)]
     yield from _insights_requests(days, now.strftime("%Y-%m-%d"))
