@@ -73,6 +73,9 @@ class EmulatorData:
         self._campaigns: dict[str, list[dict]] = {}
         self._adsets: dict[str, list[dict]] = {}
         self._ads: dict[str, list[dict]] = {}
+        # Insight numbers are a pure function of (seed, ad, day): computed once, then every page
+        # of a paged range is a lookup, as on a real server, instead of rebuilding the range.
+        self._insight_rows: dict[tuple[str, str, str, str, date], dict] = {}
         self._build()
         all_ads = [ad for ads in self._ads.values() for ad in ads]
         self._page = PageData(seed, _PAGE_ID, all_ads)
@@ -280,13 +283,24 @@ class EmulatorData:
         two-decimal string, exactly as the Graph API returns them. Raises KeyError for unknown
         accounts; returns ``[]`` when ``since > until``.
         """
+        # Fresh row dicts (callers and test doubles replace or edit rows); the nested `actions`
+        # lists are shared and must be treated as read-only.
+        return [dict(row) for row in self._insight_rows_for(account_id, since, until)]
+
+    def _insight_rows_for(self, account_id: str, since: date, until: date) -> list[dict]:
+        # Each page of a paged range asks for the whole range again: rows are computed once per
+        # (ad, day) and then looked up, so a page costs a copy, not a rebuild of every row.
         with self._lock:
             ads = copy.deepcopy(self._ads[normalize_account_id(account_id)])
         rows = []
         day = since
         while day <= until:
             for ad in ads:  # ads are stored in ascending id order already
-                rows.append(self._insight_row(ad, day))
+                key = (ad["account_id"], ad["campaign_id"], ad["adset_id"], ad["id"], day)
+                row = self._insight_rows.get(key)
+                if row is None:
+                    row = self._insight_rows[key] = self._insight_row(ad, day)
+                rows.append(row)
             day += timedelta(days=1)
         return rows
 
