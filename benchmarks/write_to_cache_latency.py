@@ -28,6 +28,7 @@ import orjson
 from sqlalchemy import text
 
 from crm_pipeline.db.engine import get_engine
+from crm_pipeline.processes import stop_processes_with_env
 
 ROOT = harness.ROOT
 
@@ -160,6 +161,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(daemon.pid, signal.SIGKILL)
                 daemon.wait()
+            stop_processes_with_env("DAGSTER_HOME", str(home))  # its code servers too
         in_process = _in_process_rebuild(url, work, cid, writes)
 
     p = harness.percentile

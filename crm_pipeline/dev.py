@@ -9,8 +9,8 @@ Starts, on embedded defaults unless configured otherwise:
 - the API service (`crm-pipeline serve`).
 
 Each child runs in its own process group. One Ctrl-C (SIGINT) or SIGTERM asks every child to
-shut down, waits for them, then kills whatever is left of each group, so no process outlives
-the command.
+shut down, waits for them, then kills whatever is left of each group and any process still
+carrying this session's marker variable, so no process outlives the command.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
@@ -30,12 +31,15 @@ from pathlib import Path
 from crm_pipeline.config import Settings, load_settings, redact_url
 from crm_pipeline.db import migrate
 from crm_pipeline.db.engine import resolve_database_url
+from crm_pipeline.processes import stop_processes_with_env
 
 # Used only when no real credentials are configured, i.e. against the bundled emulator.
 DEV_APP_SECRET = "crm-dev-app-secret"
 DEV_VERIFY_TOKEN = "crm-dev-verify-token"
 SHUTDOWN_TIMEOUT_SECONDS = 30.0
 REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "dagster.yaml"
+# Set in every child's environment: after shutdown, anything still carrying it is ours.
+SESSION_VARIABLE = "CRM_DEV_SESSION"
 
 
 @dataclass
@@ -138,6 +142,7 @@ def run_dev(host: str = "127.0.0.1", dagster_port: int = 3000, api_port: int = 8
             "CRM_CACHE_DIR": str(settings.cache_dir.resolve()),
             "CRM_DATA_DIR": str(settings.data_dir.resolve()),
             "DAGSTER_HOME": str(home),
+            SESSION_VARIABLE: uuid.uuid4().hex,
         }
         log_format = os.environ.get("CRM_LOG_FORMAT", "text").strip().lower() or "text"
         dagster_log = ["--log-format", "json"] if log_format == "json" else []
@@ -174,6 +179,8 @@ def run_dev(host: str = "127.0.0.1", dagster_port: int = 3000, api_port: int = 8
             return 0
         finally:
             stop_children(children)
+            # Code servers run in sessions of their own: sweep by our session marker too.
+            stop_processes_with_env(SESSION_VARIABLE, env[SESSION_VARIABLE])
 
 
 def _print_banner(settings, url, revision, home, emulator_env, children) -> None:

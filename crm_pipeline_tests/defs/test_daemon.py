@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import text
 
 from crm_pipeline.db.engine import libpq_url
+from crm_pipeline.processes import stop_processes_with_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON = str(Path(sys.executable).with_name("dagster-daemon"))
@@ -82,6 +83,8 @@ def running_daemon(
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait(10)
+        # The daemon's code servers live in sessions of their own and outlive it otherwise.
+        stop_processes_with_env("DAGSTER_HOME", str(home))
 
 
 @pytest.mark.slow
