@@ -31,13 +31,13 @@ from pathlib import Path
 from crm_pipeline.config import Settings, load_settings, redact_url
 from crm_pipeline.db import migrate
 from crm_pipeline.db.engine import resolve_database_url
+from crm_pipeline.orchestrate import instance_home
 from crm_pipeline.processes import stop_processes_with_env
 
 # Used only when no real credentials are configured, i.e. against the bundled emulator.
 DEV_APP_SECRET = "crm-dev-app-secret"
 DEV_VERIFY_TOKEN = "crm-dev-verify-token"
 SHUTDOWN_TIMEOUT_SECONDS = 30.0
-REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "dagster.yaml"
 # Set in every child's environment: after shutdown, anything still carrying it is ours.
 SESSION_VARIABLE = "CRM_DEV_SESSION"
 
@@ -49,25 +49,6 @@ class Child:
     name: str
     process: subprocess.Popen
     url: str
-
-
-def instance_home(settings: Settings) -> Path:
-    """`DAGSTER_HOME`, or `CRM_DATA_DIR/dagster` holding a copy of the repo's `dagster.yaml`.
-
-    The copy gives the local instance the production run queue, pools and retention; an
-    existing `dagster.yaml` there is left as the user edited it.
-    """
-    if os.environ.get("DAGSTER_HOME"):
-        return Path(os.environ["DAGSTER_HOME"]).resolve()
-    home = (settings.data_dir / "dagster").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        if REPO_INSTANCE_CONFIG.exists():
-            shutil.copyfile(REPO_INSTANCE_CONFIG, config)
-        else:  # installed without the repository around it
-            config.write_text("telemetry:\n  enabled: false\n")
-    return home
 
 
 def _bin(name: str) -> str:

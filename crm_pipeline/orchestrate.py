@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from crm_pipeline.config import Settings
 from crm_pipeline.db.engine import get_engine
@@ -39,6 +40,8 @@ from crm_pipeline.defs.facebook.partitions import (
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.facebook.schedules import STREAM_ASSETS
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
+
+REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 CHECKPOINT_STREAM = "cli_insights_sync"
 # Event-level DEBUG lines belong in the UI's run view, not on the terminal.
@@ -67,14 +70,34 @@ def local_instance(settings: Settings) -> dg.DagsterInstance:
 
     The local one is what `make ui` opens, so the demo's runs show up in the UI.
     """
-    if not os.environ.get("DAGSTER_HOME"):
-        home = (settings.data_dir / "dagster").resolve()
-        home.mkdir(parents=True, exist_ok=True)
-        config = home / "dagster.yaml"
-        if not config.exists():
-            config.write_text("telemetry:\n  enabled: false\n")
-        os.environ["DAGSTER_HOME"] = str(home)
+    os.environ["DAGSTER_HOME"] = str(instance_home(settings))
     return dg.DagsterInstance.get()
+
+
+def instance_home(settings: Settings) -> Path:
+    """`DAGSTER_HOME`, or `CRM_DATA_DIR/dagster` holding a copy of the repo's `dagster.yaml`.
+
+    The copy gives the local instance the production run queue, pools and retention; an
+    existing `dagster.yaml` there is left as the user edited it.
+    """
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"]).resolve()
+    home = (settings.data_dir / "dagster").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        if REPO_INSTANCE_CONFIG.exists():
+            instance = yaml.safe_load(REPO_INSTANCE_CONFIG.read_text())
+            # Without DAGSTER_PG_URL, local storage goes right here, whatever CRM_DATA_DIR a
+            # later reader of this instance has set.
+            instance["storage"]["custom"]["config"]["local_base_dir"] = str(home)
+            config.write_text(
+                f"# Written by crm-pipeline from {REPO_INSTANCE_CONFIG}; edit freely.\n"
+                + yaml.safe_dump(instance, sort_keys=False)
+            )
+        else:  # installed without the repository around it
+            config.write_text("telemetry:\n  enabled: false\n")
+    return home
 
 
 @contextmanager
