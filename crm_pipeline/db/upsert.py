@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ class UpsertResult:
     staged: int
     inserted: int
     updated: int
+    seconds: float = 0.0  # wall time of the whole upsert (stage, COPY, INSERT ... ON CONFLICT)
 
     @property
     def unchanged(self) -> int:
@@ -65,6 +67,7 @@ def bulk_upsert(
     values may be strings that PostgreSQL casts (Meta sends numbers as strings). When the input
     holds a key twice, the last occurrence wins.
     """
+    started = time.perf_counter()
     data = _as_arrow(rows)
     if data.num_rows == 0:
         return UpsertResult(0, 0, 0)
@@ -130,4 +133,9 @@ def bulk_upsert(
         )
         inserted, updated = cur.fetchone()
         cur.execute(sql.SQL("DROP TABLE {stage}").format(stage=stage))
-    return UpsertResult(staged=data.num_rows, inserted=inserted, updated=updated)
+    return UpsertResult(
+        staged=data.num_rows,
+        inserted=inserted,
+        updated=updated,
+        seconds=time.perf_counter() - started,
+    )

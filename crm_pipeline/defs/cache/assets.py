@@ -2,6 +2,7 @@
 
 
 import datetime as dt
+import time
 
 import dagster as dg
 from sqlalchemy import text
@@ -141,6 +142,7 @@ def customer_profiles_cache(
     storage: StorageResource,
 ) -> dg.MaterializeResult:
     """Rewrite the requested customer 360 files from one consistent snapshot."""
+    started = time.perf_counter()
     folder = storage.cache_path() / customers.PROFILE_DIR
     written = deleted = 0
     seen: set[int] = set()
@@ -179,6 +181,7 @@ def customer_profiles_cache(
             "deleted": deleted,
             "path": dg.MetadataValue.path(str(folder)),
             "watermark": watermark,
+            "seconds": round(time.perf_counter() - started, 3),
         }
     )
 

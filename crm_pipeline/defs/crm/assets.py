@@ -140,6 +140,7 @@ def ad_insights_daily(
             "unchanged": result.unchanged,
             "deleted": deleted,
             "leads": int(pc.sum(rows["leads"]).as_py() or 0),
+            "upsert_seconds": round(result.seconds, 3),
         }
         # Each partition's materialisation carries its own counts.
         context.add_asset_metadata(counts, partition_key=key)
@@ -187,6 +188,7 @@ def _upsert_result(name: str, result, **extra: Any) -> dg.MaterializeResult:
             "inserted": result.inserted,
             "updated": result.updated,
             "unchanged": result.unchanged,
+            "upsert_seconds": round(result.seconds, 3),
             "table": name,
             **extra,
         },

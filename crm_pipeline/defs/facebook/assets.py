@@ -6,6 +6,7 @@ committed, so a failed load is fetched again, never skipped) and lands the new b
 """
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -63,7 +64,12 @@ def to_arrow(rows: list[dict], fields: tuple[str, ...]) -> pa.Table:
 
 def graph_metadata(graph: GraphSession) -> dict[str, Any]:
     """API usage of this step: calls, retries and waits imposed by Meta's rate limits."""
-    meta: dict[str, Any] = {"api_calls": graph.client.calls, "graph_server": graph.server}
+    meta: dict[str, Any] = {
+        "api_calls": graph.client.calls,
+        "graph_server": graph.server,
+        # Time in the Graph session so far: requests, paging, rate-limit waits.
+        "graph_seconds": round(time.perf_counter() - graph.opened_at, 3),
+    }
     stats = getattr(getattr(graph.client, "governor", None), "stats", None)
     if stats is not None:
         meta.update(

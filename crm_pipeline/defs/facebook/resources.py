@@ -8,9 +8,10 @@ Dagster config, so it cannot show up in the UI, run config or metadata.
 
 import datetime as dt
 import os
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -31,6 +32,7 @@ class GraphSession:
     server: str
     emulated: bool
     configured_page_id: str | None = None
+    opened_at: float = field(default_factory=time.perf_counter)
 
     @property
     def page_id(self) -> str | None:
