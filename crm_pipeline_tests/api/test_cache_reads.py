@@ -152,3 +152,47 @@ def test_deleted_customer_file_is_dropped_by_the_refresh(api, clean_db):
         assert client.get(f"/api/customers/{cid}").headers["x-cache"] == "STALE"
         assert _wait_for(lambda: client.get(f"/api/customers/{cid}").status_code == 404)
     assert not (api.cache_dir / "customers" / f"{cid}.json").exists()
+
+
+def test_a_hit_is_never_behind_a_committed_write_under_concurrent_reads(api, clean_db):
+    """Cache hits share one change-log check per batch of waiting requests. Each request must
+    still be answered from a snapshot taken after it arrived: whatever batch it lands in, a
+    read that follows a commit never gets a HIT with the old data."""
+    import threading
+
+    target = _customer(clean_db, name="v0", email="target@example.com")
+    others = [_customer(clean_db, name=f"o{i}", email=f"o{i}@example.com") for i in range(12)]
+    stop = threading.Event()
+    background_hits = []
+
+    def hammer(ids):
+        with api.client() as client:
+            while not stop.is_set():
+                for cid in ids:
+                    response = client.get(f"/api/customers/{cid}")
+                    background_hits.append(response.headers["x-cache"] == "HIT")
+
+    with api.client() as client:
+        for cid in [target, *others]:
+            assert client.get(f"/api/customers/{cid}").status_code == 200
+        threads = [threading.Thread(target=hammer, args=(others[i::4],)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            for i in range(1, 31):
+                with clean_db.begin() as conn:
+                    conn.execute(
+                        text("UPDATE customers SET name = :n WHERE id = :i"),
+                        {"n": f"v{i}", "i": target},
+                    )
+                response = client.get(f"/api/customers/{target}")
+                if response.headers["x-cache"] == "HIT":
+                    # A hit is only allowed when the file already reflects the write.
+                    assert response.json()["customer"]["name"] == f"v{i}", i
+                else:
+                    assert response.headers["x-cache"] == "STALE", response.headers
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(10)
+    assert sum(background_hits) > 100  # the batches really were shared with other requests
