@@ -151,17 +151,15 @@ class ChangeChecks:
             queue.waiting.clear()
 
     def _query(self, keys: list[tuple[str, str, int | None]]) -> set[int]:
-        with self.db.snapshot() as conn:
-            return set(
-                conn.execute(
-                    text(_CHANGED_SINCE),
-                    {
-                        "watermarks": [k[0] for k in keys],
-                        "entities": [k[1] for k in keys],
-                        "customers": [k[2] for k in keys],
-                    },
-                ).scalars()
-            )
+        params = {
+            "watermarks": [k[0] for k in keys],
+            "entities": [k[1] for k in keys],
+            "customers": [k[2] for k in keys],
+        }
+        # One statement: its snapshot is taken when it starts, after every request it answers.
+        return self.db.run_statement(
+            lambda conn: set(conn.execute(text(_CHANGED_SINCE), params).scalars())
+        )
 
 
 @dataclass

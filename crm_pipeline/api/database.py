@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -24,6 +25,7 @@ from crm_pipeline.config import ConfigError
 log = logging.getLogger("crm_pipeline.api")
 
 _UNREACHABLE = (OperationalError, InterfaceError)
+T = TypeVar("T")
 
 
 class Database:
@@ -43,6 +45,8 @@ class Database:
         self._lock = threading.Lock()
         self._down_since: dt.datetime | None = None
         self._next_attempt = 0.0
+        self._statement_lock = threading.Lock()
+        self._statement_conn: Connection | None = None
 
     @property
     def down_since(self) -> dt.datetime | None:
@@ -74,6 +78,8 @@ class Database:
             return self._engine
 
     def dispose(self) -> None:
+        with self._statement_lock:
+            self._drop_statement_connection()
         with self._lock:
             if self._engine is not None:
                 self._engine.dispose()
@@ -125,6 +131,38 @@ class Database:
             conn.begin(),
         ):
             yield conn
+
+    def run_statement(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` on a long-lived AUTOCOMMIT connection, one caller at a time (hot paths).
+
+        Each statement sees a snapshot taken when it starts, like a transaction of its own, but
+        without a pool checkout, a liveness ping, BEGIN and COMMIT: on a cache hit those cost
+        more than the query. A kept connection that went away (server restart, idle timeout) is
+        replaced and `work` retried once on a new one, so that alone is not an outage.
+        """
+        with self._guard(), self._statement_lock:
+            for attempt in (1, 2):
+                reused = self._statement_conn is not None
+                if self._statement_conn is None:
+                    self._statement_conn = (
+                        self.engine().connect().execution_options(isolation_level="AUTOCOMMIT")
+                    )
+                try:
+                    return work(self._statement_conn)
+                except DBAPIError as exc:
+                    self._drop_statement_connection()
+                    if not (reused and attempt == 1 and _is_connectivity(exc)):
+                        raise
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _drop_statement_connection(self) -> None:
+        if self._statement_conn is not None:
+            try:
+                self._statement_conn.invalidate()
+                self._statement_conn.close()
+            except DBAPIError:
+                pass
+            self._statement_conn = None
 
     def ping(self) -> bool:
         """True when the database answers a trivial query."""

@@ -196,3 +196,26 @@ def test_a_hit_is_never_behind_a_committed_write_under_concurrent_reads(api, cle
             for thread in threads:
                 thread.join(10)
     assert sum(background_hits) > 100  # the batches really were shared with other requests
+
+
+def test_a_dropped_check_connection_is_replaced_without_an_outage(api, clean_db):
+    """The change-log check keeps one connection open; when the server drops it (restart, idle
+    timeout), the next hit reconnects and answers normally instead of reporting an outage."""
+    cid = _customer(clean_db)
+    with api.client() as client:
+        assert client.get(f"/api/customers/{cid}").headers["x-cache"] == "MISS"
+        assert client.get(f"/api/customers/{cid}").headers["x-cache"] == "HIT"  # opens it
+        with clean_db.begin() as conn:
+            killed = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        assert killed >= 1
+        hit = client.get(f"/api/customers/{cid}")
+        assert hit.headers["x-cache"] == "HIT"
+        assert "x-database-unavailable-since" not in hit.headers
+        with clean_db.begin() as conn:
+            conn.execute(text("UPDATE customers SET name = 'Eve' WHERE id = :i"), {"i": cid})
+        assert client.get(f"/api/customers/{cid}").headers["x-cache"] == "STALE"
