@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -9,6 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from crm_pipeline.config import ConfigError, redact_url
 from crm_pipeline.db.engine import get_engine
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -48,3 +50,29 @@ def current_revision(url: str) -> str | None:
 def head_revision() -> str:
     """The newest revision shipped with this package."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+class DatabaseNotMigrated(ConfigError):
+    """The database's schema is not the one this code was written for."""
+
+
+_checked: set[str] = set()
+_checked_lock = threading.Lock()
+
+
+def require_migrated(url: str) -> None:
+    """Raise DatabaseNotMigrated unless the database is at this package's head revision.
+
+    Checked once per process and URL, so a run against an empty or outdated database stops
+    with what to do, instead of failing later on a missing table or column.
+    """
+    if url in _checked:
+        return
+    current, head = current_revision(url), head_revision()
+    if current != head:
+        raise DatabaseNotMigrated(
+            f"the database at {redact_url(url)} is at schema revision {current or 'none'}, "
+            f"this code needs {head}: run `crm-pipeline db upgrade`"
+        )
+    with _checked_lock:
+        _checked.add(url)

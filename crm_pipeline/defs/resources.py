@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from crm_pipeline.config import load_settings, normalize_database_url, redact_url
 from crm_pipeline.db.engine import get_engine, resolve_database_url
+from crm_pipeline.db.migrate import require_migrated
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -26,8 +27,10 @@ class PostgresResource(dg.ConfigurableResource):
         return resolve_database_url(load_settings())
 
     def engine(self) -> Engine:
-        """The pooled engine for this database."""
-        return get_engine(self.url())
+        """The pooled engine for this database, once its schema is known to be current."""
+        url = self.url()
+        require_migrated(url)
+        return get_engine(url)
 
     def display_url(self) -> str:
         """The URL with any password masked, for metadata and logs."""

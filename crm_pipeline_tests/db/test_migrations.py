@@ -72,3 +72,20 @@ def test_upgrade_is_repeatable_and_reversible(fresh_database_url):
         assert "customers" not in inspect(conn).get_table_names()
     migrate.upgrade(fresh_database_url)
     assert migrate.current_revision(fresh_database_url) == migrate.head_revision()
+
+
+def test_assets_refuse_an_unmigrated_database_with_what_to_do(fresh_database_url):
+    from crm_pipeline.db import migrate
+    from crm_pipeline.db.migrate import DatabaseNotMigrated
+    from crm_pipeline.defs.resources import PostgresResource
+
+    resource = PostgresResource(database_url=fresh_database_url)
+    try:
+        resource.engine()
+    except DatabaseNotMigrated as exc:
+        assert "crm-pipeline db upgrade" in str(exc) and "revision none" in str(exc)
+    else:
+        raise AssertionError("an empty database was accepted")
+    migrate.upgrade(fresh_database_url)
+    with resource.engine().connect() as conn:  # now current: accepted
+        assert conn.exec_driver_sql("SELECT count(*) FROM customers").scalar() == 0
