@@ -111,3 +111,39 @@ def test_a_bad_dagster_pg_url_is_a_clear_error_without_the_password(monkeypatch)
         assert "DAGSTER_PG_URL" in str(exc) and "hunter2" not in str(exc)
     else:
         raise AssertionError("a MySQL URL was accepted as the instance storage")
+
+
+def test_a_throttle_wait_is_in_the_run_log_through_the_repo_instance(
+    clean_db, database_url, tmp_path, monkeypatch
+):
+    """dagster.yaml hands our Python loggers to Dagster: the governor's wait is a run log line."""
+    from crm_pipeline.defs.facebook.assets import fb_ad_insights_raw
+    from crm_pipeline.defs.facebook.partitions import insights_partition_key
+    from crm_pipeline.defs.facebook.resources import GraphApiResource
+    from crm_pipeline.facebook.emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
+
+    monkeypatch.setenv("CRM_GRAPH_BACKOFF_BASE_SECONDS", "0.01")
+    monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
+    home = _home(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    faults = FaultPlan()
+    faults.add(Fault(kind="throttle", code=17, subcode=2446079, count=1, path="/insights"))
+    with (
+        GraphEmulator(EmulatorData(), faults=faults) as server,
+        dg.DagsterInstance.from_config(str(home)) as instance,
+    ):
+        result = dg.materialize(
+            [fb_ad_insights_raw],
+            partition_key=insights_partition_key("act_1001", "2026-11-18"),
+            instance=instance,
+            resources={
+                "graph_api": GraphApiResource(graph_url=server.url, ad_account_ids="act_1001"),
+                "storage": StorageResource(
+                    data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache")
+                ),
+            },
+        )
+        assert result.success
+        messages = [r.user_message for r in instance.all_logs(result.run_id)]
+    waits = [m for m in messages if "graph api" in m and "waiting" in m]
+    assert waits and "throttle code 17" in waits[0], messages[-20:]

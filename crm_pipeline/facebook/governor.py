@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -86,6 +87,8 @@ _RETRYABLE_NETWORK_ERRORS = (
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
 )
+
+log = logging.getLogger(__name__)
 
 
 # -- settings --------------------------------------------------------------------------------------
@@ -602,6 +605,21 @@ class RateLimitGovernor:
                 self._blocked_until = max(self._blocked_until, self.clock() + seconds)
         for target in self._ledgers(ledger):
             target.add(waited_seconds=seconds)
+        if failure is not None:
+            code = f" code {failure.code}" if failure.code is not None else ""
+            why = f"{failure.kind}{code}"
+        else:
+            why = reason or "pacing"
+        # Dagster shows these in the run's log (dagster.yaml python_logs); never the token.
+        log.log(
+            logging.WARNING if failure is not None and failure.kind == "throttle" else logging.INFO,
+            "graph api %s: waiting %s (%s; %s waited so far)",
+            self.name or "scope",
+            _fmt_seconds(seconds),
+            why,
+            _fmt_seconds(waited),
+            extra={"graph_scope": self.name, "wait_seconds": round(seconds, 3), "reason": why},
+        )
         self.sleep(seconds)
 
     def _budget_error(
