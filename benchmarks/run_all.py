@@ -53,7 +53,14 @@ def _machine() -> dict[str, str]:
         memory = f"{mem_kib / 1024 / 1024:.0f} GiB"
     except (OSError, StopIteration, ValueError):
         memory = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        commit = ""
     return {
+        "commit": commit or "unknown",
         "cpu": f"{os.cpu_count()} x {cpu}",
         "memory": memory,
         "os": platform.platform(),
