@@ -17,7 +17,6 @@ sensor, no queue, no process start), i.e. our own work.
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import orjson
 from sqlalchemy import text
 
 from crm_pipeline.db.engine import get_engine
-from crm_pipeline.processes import stop_processes_with_env
+from crm_pipeline.processes import stop_session_leader
 
 ROOT = harness.ROOT
 
@@ -155,13 +154,7 @@ def main() -> int:
                 trigger.write_text(f"t{i}")
                 floor.append(_wait(lambda i=i: _text_of(output) == f"t{i}", 120, "the floor"))
         finally:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            try:
-                daemon.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-                daemon.wait()
-            stop_processes_with_env("DAGSTER_HOME", str(home))  # its code servers too
+            stop_session_leader(daemon, env_name="DAGSTER_HOME", env_value=str(home))
         in_process = _in_process_rebuild(url, work, cid, writes)
 
     p = harness.percentile

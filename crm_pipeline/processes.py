@@ -9,6 +9,9 @@ finds all of them, wherever they sit in the process tree.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
 
 import psutil
 
@@ -39,3 +42,22 @@ def stop_processes_with_env(name: str, value: str, timeout: float = 10.0) -> int
             proc.kill()
     psutil.wait_procs(alive, timeout=timeout)
     return len(procs)
+
+
+def stop_session_leader(
+    process: subprocess.Popen, *, env_name: str, env_value: str, timeout: float = 30.0
+) -> None:
+    """Stop a child started with `start_new_session=True` and everything it started.
+
+    SIGTERM to its group (a daemon shuts down cleanly on it), SIGKILL if it does not exit in
+    `timeout`, then the processes outside its group that still carry `env_name=env_value`.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout)
+    stop_processes_with_env(env_name, env_value)

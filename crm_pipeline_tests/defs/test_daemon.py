@@ -8,7 +8,6 @@ and `analytics_summary` rewrites summary.json.
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from crm_pipeline.db.engine import libpq_url
-from crm_pipeline.processes import stop_processes_with_env
+from crm_pipeline.processes import stop_session_leader
 
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON = str(Path(sys.executable).with_name("dagster-daemon"))
@@ -77,14 +76,8 @@ def running_daemon(
         yield cache, log
         assert daemon.poll() is None, "the daemon died"
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(10)
-        # The daemon's code servers live in sessions of their own and outlive it otherwise.
-        stop_processes_with_env("DAGSTER_HOME", str(home))
+        # Its code servers live in sessions of their own: found by our DAGSTER_HOME.
+        stop_session_leader(daemon, env_name="DAGSTER_HOME", env_value=str(home))
 
 
 @pytest.mark.slow

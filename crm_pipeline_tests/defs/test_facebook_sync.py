@@ -47,11 +47,11 @@ def _resources(database_url, url, dirs):
     }
 
 
-def _sync(database_url, server, dirs, days=DAYS):
+def _sync(database_url, server, dirs, days=DAYS, instance=None):
     return orchestrate.sync_facebook(
         days,
         resources=_resources(database_url, server.url, dirs),
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance or dg.DagsterInstance.ephemeral(),
         database_url=database_url,
         refresh_caches=False,
     )
@@ -215,13 +215,7 @@ def test_a_month_of_one_account_is_one_run_and_the_minimum_of_calls(
     data = EmulatorData()
     instance = dg.DagsterInstance.ephemeral()
     with GraphEmulator(data) as server:
-        report = orchestrate.sync_facebook(
-            days,
-            resources=_resources(database_url, server.url, dirs),
-            instance=instance,
-            database_url=database_url,
-            refresh_caches=False,
-        )
+        report = _sync(database_url, server, dirs, days, instance)
         windows = _insight_windows(server)
     expected = data.insights("act_1001", dt.date(2026, 10, 1), dt.date(2026, 10, 30))
     runs = _insight_runs(instance)
@@ -262,13 +256,7 @@ def test_a_resumed_range_skips_checkpointed_days(clean_db, database_url, dirs, m
         )
     instance = dg.DagsterInstance.ephemeral()
     with GraphEmulator(EmulatorData()) as server:
-        report = orchestrate.sync_facebook(
-            days,
-            resources=_resources(database_url, server.url, dirs),
-            instance=instance,
-            database_url=database_url,
-            refresh_caches=False,
-        )
+        report = _sync(database_url, server, dirs, days, instance)
         windows = _insight_windows(server)
     assert report.resumed == 3
     # The days left form two stretches: one run and one query each.
