@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Computed,
     Date,
     DateTime,
     ForeignKey,
@@ -24,7 +25,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.types import UserDefinedType
 
@@ -140,6 +141,7 @@ customers = Table(
     Column("tier", Text, nullable=False, server_default=text("'standard'")),
     Column("fb_psid", Text),
     *_timestamps(),
+    Column("updated_by", Text),  # set by a trigger: the actor of the last real change
     # Natural keys: one customer per email and per Messenger PSID (NULLs allowed, many).
     UniqueConstraint("email"),
     UniqueConstraint("fb_psid"),
@@ -149,7 +151,9 @@ orders = Table(
     "orders",
     metadata,
     Column("id", BigInteger, Identity(always=False), primary_key=True),
-    Column("external_id", Text, nullable=False),  # the shop's order number: the natural key
+    # The shop's order number: the natural key when present. Nullable, because the documented
+    # contract of `orders` does not include it and writers that follow the contract must succeed.
+    Column("external_id", Text),
     Column(
         "customer_id",
         BigInteger,
@@ -233,6 +237,8 @@ change_log = Table(
     Column("row_count", Integer, nullable=False, server_default=text("1")),
     Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("customer_id", BigInteger),  # the customer whose cache files the change affects
+    # Who wrote it: `crm.actor` set by the API for its transaction, else the database role.
+    Column("actor", Text, nullable=False, server_default=text("crm_current_actor()")),
     Index("ix_change_log_txid", "txid"),
     Index("ix_change_log_changed_at", "changed_at"),
 )
@@ -246,6 +252,11 @@ sync_state = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+INBOX_STATUS = (
+    "CASE WHEN rejected_at IS NOT NULL THEN 'rejected'"
+    " WHEN processed_at IS NOT NULL THEN 'processed' ELSE 'pending' END"
+)
+
 webhook_inbox = Table(
     "webhook_inbox",
     metadata,
@@ -255,8 +266,28 @@ webhook_inbox = Table(
     Column("payload", JSONB, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("processed_at", DateTime(timezone=True)),
-    Column("error", Text),
+    Column("error", Text),  # the reason, for rejected entries and failed enrichments
+    Column("rejected_at", DateTime(timezone=True)),  # malformed entry of a signed delivery
+    Column("status", Text, Computed(INBOX_STATUS, persisted=True), nullable=False),
     UniqueConstraint("source", "event_key"),
+)
+
+# Keys of API clients. Only a SHA-256 of each key is kept; `key_prefix` identifies it in lists.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("key_prefix", Text, nullable=False),
+    Column("key_hash", Text, nullable=False),
+    Column("scopes", ARRAY(Text), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    UniqueConstraint("key_hash"),
+    Index(
+        "ix_api_keys_active_name", "name", unique=True, postgresql_where=text("revoked_at IS NULL")
+    ),
 )
 
 # Tables whose writes are logged row by row (entity_key = the row's key) ...
