@@ -84,6 +84,60 @@ def _clone_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_connection():
+    from crm_pipeline.db import migrate
+    from crm_pipeline.db.engine import get_engine, resolve_database_url
+
+    url = resolve_database_url(load_settings())
+    migrate.require_migrated(url)
+    return get_engine(url).begin()
+
+
+def _api_keys_create(args: argparse.Namespace) -> int:
+    from crm_pipeline.db.api_keys import create_key
+
+    with _key_connection() as conn:
+        key = create_key(conn, args.name, args.scopes)
+    print(f"created API key {args.name!r} with scopes {args.scopes}")
+    print("the key is shown once; store it now (clients send `Authorization: Bearer <key>`):")
+    print(key)
+    return 0
+
+
+def _api_keys_list(args: argparse.Namespace) -> int:
+    from crm_pipeline.db.api_keys import list_keys
+
+    with _key_connection() as conn:
+        keys = list_keys(conn)
+    if not keys:
+        print("no API keys; create one with `crm-pipeline api-keys create --name N --scopes S`")
+        return 0
+
+    def when(value) -> str:
+        return value.isoformat(timespec="seconds") if value else "-"
+
+    print(f"{'name':24} {'prefix':10} {'status':8} {'created':25} {'last used':25} scopes")
+    for k in keys:
+        status = "revoked" if k.revoked_at else "active"
+        print(
+            f"{k.name:24} {k.key_prefix:10} {status:8} {when(k.created_at):25} "
+            f"{when(k.last_used_at):25} {','.join(k.scopes)}"
+        )
+    return 0
+
+
+def _api_keys_revoke(args: argparse.Namespace) -> int:
+    from crm_pipeline.db.api_keys import revoke_key
+
+    with _key_connection() as conn:
+        revoked = revoke_key(conn, args.name)
+    if not revoked:
+        print(f"crm-pipeline: no active API key named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"revoked API key {args.name!r}; running API processes refuse it within a second")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from crm_pipeline.api.server import serve
 
@@ -146,6 +200,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     clone.set_defaults(func=_clone_db)
 
+    keys = sub.add_parser("api-keys", help="API keys: create (shown once), list, revoke")
+    keys_sub = keys.add_subparsers(dest="api_keys", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True, help="who or what uses the key")
+    create.add_argument(
+        "--scopes",
+        required=True,
+        help="comma-separated: customers:read, analytics:read, crm:write, privacy:erase",
+    )
+    create.set_defaults(func=_api_keys_create)
+    keys_sub.add_parser("list", help="every key (never the secret)").set_defaults(
+        func=_api_keys_list
+    )
+    revoke = keys_sub.add_parser("revoke", help="revoke the active key with this name")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=_api_keys_revoke)
+
     api = sub.add_parser("serve", help="run the API: webhooks, write routes, cache-first reads")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
@@ -183,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the CLI's last line of defence: one clear line, non-zero exit
         from crm_pipeline.orchestrate import RunFailed
 
-        if isinstance(exc, RunFailed | ValueError):
+        if isinstance(exc, RunFailed | ValueError):  # ApiKeyError is a ValueError
             print(f"crm-pipeline: {exc}", file=sys.stderr)
             return 1
         import psycopg

@@ -66,6 +66,7 @@ class Settings:
     page_id: str | None = None
     webhook_verify_token: Secret | None = field(default=None, repr=False)
     dagster_pg_url: str | None = None
+    api_allowed_hosts: tuple[str, ...] = ()  # empty: loopback names when bound to loopback
 
     @property
     def uses_emulator(self) -> bool:
@@ -190,6 +191,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if access_token is not None and any(c.isspace() for c in access_token.reveal()):
         raise ConfigError("FB_ACCESS_TOKEN contains whitespace; check how it was exported")
 
+    allowed_hosts = tuple(
+        h.strip().lower() for h in (get("CRM_API_ALLOWED_HOSTS") or "").split(",") if h.strip()
+    )
+    bad_hosts = [h for h in allowed_hosts if any(c in h for c in "/ @")]
+    if bad_hosts:
+        raise ConfigError(
+            "CRM_API_ALLOWED_HOSTS takes host names (e.g. crm.example.com,*.example.com), "
+            f"not URLs: {', '.join(bad_hosts)}"
+        )
+
     return Settings(
         database_url=database_url,
         cache_dir=Path(get("CRM_CACHE_DIR") or "cache"),
@@ -203,4 +214,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         page_id=page_id,
         webhook_verify_token=secret("FB_WEBHOOK_VERIFY_TOKEN"),
         dagster_pg_url=dagster_pg_url,
+        api_allowed_hosts=allowed_hosts,
     )

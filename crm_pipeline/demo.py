@@ -110,6 +110,12 @@ crm-pipeline demo: done.
 Next:
   cat {report.cache_files["analytics_summary"]}
   make ui        # Dagster UI on http://127.0.0.1:3000 with this demo's runs, schedule and sensor
+  .venv/bin/crm-pipeline dev   # UI, daemon and API together; prints a local API key
+
+The API needs a key on every /api/ route (shown once, only its hash is stored):
+  .venv/bin/crm-pipeline api-keys create --name me --scopes customers:read,analytics:read
+  .venv/bin/crm-pipeline serve &
+  curl -H "Authorization: Bearer <key>" http://127.0.0.1:8000/api/analytics/summary
 """
     )
     return 0

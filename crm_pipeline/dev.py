@@ -28,9 +28,11 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import text
+
 from crm_pipeline.config import Settings, load_settings, redact_url
 from crm_pipeline.db import migrate
-from crm_pipeline.db.engine import resolve_database_url
+from crm_pipeline.db.engine import get_engine, resolve_database_url
 from crm_pipeline.orchestrate import instance_home
 from crm_pipeline.processes import stop_processes_with_env
 
@@ -103,11 +105,42 @@ def stop_children(children: list[Child], timeout: float = SHUTDOWN_TIMEOUT_SECON
         child.process.wait()
 
 
+DEV_KEY_NAME = "dev-local"
+
+
+def dev_api_key(url: str, data_dir: Path) -> tuple[str, Path]:
+    """The local all-scopes key of `dev`: reused from `data_dir` while active, else a new one.
+
+    Only a hash is in the database, so the key itself is kept in an owner-only file beside the
+    embedded database, for the next `dev` to print again.
+    """
+    from crm_pipeline.db.api_keys import SCOPES, create_key, hash_key, revoke_key
+
+    path = data_dir / "dev-api-key"
+    with get_engine(url).begin() as conn:
+        if path.exists():
+            key = path.read_text().strip()
+            active = conn.execute(
+                text("SELECT scopes FROM api_keys WHERE key_hash = :h AND revoked_at IS NULL"),
+                {"h": hash_key(key)},
+            ).scalar()
+            if active is not None and set(SCOPES) <= set(active):
+                return key, path
+        revoke_key(conn, DEV_KEY_NAME)
+        key = create_key(conn, DEV_KEY_NAME, SCOPES)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key, path
+
+
 def run_dev(host: str = "127.0.0.1", dagster_port: int = 3000, api_port: int = 8000) -> int:
     """Run everything until interrupted or until a service dies; 0 on a clean Ctrl-C."""
     settings = load_settings()
     url = resolve_database_url(settings)
     revision = migrate.upgrade(url)
+    api_key = dev_api_key(url, settings.data_dir)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -145,7 +178,7 @@ def run_dev(host: str = "127.0.0.1", dagster_port: int = 3000, api_port: int = 8
                     f"http://{host}:{api_port}",
                 )
             )
-            _print_banner(settings, url, revision, home, emulator_env, children)
+            _print_banner(settings, url, revision, home, emulator_env, children, api_key)
             while not stop.wait(0.5):
                 dead = [c for c in children if c.process.poll() is not None]
                 if dead:
@@ -164,7 +197,7 @@ def run_dev(host: str = "127.0.0.1", dagster_port: int = 3000, api_port: int = 8
             stop_processes_with_env(SESSION_VARIABLE, env[SESSION_VARIABLE])
 
 
-def _print_banner(settings, url, revision, home, emulator_env, children) -> None:
+def _print_banner(settings, url, revision, home, emulator_env, children, api_key) -> None:
     graph = (
         f"bundled emulator at {emulator_env['FB_GRAPH_URL']} (no credentials set)"
         if emulator_env
@@ -178,6 +211,10 @@ def _print_banner(settings, url, revision, home, emulator_env, children) -> None
   graph api       {graph}
   cache files     {settings.cache_dir.resolve()}
 {services}
+  api key         {api_key[0]}
+                  (all scopes, local to this data folder; kept in {api_key[1]})
+                  curl -H "Authorization: Bearer $(cat {api_key[1]})" \\
+                       {children[-1].url}/api/customers
 Ctrl-C stops everything.""",
         flush=True,
     )

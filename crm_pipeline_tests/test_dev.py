@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,9 +27,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+def _get(url: str, key: str | None = None, timeout: float = 5) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        ) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -108,6 +112,11 @@ def test_dev_serves_ui_and_api_and_one_interrupt_stops_everything(tmp_path):
         assert (status, body) == (200, b"4242")
         payload = leadgen_payload("1", "2", "3", None, 1_700_000_000)
         assert post_webhook(f"{api_url}/webhooks/facebook", payload, DEV_APP_SECRET) == 200
+
+        # The banner prints a local all-scopes key, and the API accepts it.
+        [key] = re.findall(r"api key\s+(crm_\S+)", log.read_text(errors="replace"))
+        assert _get(f"{api_url}/api/customers", key)[0] == 200
+        assert _get(f"{api_url}/api/customers")[0] == 401
 
         started = _ours(data_dir)
         names = " ".join(" ".join(p.cmdline()) for p in started)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from crm_pipeline.api.problems import DatabaseUnavailable
@@ -115,9 +115,17 @@ class Database:
             self._mark_up()
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """One read-write transaction (committed on success)."""
+    def begin(self, actor: str | None = None) -> Iterator[Connection]:
+        """One read-write transaction (committed on success).
+
+        `actor` names the writer in every change row of the transaction (`crm.actor`, local to
+        the transaction, so a pooled connection does not carry it into the next one).
+        """
         with self._guard(), self.engine().begin() as conn:
+            if actor is not None:
+                conn.execute(
+                    text("SELECT set_config('crm.actor', :actor, true)"), {"actor": actor}
+                )
             yield conn
 
     @contextmanager
@@ -166,8 +174,6 @@ class Database:
 
     def ping(self) -> bool:
         """True when the database answers a trivial query."""
-        from sqlalchemy import text
-
         try:
             with self._guard(), self.engine().connect() as conn:
                 conn.execute(text("SELECT 1"))

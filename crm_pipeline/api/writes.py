@@ -6,23 +6,46 @@ change-log sensor turns those rows into targeted cache rebuilds.
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+import orjson
+from fastapi import APIRouter, Path, Request, Response, Security
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_extra_types.currency_code import ISO4217
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DataError, IntegrityError
 
+from crm_pipeline.api.auth import actor, authenticate
 from crm_pipeline.api.problems import Problem
-from crm_pipeline.db.crm_core import link_leads_to_customers
+from crm_pipeline.db.crm_core import ORDER_STATUSES, link_leads_to_customers
 
-router = APIRouter(tags=["writes"])
+# Every write needs a key with `crm:write`; change rows name that key as their actor.
+router = APIRouter(tags=["writes"], dependencies=[Security(authenticate, scopes=["crm:write"])])
+
+
+def _nfkc(value: Any) -> Any:
+    # Full-width letters and other compatibility forms become their plain equivalents, so
+    # `ａｎａ@example.com` and `ana@example.com` are one person.
+    return unicodedata.normalize("NFKC", value) if isinstance(value, str) else value
+
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Email = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    str,
+    BeforeValidator(_nfkc),
+    StringConstraints(strip_whitespace=True, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$"),
+    AfterValidator(str.lower),
 ]
 Phone = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=40, pattern=r"^\+?[0-9 ().-]{3,}$")
@@ -72,12 +95,24 @@ class CustomerPatch(_Model):
     fb_psid: Ident | None = None
 
 
+Amount = Annotated[Decimal, Field(ge=0, le=Decimal("999999999999.99"), decimal_places=2)]
+OrderStatus = Literal[ORDER_STATUSES]  # type: ignore[valid-type]
+
+
 class OrderIn(_Model):
     external_id: Ident
     customer_id: BigId
-    amount: Annotated[Decimal, Field(ge=0, le=Decimal("999999999999.99"), decimal_places=2)]
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "USD"
-    status: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")] = "paid"
+    amount: Amount
+    currency: ISO4217 = "USD"
+    status: OrderStatus = "paid"
+
+
+class OrderPatch(_Model):
+    """What may change on an existing order; it never moves to another customer."""
+
+    amount: Amount | None = None
+    currency: ISO4217 | None = None
+    status: OrderStatus | None = None
 
 
 class FieldAnswer(_Model):
@@ -126,12 +161,18 @@ def _conflict(exc: IntegrityError | DataError) -> Problem:
 
 
 _CUSTOMER_COLUMNS = "id, name, email, phone, tier, fb_psid, created_at, updated_at"
+_ORDER_COLUMNS = "id, external_id, customer_id, amount, currency, status, created_at"
+_LEAD_COLUMNS = "id, form_id, ad_id, created_time, email, phone, full_name, customer_id"
+
+# A customer's Messenger conversations seen before the PSID was known become theirs (never
+# taken from another customer).
+_LINK_PSID = "UPDATE conversations SET customer_id = :id WHERE psid = :psid AND customer_id IS NULL"
 
 
 @router.post("/api/customers", status_code=201, summary="Create a customer")
 def create_customer(request: Request, body: CustomerIn) -> dict[str, Any]:
     try:
-        with request.app.state.db.begin() as conn:
+        with request.app.state.db.begin(actor(request)) as conn:
             row = _row(
                 conn,
                 "INSERT INTO customers (name, email, phone, tier, fb_psid)"
@@ -139,14 +180,8 @@ def create_customer(request: Request, body: CustomerIn) -> dict[str, Any]:
                 f" RETURNING {_CUSTOMER_COLUMNS}",
                 body.model_dump(),
             )
-            if body.fb_psid:  # conversations already seen from this person become theirs
-                conn.execute(
-                    text(
-                        "UPDATE conversations SET customer_id = :id"
-                        " WHERE psid = :psid AND customer_id IS NULL"
-                    ),
-                    {"id": row["id"], "psid": body.fb_psid},
-                )
+            if body.fb_psid:
+                conn.execute(text(_LINK_PSID), {"id": row["id"], "psid": body.fb_psid})
     except (IntegrityError, DataError) as exc:
         raise _conflict(exc) from None
     return row
@@ -167,7 +202,7 @@ def update_customer(
         f"{c} = lower(:{c})" if c == "email" else f"{c} = :{c}" for c in changes
     )
     try:
-        with request.app.state.db.begin() as conn:
+        with request.app.state.db.begin(actor(request)) as conn:
             if assignments:
                 row = _row(
                     conn,
@@ -181,6 +216,8 @@ def update_customer(
                     f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = :id",
                     {"id": customer_id},
                 )
+            if row is not None and changes.get("fb_psid"):
+                conn.execute(text(_LINK_PSID), {"id": customer_id, "psid": changes["fb_psid"]})
     except (IntegrityError, DataError) as exc:
         raise _conflict(exc) from None
     if row is None:
@@ -192,35 +229,106 @@ def update_customer(
     "/api/orders",
     status_code=201,
     summary="Record an order (idempotent on external_id)",
-    responses={200: {"description": "the order existed; updated if it differed"}},
+    responses={
+        200: {"description": "the same order was already recorded; nothing changed"},
+        409: {
+            "description": "external_id is taken by another customer's order, or by an order "
+            "with other values (change those with PATCH /api/orders/{id})"
+        },
+    },
 )
 def create_order(request: Request, response: Response, body: OrderIn) -> dict[str, Any]:
+    params = body.model_dump()
     try:
-        with request.app.state.db.begin() as conn:
+        with request.app.state.db.begin(actor(request)) as conn:
             row = _row(
                 conn,
                 "INSERT INTO orders (external_id, customer_id, amount, currency, status)"
                 " VALUES (:external_id, :customer_id, :amount, :currency, :status)"
-                " ON CONFLICT (external_id) DO UPDATE SET customer_id = EXCLUDED.customer_id,"
-                "   amount = EXCLUDED.amount, currency = EXCLUDED.currency,"
-                "   status = EXCLUDED.status"
-                " RETURNING id, external_id, customer_id, amount, currency, status, created_at,"
-                "   (xmax = 0) AS inserted",
-                body.model_dump(),
+                f" ON CONFLICT (external_id) DO NOTHING RETURNING {_ORDER_COLUMNS}",
+                params,
             )
+            if row is None:  # the external_id exists: a retry, or a clash
+                row = _row(
+                    conn,
+                    f"SELECT {_ORDER_COLUMNS} FROM orders WHERE external_id = :external_id",
+                    params,
+                )
+                if row is None:  # deleted between the two statements
+                    raise Problem(409, "Conflict", "The order changed meanwhile; retry.")
+                response.status_code = 200
     except (IntegrityError, DataError) as exc:
         raise _conflict(exc) from None
-    if not row.pop("inserted"):
-        response.status_code = 200
+    if response.status_code == 200:
+        if row["customer_id"] != body.customer_id:
+            raise Problem(
+                409, "Conflict", "An order with this external_id belongs to another customer."
+            )
+        if (row["amount"], row["currency"], row["status"]) != (
+            body.amount,
+            body.currency,
+            body.status,
+        ):
+            raise Problem(
+                409,
+                "Conflict",
+                "An order with this external_id exists with other values; change it with "
+                f"PATCH /api/orders/{row['id']}.",
+                order_id=row["id"],
+            )
     return row
 
 
-@router.post("/api/leads", status_code=201, summary="Capture a lead from a web form")
-def create_lead(request: Request, body: LeadIn) -> dict[str, Any]:
+@router.patch(
+    "/api/orders/{order_id}",
+    summary="Change an order's amount, currency or status",
+    responses={404: {"description": "no such order"}},
+)
+def update_order(
+    request: Request, body: OrderPatch, order_id: int = Path(ge=1, le=2**63 - 1)
+) -> dict[str, Any]:
+    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items()}
+    if any(v is None for v in changes.values()):
+        raise Problem(422, "Invalid request", "amount, currency and status cannot be null.")
+    assignments = ", ".join(f"{c} = :{c}" for c in changes)
+    try:
+        with request.app.state.db.begin(actor(request)) as conn:
+            row = _row(
+                conn,
+                f"UPDATE orders SET {assignments} WHERE id = :id RETURNING {_ORDER_COLUMNS}"
+                if assignments
+                else f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = :id",
+                {**changes, "id": order_id},
+            )
+    except (IntegrityError, DataError) as exc:
+        raise _conflict(exc) from None
+    if row is None:
+        raise Problem(404, "Not found", "No order with that id.")
+    return row
+
+
+# True when the stored lead holds exactly what this request would store.
+_SAME_LEAD = """
+SELECT form_id IS NOT DISTINCT FROM :form_id AND ad_id IS NOT DISTINCT FROM :ad_id
+   AND email IS NOT DISTINCT FROM :email AND phone IS NOT DISTINCT FROM :phone
+   AND full_name IS NOT DISTINCT FROM :full_name
+   AND field_data IS NOT DISTINCT FROM CAST(:field_data AS jsonb)
+FROM leads WHERE id = :id
+"""
+
+
+@router.post(
+    "/api/leads",
+    status_code=201,
+    summary="Capture a lead from a web form",
+    responses={
+        200: {"description": "the same lead was already recorded; nothing changed"},
+        409: {"description": "a different lead with this id exists"},
+    },
+)
+def create_lead(request: Request, response: Response, body: LeadIn) -> dict[str, Any]:
     if not (body.email or body.phone):
         raise Problem(422, "Invalid request", "A lead needs an email or a phone number.")
-    import orjson
-
     field_data = [a.model_dump() for a in body.field_data] if body.field_data else None
     params = {
         **body.model_dump(exclude={"field_data"}),
@@ -228,23 +336,25 @@ def create_lead(request: Request, body: LeadIn) -> dict[str, Any]:
         "field_data": orjson.dumps(field_data).decode() if field_data is not None else None,
     }
     try:
-        with request.app.state.db.begin() as conn:
-            conn.execute(
+        with request.app.state.db.begin(actor(request)) as conn:
+            inserted = conn.execute(
                 text(
                     "INSERT INTO leads (id, form_id, ad_id, created_time, email, phone,"
                     " full_name, field_data)"
                     " VALUES (:id, :form_id, :ad_id, now(), :email, :phone, :full_name,"
-                    " CAST(:field_data AS jsonb)) ON CONFLICT (id) DO NOTHING"
+                    " CAST(:field_data AS jsonb)) ON CONFLICT (id) DO NOTHING RETURNING id"
                 ),
                 params,
-            )
-            link_leads_to_customers(conn)
-            row = _row(
-                conn,
-                "SELECT id, form_id, ad_id, created_time, email, phone, full_name, customer_id"
-                " FROM leads WHERE id = :id",
-                {"id": params["id"]},
-            )
+            ).first()
+            if inserted is None:
+                # Never echo a stored lead to whoever knows its id: only a byte-identical
+                # retry is answered with it.
+                if not conn.execute(text(_SAME_LEAD), params).scalar():
+                    raise Problem(409, "Conflict", "A different lead with this id exists.")
+                response.status_code = 200
+            else:
+                link_leads_to_customers(conn, [params["id"]])
+            row = _row(conn, f"SELECT {_LEAD_COLUMNS} FROM leads WHERE id = :id", params)
     except (IntegrityError, DataError) as exc:
         raise _conflict(exc) from None
     return row
@@ -262,7 +372,7 @@ def create_message(
     conversation_id: Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00]+$")],
 ) -> dict[str, Any]:
     try:
-        with request.app.state.db.begin() as conn:
+        with request.app.state.db.begin(actor(request)) as conn:
             conversation = _row(
                 conn,
                 "UPDATE conversations SET updated_time = greatest(updated_time, now())"

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from crm_pipeline.api.app import create_app
 from crm_pipeline.api.server import build_server
 from crm_pipeline.config import Secret, Settings
+from crm_pipeline.db.api_keys import create_key
+from crm_pipeline.db.engine import get_engine
 
 APP_SECRET = "test-app-secret-0123456789"
 VERIFY_TOKEN = "test-verify-token-abcdef"
+
+
+ALL_SCOPES = "customers:read,analytics:read,crm:write"
+
+
+def issue_key(database_url: str, scopes: str = ALL_SCOPES, name: str | None = None) -> str:
+    """A new API key on the database at `database_url` (as `crm-pipeline api-keys create`)."""
+    with get_engine(database_url).begin() as conn:
+        return create_key(conn, name or f"test-{uuid.uuid4().hex[:8]}", scopes)
 
 
 @dataclass
@@ -24,14 +37,19 @@ class LiveApi:
     url: str
     app: object
     cache_dir: Path
+    key: str | None = None  # a key with every API scope (None when the DB was unreachable)
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, trust_env=False, timeout=10)
+    def client(self, key: str | None = "default") -> httpx.Client:
+        """An HTTP client sending `key` (default: the all-scopes key; None: no key)."""
+        key = self.key if key == "default" else key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, trust_env=False, timeout=10, headers=headers)
 
 
 def api_settings(cache_dir: Path) -> Settings:
     return Settings(
         cache_dir=cache_dir,
+        data_dir=cache_dir.parent / "data",
         app_secret=Secret(APP_SECRET),
         webhook_verify_token=Secret(VERIFY_TOKEN),
     )
@@ -62,11 +80,15 @@ def start_api(dirs):
 
     def start(database_url: str, cache_dir: Path | None = None, **options) -> LiveApi:
         cache = cache_dir or dirs["cache"]
+        try:
+            key = issue_key(database_url)
+        except OperationalError:  # a test of an unreachable database
+            key = None
         app = create_app(api_settings(cache), database_url=database_url, cache_dir=cache, **options)
         gen = run_live(app)
         url = next(gen)
         stack.append(gen)
-        return LiveApi(url, app, cache)
+        return LiveApi(url, app, cache, key)
 
     yield start
     for gen in reversed(stack):

@@ -114,7 +114,7 @@ def marketing_insights_cache(
     )
 
 
-CUSTOMER_SCHEMA_VERSION = 1
+CUSTOMER_SCHEMA_VERSION = 2  # 2: the customer row names `updated_by`
 
 
 class CustomerProfilesConfig(dg.Config):

@@ -10,8 +10,9 @@ PROFILE_DIR = "customers"
 INDEX_FILE = "customers/index.json"
 RECENT_MESSAGES = 20  # per conversation, newest first
 
+# `updated_by`: who last changed the row (an API key as `api_key:<name>`, else a DB role).
 _CUSTOMERS = """
-SELECT id, name, email, phone, tier, fb_psid, created_at, updated_at
+SELECT id, name, email, phone, tier, fb_psid, created_at, updated_at, updated_by
 FROM customers WHERE id = ANY(:ids) ORDER BY id
 """
 _LEADS = """

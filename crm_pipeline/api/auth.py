@@ -1,0 +1,206 @@
+"""API keys on every `/api/` route: `Authorization: Bearer <key>`, checked against scopes.
+
+Checking a key must not cost a database round trip (a cache hit needs none), so each process
+holds the active keys' hashes in memory (`KeyRing`). A listener thread LISTENs on the channel a
+trigger on `api_keys` notifies, and reloads within milliseconds of a key being created, revoked
+or changed; it also reloads every `FULL_RELOAD_SECONDS` in case a notification was lost with a
+connection. While the database is unreachable the last known keys stay in force, and a process
+that starts during an outage takes them from the snapshot the last load left in the data
+folder (hashes only, owner-readable only), so cached reads keep being served to known clients.
+
+`last_used_at` is recorded in batches by the same thread, never on the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import psycopg
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+
+from crm_pipeline.api.problems import Problem
+from crm_pipeline.db import api_keys
+from crm_pipeline.db.api_keys import ActiveKey, hash_key
+
+log = logging.getLogger("crm_pipeline.api.auth")
+
+FULL_RELOAD_SECONDS = 60.0
+TOUCH_SECONDS = 10.0  # how often last_used_at is written
+RETRY_SECONDS = 1.0
+ACTOR_PREFIX = "api_key:"
+
+bearer = HTTPBearer(
+    scheme_name="ApiKey",
+    bearerFormat="crm_…",
+    description=(
+        "An API key from `crm-pipeline api-keys create --name NAME --scopes S1,S2`, sent as "
+        "`Authorization: Bearer <key>`. Each operation lists the scope it needs."
+    ),
+    auto_error=False,
+)
+
+
+class KeyRing:
+    """The active API keys of this process, by hash, kept current by a listener thread."""
+
+    def __init__(self, conninfo: Callable[[], str], snapshot: Path | None = None) -> None:
+        self._conninfo = conninfo
+        self._snapshot = snapshot
+        self._keys: dict[str, ActiveKey] = {}
+        self._used: set[int] = set()
+        self._used_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._first_attempt = threading.Event()  # set after the first load, or its failure
+
+    def lookup(self, key: str) -> ActiveKey | None:
+        """The active key `key`, or None (unknown or revoked). No I/O."""
+        return self._keys.get(hash_key(key))
+
+    def mark_used(self, key: ActiveKey) -> None:
+        with self._used_lock:
+            self._used.add(key.id)
+
+    def start(self, wait_seconds: float = 5.0) -> None:
+        """Start the listener and wait (bounded) for its first load, so startup sees the keys."""
+        self._thread = threading.Thread(target=self._run, name="api-keys", daemon=True)
+        self._thread.start()
+        self._first_attempt.wait(wait_seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _load(self, conn: psycopg.Connection) -> None:
+        rows = conn.execute(
+            "SELECT id, key_hash, name, scopes FROM api_keys WHERE revoked_at IS NULL"
+        ).fetchall()
+        keys = {h: ActiveKey(i, n, frozenset(s)) for i, h, n, s in rows}
+        if keys != self._keys or not self._first_attempt.is_set():
+            self._keys = keys
+            self._save_snapshot()
+        self._first_attempt.set()
+
+    def _save_snapshot(self) -> None:
+        if self._snapshot is None:
+            return
+        document = [
+            {"id": k.id, "hash": h, "name": k.name, "scopes": sorted(k.scopes)}
+            for h, k in sorted(self._keys.items())
+        ]
+        try:
+            self._snapshot.parent.mkdir(parents=True, exist_ok=True)
+            temp = self._snapshot.with_suffix(".tmp")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(orjson.dumps(document))
+            os.replace(temp, self._snapshot)
+        except OSError as exc:
+            log.warning("could not save the API key snapshot: %s", type(exc).__name__)
+
+    def _load_snapshot(self) -> None:
+        if self._snapshot is None or self._keys:
+            return
+        try:
+            document = orjson.loads(self._snapshot.read_bytes())
+            self._keys = {
+                d["hash"]: ActiveKey(d["id"], d["name"], frozenset(d["scopes"])) for d in document
+            }
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("unreadable API key snapshot: %s", type(exc).__name__)
+            return
+        log.warning(
+            "database unreachable: using %d API keys from the last snapshot", len(self._keys)
+        )
+
+    def _touch(self, conn: psycopg.Connection) -> None:
+        with self._used_lock:
+            used, self._used = self._used, set()
+        if used:
+            conn.execute(
+                "UPDATE api_keys SET last_used_at = now() WHERE id = ANY(%s)", [sorted(used)]
+            )
+
+    def _run(self) -> None:
+        reported = False
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._conninfo(), autocommit=True, connect_timeout=3) as conn:
+                    conn.execute(f"LISTEN {api_keys.CHANNEL}")
+                    self._load(conn)  # after LISTEN: a change between the two is not missed
+                    if reported:
+                        log.info("API keys reloaded; database reachable again")
+                    reported = False
+                    self._listen(conn)
+            except Exception as exc:  # unreachable database, dropped connection, ...
+                if not reported:
+                    log.warning(
+                        "API keys cannot be refreshed (%s); the %d known keys stay in force",
+                        type(exc).__name__,
+                        len(self._keys),
+                    )
+                    reported = True
+                if not self._first_attempt.is_set():
+                    self._load_snapshot()
+                self._first_attempt.set()
+                self._stop.wait(RETRY_SECONDS)
+
+    def _listen(self, conn: psycopg.Connection) -> None:
+        last_full = last_touch = time.monotonic()
+        while not self._stop.is_set():
+            changed = any(True for _ in conn.notifies(timeout=0.5, stop_after=1))
+            now = time.monotonic()
+            if changed or now - last_full >= FULL_RELOAD_SECONDS:
+                self._load(conn)
+                last_full = now
+            if now - last_touch >= TOUCH_SECONDS:
+                self._touch(conn)
+                last_touch = now
+        self._touch(conn)
+
+
+def _unauthorized(detail: str, error: str | None = None) -> Problem:
+    challenge = 'Bearer realm="crm-pipeline"' + (f', error="{error}"' if error else "")
+    return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": challenge})
+
+
+async def authenticate(
+    request: Request,
+    security_scopes: SecurityScopes,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> ActiveKey:
+    """The request's API key, which must hold every scope the route declares."""
+    if credentials is None:
+        raise _unauthorized("Send an API key as `Authorization: Bearer <key>`.")
+    keyring: KeyRing = request.app.state.keys
+    key = keyring.lookup(credentials.credentials)
+    if key is None:
+        raise _unauthorized("The API key is unknown or revoked.", "invalid_token")
+    missing = [s for s in security_scopes.scopes if s not in key.scopes]
+    if missing:
+        needed = " ".join(security_scopes.scopes)
+        raise Problem(
+            403,
+            "Forbidden",
+            f"This API key lacks the scope {', '.join(missing)}.",
+            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'},
+        )
+    keyring.mark_used(key)
+    request.state.api_key = key
+    return key
+
+
+def actor(request: Request) -> str:
+    """How change rows name the writer of this request: `api_key:<name>`."""
+    return ACTOR_PREFIX + request.state.api_key.name
