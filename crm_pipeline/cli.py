@@ -22,7 +22,9 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     from crm_pipeline.db import migrate
     from crm_pipeline.db.engine import resolve_database_url
 
-    url = resolve_database_url(load_settings())
+    settings = load_settings()
+    settings.require_production_ready("db upgrade")
+    url = resolve_database_url(settings)
     revision = migrate.upgrade(url, args.revision)
     print(f"{redact_url(url)} is at revision {revision}")
     return 0
@@ -50,6 +52,8 @@ def _sync_facebook(args: argparse.Namespace) -> int:
     from crm_pipeline.db.engine import resolve_database_url
 
     settings = load_settings()
+    settings.require_production_ready("sync")
+    settings.require_graph_credentials()  # before anything is written
     days = orchestrate.days_between(args.since, args.until)
     url = resolve_database_url(settings)
     migrate.upgrade(url)
@@ -77,7 +81,9 @@ def _clone_db(args: argparse.Namespace) -> int:
     from crm_pipeline.db.clone import clone_database
     from crm_pipeline.db.engine import resolve_database_url
 
-    source = resolve_database_url(load_settings())
+    settings = load_settings()
+    settings.require_production_ready("clone-db")
+    source = resolve_database_url(settings)
     result = clone_database(source, args.to, mask_pii=args.mask_pii)
     print(f"cloned to {result.target}")
     print(result.format_table())
@@ -138,8 +144,66 @@ def _api_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_check(args: argparse.Namespace) -> int:
+    from crm_pipeline.config import ConfigError
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"crm-pipeline: configuration error: {exc}", file=sys.stderr)
+        return 2
+    width = max(len(variable) for variable, _ in settings.describe())
+    print(f"effective configuration (CRM_ENV={settings.env}; secrets masked):")
+    for variable, shown in settings.describe():
+        print(f"  {variable:<{width}}  {shown}")
+    problems = settings.production_problems() if settings.production else []
+    notes = []
+    if not settings.production and settings.missing_graph_credentials():
+        notes.append(
+            f"{', '.join(settings.missing_graph_credentials())} unset: `sync` refuses to run "
+            "(set them, or FB_GRAPH_URL=emulator for demo data)"
+        )
+    keys = _active_key_count(settings)
+    if keys == 0:
+        notes.append(
+            "no active API key: every /api/ route answers 401 (crm-pipeline api-keys create)"
+        )
+    for note in notes:
+        print(f"warning: {note}")
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if problems:
+        print(f"crm-pipeline: {len(problems)} problem(s) for CRM_ENV=production", file=sys.stderr)
+        return 1
+    print("configuration ok")
+    return 0
+
+
+def _active_key_count(settings) -> int | None:
+    """Active API keys in the configured database; None when it cannot be asked."""
+    if settings.database_url is None:
+        return None  # never start an embedded server just to look
+    try:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(
+            settings.database_url, connect_args={"connect_timeout": 3}, hide_parameters=True
+        )
+        try:
+            with engine.connect() as conn:
+                return conn.execute(
+                    text("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
+                ).scalar_one()
+        finally:
+            engine.dispose()
+    except Exception:  # unreachable or not migrated: `config check` reports only settings
+        return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from crm_pipeline.api.server import serve
+
+    load_settings().require_production_ready("serve")
 
     serve(args.host, args.port, log_level=args.log_level)
     return 0
@@ -199,6 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace names, emails and phones with keyed hashes (set CRM_MASK_KEY)",
     )
     clone.set_defaults(func=_clone_db)
+
+    config = sub.add_parser("config", help="configuration").add_subparsers(
+        dest="config", required=True
+    )
+    config.add_parser(
+        "check",
+        help="print the effective configuration (secrets masked); non-zero on any problem",
+    ).set_defaults(func=_config_check)
 
     keys = sub.add_parser("api-keys", help="API keys: create (shown once), list, revoke")
     keys_sub = keys.add_subparsers(dest="api_keys", required=True)

@@ -1,96 +1,81 @@
-"""Settings from environment variables: the one place configuration is read and validated.
+"""Settings: one pydantic-settings model, the only reader of the environment.
 
-Every variable name here is fixed by DESIGN.md. Errors name the variable and what is wrong
-with it, never its value when the value may be a secret.
+Every variable name is fixed by DESIGN.md and declared once here, with its meaning and default;
+the README's configuration table is generated from this model (`python -m crm_pipeline.config`)
+and a test keeps the two equal. Groups (`graph`, `sensors`, `api`) keep related settings
+together; their variables keep their own flat names.
+
+Errors name the variable and what is wrong with it, never the value of a secret.
 """
 
 from __future__ import annotations
 
-import os
+import datetime as dt
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
+EMULATOR = "emulator"  # FB_GRAPH_URL=emulator: the bundled Graph API emulator, on purpose
 _ACCOUNT_ID = re.compile(r"^act_\d+$")
 _NUMERIC_ID = re.compile(r"^\d+$")
 _API_VERSION = re.compile(r"^v\d+\.\d+$")
+
+# Development defaults: `crm-pipeline dev` and the demo use them against the emulator;
+# production refuses every one of them.
+DEV_APP_SECRET = "crm-dev-app-secret"
+DEV_VERIFY_TOKEN = "crm-dev-verify-token"
+DEFAULT_MASK_KEY = "crm-pipeline/clone-db/default-mask-key/v1"  # public: reproducible clones
 
 
 class ConfigError(ValueError):
     """Raised when an environment variable is missing or malformed; the message is safe to log."""
 
 
-class Secret:
+class Secret(SecretStr):
     """A string that does not print itself: `repr`, `str` and f-strings show a mask."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
 
     def reveal(self) -> str:
         """The real value, for the one call that needs it (an HTTP session, an HMAC)."""
-        return self._value
+        return self.get_secret_value()
 
     def __repr__(self) -> str:
         return "Secret('***')"
 
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
+    def __str__(self) -> str:
+        return "***"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Validated configuration. Build it with `load_settings()`."""
-
-    database_url: str | None = None
-    cache_dir: Path = Path("cache")
-    data_dir: Path = Path(".crm")
-    graph_url: str | None = None
-    api_version: str | None = None
-    access_token: Secret | None = field(default=None, repr=False)
-    app_secret: Secret | None = field(default=None, repr=False)
-    app_id: str | None = None
-    ad_account_ids: tuple[str, ...] = ()
-    page_id: str | None = None
-    webhook_verify_token: Secret | None = field(default=None, repr=False)
-    dagster_pg_url: str | None = None
-    api_allowed_hosts: tuple[str, ...] = ()  # empty: loopback names when bound to loopback
-
-    @property
-    def uses_emulator(self) -> bool:
-        """True when no Graph URL and no token are set: the bundled emulator stands in."""
-        return self.graph_url is None and self.access_token is None
-
-    @property
-    def effective_graph_url(self) -> str | None:
-        """The Graph URL to call, or None when the caller must start the emulator."""
-        if self.graph_url:
-            return self.graph_url
-        return None if self.uses_emulator else DEFAULT_GRAPH_URL
-
-    @property
-    def pg_data_dir(self) -> Path:
-        """Where the embedded PostgreSQL keeps its data when `CRM_DATABASE_URL` is unset."""
-        return self.data_dir / "pg"
+def _env(name: str, description: str, default: Any = None, **kwargs: Any) -> Any:
+    """A field read from the environment variable `name` (the README shows `description`)."""
+    extra = {"env": name}
+    shown = kwargs.pop("shown_default", None)
+    if shown is not None:
+        extra["shown_default"] = shown
+    return Field(default, description=description, json_schema_extra=extra, **kwargs)
 
 
-def _blank_to_none(value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    return value or None
+def _blank_to_none(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
 
 
 def normalize_database_url(
@@ -128,15 +113,6 @@ def redact_url(url: str) -> str:
         return "<unparseable URL>"
 
 
-def _http_url(raw: str, variable: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{variable} must be an http(s) URL such as https://graph.facebook.com")
-    if parts.query or parts.fragment:
-        raise ConfigError(f"{variable} must be a base URL without query string or fragment")
-    return raw.rstrip("/")
-
-
 def parse_account_ids(raw: str | None) -> tuple[str, ...]:
     """Parse `FB_AD_ACCOUNT_IDS`: comma-separated `act_<digits>` (bare digits get the prefix)."""
     if not raw:
@@ -157,62 +133,506 @@ def parse_account_ids(raw: str | None) -> tuple[str, ...]:
     return tuple(ids)
 
 
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blanks(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: _blank_to_none(v) for k, v in data.items() if _blank_to_none(v) is not None}
+        return data
+
+
+class GraphSettings(_Group):
+    """The Graph API client: the rate-limit governor and what the sync asks for."""
+
+    insights_start_date: dt.date = _env(
+        "CRM_INSIGHTS_START_DATE", "first day of the insights partitions", dt.date(2025, 1, 1)
+    )
+    attribution_lookback_days: int = _env(
+        "CRM_ATTRIBUTION_LOOKBACK_DAYS", "days the daily re-sync covers", 28, ge=1, le=365
+    )
+    insights_mode: Literal["sync", "async"] = _env(
+        "CRM_INSIGHTS_MODE",
+        "`sync` (paged GETs) or `async` (report runs, for large accounts)",
+        "sync",
+    )
+    max_wait_seconds: float = _env(
+        "CRM_GRAPH_MAX_WAIT_SECONDS",
+        "total time one run may wait on Meta's rate limits before it ends",
+        900.0,
+        ge=0,
+        allow_inf_nan=False,
+    )
+    base_backoff_seconds: float = _env(
+        "CRM_GRAPH_BACKOFF_BASE_SECONDS",
+        "base of the exponential backoff (and of the slow-down pause)",
+        1.0,
+        ge=0,
+        allow_inf_nan=False,
+    )
+    max_retries: int = _env(
+        "CRM_GRAPH_MAX_RETRIES", "retries of one call on codes 1, 2 and 5xx", 8, ge=0
+    )
+    slow_down_at_pct: float = _env(
+        "CRM_GRAPH_SLOW_DOWN_AT_PCT",
+        "usage % from which calls are spaced out",
+        75.0,
+        ge=0,
+        allow_inf_nan=False,
+    )
+
+
+class SensorSettings(_Group):
+    """Sensor and check timing (read when the code location loads)."""
+
+    change_interval_seconds: int = _env(
+        "CRM_CHANGE_SENSOR_INTERVAL", "seconds between change-log sensor ticks", 5, ge=1
+    )
+    inbox_interval_seconds: int = _env(
+        "CRM_INBOX_SENSOR_INTERVAL", "seconds between webhook-inbox sensor ticks", 5, ge=1
+    )
+    inbox_retry_seconds: int = _env(
+        "CRM_INBOX_RETRY_SECONDS",
+        "how often inbox rows that failed enrichment are retried",
+        60,
+        ge=0,
+    )
+    max_targeted_customers: int = _env(
+        "CRM_SENSOR_MAX_TARGETED_CUSTOMERS",
+        "changed customers per tick above which all customer files are rebuilt",
+        2000,
+        ge=1,
+    )
+    cache_lag_grace_seconds: int = _env(
+        "CRM_CACHE_LAG_GRACE_SECONDS",
+        "how old an unreflected change may be before a cache file's `not_behind_change_log` "
+        "check fails",
+        300,
+        ge=0,
+    )
+
+
+class ApiSettings(_Group):
+    """The API service (`crm-pipeline serve`)."""
+
+    allowed_hosts: tuple[str, ...] = _env(
+        "CRM_API_ALLOWED_HOSTS",
+        "`Host` names the API accepts, comma-separated (`*.example.com` for subdomains); "
+        "required when it listens on a non-loopback address",
+        (),
+        shown_default="`localhost`, `127.0.0.1`, `[::1]` when bound to loopback",
+    )
+    cache_ttl_seconds: int = _env(
+        "CRM_API_CACHE_TTL_SECONDS",
+        "age after which the API serves a cache file as STALE and refreshes it",
+        300,
+        ge=0,
+    )
+    max_body_bytes: int = _env(
+        "CRM_API_MAX_BODY_BYTES", "largest request body the API accepts", 1024 * 1024, ge=1
+    )
+    db_connect_timeout: int = _env(
+        "CRM_API_DB_CONNECT_TIMEOUT",
+        "seconds the API waits for the database before answering 503 / STALE",
+        3,
+        ge=1,
+    )
+    header_timeout_seconds: float = _env(
+        "CRM_API_HEADER_TIMEOUT_SECONDS",
+        "seconds a client has to send a request's headers",
+        10.0,
+        gt=0,
+        allow_inf_nan=False,
+    )
+    body_timeout_seconds: float = _env(
+        "CRM_API_BODY_TIMEOUT_SECONDS",
+        "seconds a request body may stall before the API answers 408",
+        10.0,
+        gt=0,
+        allow_inf_nan=False,
+    )
+    limit_concurrency: int = _env(
+        "CRM_API_LIMIT_CONCURRENCY",
+        "connections and requests in flight above which the API answers 503",
+        200,
+        ge=1,
+    )
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        hosts = tuple(h.lower() for h in _comma_list(value))
+        bad = [h for h in hosts if any(c in h for c in "/ @")]
+        if bad:
+            raise ValueError(
+                "takes host names (e.g. crm.example.com,*.example.com), not URLs: " + ", ".join(bad)
+            )
+        return hosts
+
+
+class Settings(BaseSettings):
+    """Validated configuration. Build it with `load_settings()`."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", validate_default=False)
+
+    env: Literal["development", "production"] = _env(
+        "CRM_ENV",
+        "`development` or `production` (production refuses demo defaults and missing settings)",
+        "development",
+    )
+    database_url: str | None = _env(
+        "CRM_DATABASE_URL",
+        "SQLAlchemy/libpq URL of the source-of-truth PostgreSQL",
+        shown_default="embedded PostgreSQL under `CRM_DATA_DIR/pg` (not in production)",
+    )
+    cache_dir: Path = _env("CRM_CACHE_DIR", "where JSON cache files go", Path("cache"))
+    data_dir: Path = _env(
+        "CRM_DATA_DIR",
+        "raw Parquet landing zone, embedded DB, local Dagster instance",
+        Path(".crm"),
+    )
+    graph_url: str | None = _env(
+        "FB_GRAPH_URL",
+        "Graph API base URL; `emulator` for the bundled emulator (demo data, on purpose)",
+        shown_default=f"`{DEFAULT_GRAPH_URL}`",
+    )
+    emulator_url: str | None = _env(
+        "CRM_EMULATOR_URL",
+        "a running bundled emulator to use when `FB_GRAPH_URL=emulator` (set by "
+        "`crm-pipeline dev`)",
+        shown_default="each run starts its own",
+    )
+    api_version: str | None = _env("FB_API_VERSION", "e.g. `v26.0`", shown_default="the SDK's own")
+    access_token: Secret | None = _env(
+        "FB_ACCESS_TOKEN",
+        "system-user access token (never logged, never Dagster config)",
+        shown_default="none: syncs refuse to run",
+        repr=False,
+    )
+    app_secret: Secret | None = _env(
+        "FB_APP_SECRET", "app secret: webhook signatures and `appsecret_proof`", repr=False
+    )
+    app_id: str | None = _env("FB_APP_ID", "numeric app id")
+    ad_account_ids: tuple[str, ...] = _env(
+        "FB_AD_ACCOUNT_IDS",
+        "comma-separated `act_…` ids (bare digits get the prefix)",
+        (),
+        shown_default="none (the emulator's with `FB_GRAPH_URL=emulator`)",
+    )
+    page_id: str | None = _env(
+        "FB_PAGE_ID",
+        "page for lead forms, conversations and webhooks",
+        shown_default="none (the emulator's with `FB_GRAPH_URL=emulator`)",
+    )
+    webhook_verify_token: Secret | None = _env(
+        "FB_WEBHOOK_VERIFY_TOKEN", "token of Meta's webhook subscription handshake", repr=False
+    )
+    mask_key: Secret | None = _env(
+        "CRM_MASK_KEY",
+        "key of the `clone-db --mask-pii` hashes (the built-in default is public)",
+        shown_default="built-in (refused in production)",
+        repr=False,
+    )
+    dagster_pg_url: str | None = _env(
+        "DAGSTER_PG_URL",
+        "the Dagster instance's PostgreSQL (read by the repo-root `dagster.yaml`)",
+        shown_default="local storage under `CRM_DATA_DIR/dagster`",
+    )
+    dagster_home: Path | None = _env(
+        "DAGSTER_HOME",
+        "Dagster's instance folder (its `dagster.yaml`)",
+        shown_default="`CRM_DATA_DIR/dagster`, with a copy of the repo's `dagster.yaml`",
+    )
+    test_database_url: str | None = _env(
+        "CRM_TEST_DATABASE_URL",
+        "run the DB tests against this server instead of the embedded one",
+    )
+    log_format: Literal["text", "json"] = _env(
+        "CRM_LOG_FORMAT", "`text` or `json` (one object per line)", "text"
+    )
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] | None = _env(
+        "CRM_LOG_LEVEL", "log level of our commands", shown_default="`WARNING` (`serve`: `INFO`)"
+    )
+    graph: GraphSettings = Field(default_factory=GraphSettings)
+    sensors: SensorSettings = Field(default_factory=SensorSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        # Our variables have fixed flat names, groups included: one source reads them all.
+        return (init_settings, _EnvironmentSource(settings_cls))
+
+    # -- validation ---------------------------------------------------------------------------
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blanks(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {
+                k: v for k, v in ((k, _blank_to_none(v)) for k, v in data.items()) if v is not None
+            }
+        return data
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_database_url(value)
+
+    @field_validator("dagster_pg_url")
+    @classmethod
+    def _dagster_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            normalize_database_url(value, "DAGSTER_PG_URL")
+        return value
+
+    @field_validator("graph_url", "emulator_url")
+    @classmethod
+    def _graph_url(cls, value: str | None, info) -> str | None:
+        if value is None or (info.field_name == "graph_url" and value.lower() == EMULATOR):
+            return None if value is None else EMULATOR
+        variable = "FB_GRAPH_URL" if info.field_name == "graph_url" else "CRM_EMULATOR_URL"
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"{variable} must be an http(s) URL such as {DEFAULT_GRAPH_URL}"
+                + (" (or `emulator`)" if variable == "FB_GRAPH_URL" else "")
+            )
+        if parts.query or parts.fragment:
+            raise ConfigError(f"{variable} must be a base URL without query string or fragment")
+        return value.rstrip("/")
+
+    @field_validator("api_version")
+    @classmethod
+    def _api_version(cls, value: str | None) -> str | None:
+        if value is not None and not _API_VERSION.match(value):
+            raise ConfigError(f"FB_API_VERSION must look like v26.0, got {value!r}")
+        return value
+
+    @field_validator("app_id", "page_id")
+    @classmethod
+    def _numeric(cls, value: str | None, info) -> str | None:
+        if value is not None and not _NUMERIC_ID.match(value):
+            name = "FB_APP_ID" if info.field_name == "app_id" else "FB_PAGE_ID"
+            raise ConfigError(f"{name} must be the numeric {info.field_name.split('_')[0]} id")
+        return value
+
+    @field_validator("access_token")
+    @classmethod
+    def _token(cls, value: Secret | None) -> Secret | None:
+        if value is not None and any(c.isspace() for c in value.reveal()):
+            raise ConfigError("FB_ACCESS_TOKEN contains whitespace; check how it was exported")
+        return value
+
+    @field_validator("ad_account_ids", mode="before")
+    @classmethod
+    def _accounts(cls, value: Any) -> Any:
+        return parse_account_ids(value) if isinstance(value, str) else value
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _case(cls, value: Any, info) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.lower() if info.field_name == "log_format" else value.upper()
+
+    # -- derived ------------------------------------------------------------------------------
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def uses_emulator(self) -> bool:
+        """True only when asked for: `FB_GRAPH_URL=emulator`."""
+        return self.graph_url == EMULATOR
+
+    @property
+    def effective_graph_url(self) -> str | None:
+        """The Graph URL to call; None when the caller must start the emulator itself."""
+        if self.uses_emulator:
+            return self.emulator_url
+        return self.graph_url or DEFAULT_GRAPH_URL
+
+    @property
+    def pg_data_dir(self) -> Path:
+        """Where the embedded PostgreSQL keeps its data when `CRM_DATABASE_URL` is unset."""
+        return self.data_dir / "pg"
+
+    @property
+    def api_allowed_hosts(self) -> tuple[str, ...]:
+        return self.api.allowed_hosts
+
+    def effective_mask_key(self) -> bytes:
+        """The HMAC key of masked clones: `CRM_MASK_KEY`, else the public built-in one."""
+        return (self.mask_key.reveal() if self.mask_key else DEFAULT_MASK_KEY).encode()
+
+    def missing_graph_credentials(self) -> list[str]:
+        """Variables a sync against Meta needs and lacks (none when the emulator is asked for)."""
+        if self.uses_emulator:
+            return []
+        needed = {
+            "FB_ACCESS_TOKEN": self.access_token,
+            "FB_AD_ACCOUNT_IDS": self.ad_account_ids,
+        }
+        return [name for name, value in needed.items() if not value]
+
+    def require_graph_credentials(self) -> None:
+        """Raise ConfigError naming what is missing, before a sync writes anything."""
+        missing = self.missing_graph_credentials()
+        if missing:
+            raise ConfigError(
+                f"{' and '.join(missing)} not set: a sync needs Meta credentials "
+                "(FB_ACCESS_TOKEN, FB_AD_ACCOUNT_IDS, FB_PAGE_ID). For demo data from the "
+                "bundled emulator, run `crm-pipeline demo` or set FB_GRAPH_URL=emulator."
+            )
+
+    def production_problems(self) -> list[str]:
+        """Everything that makes this configuration unfit for production (all at once)."""
+        problems = []
+        required = {
+            "CRM_DATABASE_URL (no embedded database in production)": self.database_url,
+            "FB_ACCESS_TOKEN": self.access_token,
+            "FB_APP_SECRET": self.app_secret,
+            "FB_WEBHOOK_VERIFY_TOKEN": self.webhook_verify_token,
+            "FB_AD_ACCOUNT_IDS": self.ad_account_ids,
+            "FB_PAGE_ID": self.page_id,
+            "CRM_MASK_KEY": self.mask_key,
+        }
+        missing = [name for name, value in required.items() if not value]
+        if missing:
+            problems.append(f"missing {', '.join(missing)}")
+        defaults = {
+            "FB_APP_SECRET": (self.app_secret, DEV_APP_SECRET),
+            "FB_WEBHOOK_VERIFY_TOKEN": (self.webhook_verify_token, DEV_VERIFY_TOKEN),
+            "CRM_MASK_KEY": (self.mask_key, DEFAULT_MASK_KEY),
+        }
+        for name, (value, default) in defaults.items():
+            if value is not None and value.reveal() == default:
+                problems.append(f"{name} is the public development default")
+        if self.uses_emulator or self.emulator_url:
+            problems.append("FB_GRAPH_URL=emulator: the bundled emulator serves fake data")
+        return problems
+
+    def require_production_ready(self, what: str) -> None:
+        """In production, raise ConfigError listing every problem; else do nothing."""
+        if not self.production:
+            return
+        problems = self.production_problems()
+        if problems:
+            raise ConfigError(
+                f"CRM_ENV=production: {what} refuses to start: " + "; ".join(problems)
+            )
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(variable, effective value) for every setting, secrets and URL passwords masked."""
+        rows = []
+        for variable, group, name, _info in _fields():
+            value = getattr(getattr(self, group) if group else self, name)
+            if isinstance(value, SecretStr):
+                shown = "*** (set)"
+            elif value is None or value == ():
+                shown = "(unset)"
+            elif "URL" in variable and isinstance(value, str) and "://" in value:
+                shown = redact_url(value)
+            elif isinstance(value, tuple):
+                shown = ",".join(value)
+            else:
+                shown = str(value)
+            rows.append((variable, shown))
+        return rows
+
+
+def _fields() -> Iterator[tuple[str, str | None, str, FieldInfo]]:
+    """(variable, group, field name, field) for every environment variable of the model."""
+    for name, info in Settings.model_fields.items():
+        extra = info.json_schema_extra or {}
+        if "env" in extra:
+            yield extra["env"], None, name, info
+        elif isinstance(info.annotation, type) and issubclass(info.annotation, _Group):
+            for sub, sub_info in info.annotation.model_fields.items():
+                yield sub_info.json_schema_extra["env"], name, sub, sub_info
+
+
+def environment_variables() -> tuple[str, ...]:
+    """Every variable the model reads (tests clear exactly these)."""
+    return tuple(variable for variable, *_ in _fields())
+
+
+def _collect(env: Mapping[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for variable, group, name, _info in _fields():
+        if variable in env:
+            target = data.setdefault(group, {}) if group else data
+            target[name] = env[variable]
+    return data
+
+
+class _EnvironmentSource(PydanticBaseSettingsSource):
+    """Reads our variables by their fixed names, group fields included."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ below does the whole model at once
+
+    def __call__(self) -> dict[str, Any]:
+        import os
+
+        return _collect(os.environ)
+
+
+def _variable_of(loc: tuple) -> str:
+    fields = {(group, name): variable for variable, group, name, _ in _fields()}
+    if len(loc) >= 2 and (loc[0], loc[1]) in fields:
+        return fields[(loc[0], loc[1])]
+    return fields.get((None, loc[0]), str(loc[0])) if loc else "configuration"
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate settings from `env` (default: the process environment)."""
-    env = os.environ if env is None else env
-    get = lambda name: _blank_to_none(env.get(name))  # noqa: E731
+    """Read and validate settings from `env` (default: the process environment).
 
-    database_url = get("CRM_DATABASE_URL")
-    if database_url is not None:
-        database_url = normalize_database_url(database_url)
+    Raises ConfigError naming each bad variable, never echoing its value.
+    """
+    try:
+        if env is None:
+            return Settings()
+        return Settings.model_validate(_collect(env))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            cause = (error.get("ctx") or {}).get("error")
+            if isinstance(cause, ConfigError):
+                problems.append(str(cause))
+            else:
+                message = str(error["msg"]).removeprefix("Value error, ")
+                problems.append(f"{_variable_of(error['loc'])}: {message}")
+        raise ConfigError("; ".join(dict.fromkeys(problems))) from None
 
-    dagster_pg_url = get("DAGSTER_PG_URL")
-    if dagster_pg_url is not None:
-        normalize_database_url(dagster_pg_url, "DAGSTER_PG_URL")
 
-    graph_url = get("FB_GRAPH_URL")
-    if graph_url is not None:
-        graph_url = _http_url(graph_url, "FB_GRAPH_URL")
+def configuration_table() -> str:
+    """The README's configuration table, generated from the model."""
+    lines = ["| variable | meaning | default |", "| --- | --- | --- |"]
+    for variable, _group, _name, info in _fields():
+        extra = info.json_schema_extra or {}
+        if "shown_default" in extra:
+            default = extra["shown_default"]
+        elif info.default is None or info.default == () or info.default_factory is not None:
+            default = "none"
+        elif isinstance(info.default, Path):
+            default = f"`{info.default}/`"
+        else:
+            default = f"`{info.default}`"
+        lines.append(f"| `{variable}` | {info.description} | {default} |")
+    return "\n".join(lines)
 
-    api_version = get("FB_API_VERSION")
-    if api_version is not None and not _API_VERSION.match(api_version):
-        raise ConfigError(f"FB_API_VERSION must look like v26.0, got {api_version!r}")
 
-    app_id = get("FB_APP_ID")
-    if app_id is not None and not _NUMERIC_ID.match(app_id):
-        raise ConfigError("FB_APP_ID must be the numeric app id")
-
-    page_id = get("FB_PAGE_ID")
-    if page_id is not None and not _NUMERIC_ID.match(page_id):
-        raise ConfigError("FB_PAGE_ID must be the numeric page id")
-
-    secret = lambda name: Secret(v) if (v := get(name)) else None  # noqa: E731
-    access_token = secret("FB_ACCESS_TOKEN")
-    if access_token is not None and any(c.isspace() for c in access_token.reveal()):
-        raise ConfigError("FB_ACCESS_TOKEN contains whitespace; check how it was exported")
-
-    allowed_hosts = tuple(
-        h.strip().lower() for h in (get("CRM_API_ALLOWED_HOSTS") or "").split(",") if h.strip()
-    )
-    bad_hosts = [h for h in allowed_hosts if any(c in h for c in "/ @")]
-    if bad_hosts:
-        raise ConfigError(
-            "CRM_API_ALLOWED_HOSTS takes host names (e.g. crm.example.com,*.example.com), "
-            f"not URLs: {', '.join(bad_hosts)}"
-        )
-
-    return Settings(
-        database_url=database_url,
-        cache_dir=Path(get("CRM_CACHE_DIR") or "cache"),
-        data_dir=Path(get("CRM_DATA_DIR") or ".crm"),
-        graph_url=graph_url,
-        api_version=api_version,
-        access_token=access_token,
-        app_secret=secret("FB_APP_SECRET"),
-        app_id=app_id,
-        ad_account_ids=parse_account_ids(get("FB_AD_ACCOUNT_IDS")),
-        page_id=page_id,
-        webhook_verify_token=secret("FB_WEBHOOK_VERIFY_TOKEN"),
-        dagster_pg_url=dagster_pg_url,
-        api_allowed_hosts=allowed_hosts,
-    )
+if __name__ == "__main__":
+    print(configuration_table())

@@ -8,7 +8,6 @@ under `CRM_DATA_DIR`, instead of failing on a missing variable.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from dagster import Field, StringSource
@@ -16,7 +15,7 @@ from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
-from crm_pipeline.config import normalize_database_url
+from crm_pipeline.config import ConfigError, load_settings, normalize_database_url
 
 
 class PostgresOrLocalStorage(DagsterStorage, ConfigurableClass):
@@ -32,15 +31,15 @@ class PostgresOrLocalStorage(DagsterStorage, ConfigurableClass):
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: dict):
         variable = config_value.get("postgres_url_env", "DAGSTER_PG_URL")
-        raw = os.environ.get(variable, "").strip()
-        if raw:
+        if variable != "DAGSTER_PG_URL":  # the settings model is the one reader of variables
+            raise ConfigError("postgres_url_env must be DAGSTER_PG_URL (the one variable read)")
+        settings = load_settings()
+        if settings.dagster_pg_url:
             from dagster_postgres import DagsterPostgresStorage
 
-            url = normalize_database_url(raw, variable, driver="psycopg2")
+            url = normalize_database_url(settings.dagster_pg_url, variable, driver="psycopg2")
             return DagsterPostgresStorage(postgres_url=url, inst_data=inst_data)
-        base = config_value.get("local_base_dir") or str(
-            Path(os.environ.get("CRM_DATA_DIR") or ".crm") / "dagster"
-        )
+        base = config_value.get("local_base_dir") or str(settings.data_dir / "dagster")
         base_dir = Path(base).expanduser().resolve()
         base_dir.mkdir(parents=True, exist_ok=True)
         return DagsterSqliteStorage.from_local(base_dir=str(base_dir), inst_data=inst_data)

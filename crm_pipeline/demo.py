@@ -9,8 +9,9 @@ from decimal import Decimal
 from sqlalchemy import Engine, select, text
 
 from crm_pipeline import orchestrate
-from crm_pipeline.config import load_settings, redact_url
+from crm_pipeline.config import ConfigError, load_settings, redact_url
 from crm_pipeline.db import migrate, schema
+from crm_pipeline.db.demo_mark import claim_for_demo
 from crm_pipeline.db.engine import get_engine, resolve_database_url
 from crm_pipeline.db.upsert import bulk_upsert
 
@@ -66,15 +67,26 @@ def seed_demo_crm(engine: Engine) -> dict[str, int]:
 
 
 def run_demo(days: int = 7) -> int:
-    """Migrate, seed, sync the last `days` days from the emulator, build the caches; report."""
+    """Migrate, seed, sync the last `days` days from the emulator, build the caches; report.
+
+    Always the bundled emulator, and only into a database made for a demo (the embedded one
+    by default): its invented customers and campaigns never mix with real data.
+    """
     settings = load_settings()
+    if settings.production:
+        raise ConfigError("CRM_ENV=production: the demo writes fake data and does not run")
     url = resolve_database_url(settings)
     revision = migrate.upgrade(url)
+    with get_engine(url).begin() as conn:
+        claim_for_demo(conn)
+    print(
+        f"crm-pipeline demo: demo data from the bundled Graph API emulator into {redact_url(url)}"
+    )
     crm = seed_demo_crm(get_engine(url))
     today = dt.datetime.now(dt.UTC).date()
     keys = orchestrate.days_between(today - dt.timedelta(days=days - 1), today)
     instance = orchestrate.local_instance(settings)
-    with orchestrate.graph_resource(settings) as graph_api:
+    with orchestrate.graph_resource(settings, emulator=True) as graph_api:
         resources = orchestrate.standard_resources(settings, graph_api)
         report = orchestrate.sync_facebook(
             keys, resources=resources, instance=instance, database_url=url
@@ -90,7 +102,7 @@ def run_demo(days: int = 7) -> int:
         ).one()
     customers, orders, insight_rows, ads, leads, chats, messages = counts
 
-    source = "the bundled Graph API emulator" if settings.uses_emulator else "the Graph API"
+    source = "the bundled Graph API emulator"
     print(
         f"""
 crm-pipeline demo: done.

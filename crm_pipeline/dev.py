@@ -30,15 +30,21 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from crm_pipeline.config import Settings, load_settings, redact_url
+from crm_pipeline.config import (
+    DEV_APP_SECRET,
+    DEV_VERIFY_TOKEN,
+    EMULATOR,
+    ConfigError,
+    Settings,
+    load_settings,
+    redact_url,
+)
 from crm_pipeline.db import migrate
+from crm_pipeline.db.demo_mark import claim_for_demo
 from crm_pipeline.db.engine import get_engine, resolve_database_url
 from crm_pipeline.orchestrate import instance_home
 from crm_pipeline.processes import stop_processes_with_env
 
-# Used only when no real credentials are configured, i.e. against the bundled emulator.
-DEV_APP_SECRET = "crm-dev-app-secret"
-DEV_VERIFY_TOKEN = "crm-dev-verify-token"
 SHUTDOWN_TIMEOUT_SECONDS = 30.0
 # Set in every child's environment: after shutdown, anything still carrying it is ours.
 SESSION_VARIABLE = "CRM_DEV_SESSION"
@@ -61,8 +67,9 @@ def _bin(name: str) -> str:
 
 @contextmanager
 def _emulator_env(settings: Settings) -> Iterator[dict[str, str]]:
-    """With no credentials: one emulator for the session and the env pointing at it."""
-    if not settings.uses_emulator:
+    """With no Meta token (or `FB_GRAPH_URL=emulator`): one emulator for the session, and the
+    children's environment asking for it explicitly (`FB_GRAPH_URL=emulator`)."""
+    if settings.access_token is not None and not settings.uses_emulator:
         yield {}
         return
     from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
@@ -70,7 +77,8 @@ def _emulator_env(settings: Settings) -> Iterator[dict[str, str]]:
     data = EmulatorData()
     with GraphEmulator(data) as emulator:
         env = {
-            "FB_GRAPH_URL": emulator.url,
+            "FB_GRAPH_URL": EMULATOR,
+            "CRM_EMULATOR_URL": emulator.url,
             "FB_AD_ACCOUNT_IDS": ",".join(data.account_ids),
             "FB_PAGE_ID": data.page_id,
         }
@@ -138,6 +146,8 @@ def dev_api_key(url: str, data_dir: Path) -> tuple[str, Path]:
 def run_dev(host: str = "127.0.0.1", dagster_port: int = 3000, api_port: int = 8000) -> int:
     """Run everything until interrupted or until a service dies; 0 on a clean Ctrl-C."""
     settings = load_settings()
+    if settings.production:
+        raise ConfigError("CRM_ENV=production: `dev` is for development and does not run")
     url = resolve_database_url(settings)
     revision = migrate.upgrade(url)
     api_key = dev_api_key(url, settings.data_dir)
@@ -147,6 +157,9 @@ def run_dev(host: str = "127.0.0.1", dagster_port: int = 3000, api_port: int = 8
     children: list[Child] = []
     with ExitStack() as stack:
         emulator_env = stack.enter_context(_emulator_env(settings))
+        if emulator_env:  # fake data only into a database made for it
+            with get_engine(url).begin() as conn:
+                claim_for_demo(conn)
         home = instance_home(settings)
         env = {
             **os.environ,
@@ -158,8 +171,7 @@ def run_dev(host: str = "127.0.0.1", dagster_port: int = 3000, api_port: int = 8
             "DAGSTER_HOME": str(home),
             SESSION_VARIABLE: uuid.uuid4().hex,
         }
-        log_format = os.environ.get("CRM_LOG_FORMAT", "text").strip().lower() or "text"
-        dagster_log = ["--log-format", "json"] if log_format == "json" else []
+        dagster_log = ["--log-format", "json"] if settings.log_format == "json" else []
         try:
             children.append(
                 _start(
@@ -199,7 +211,7 @@ def run_dev(host: str = "127.0.0.1", dagster_port: int = 3000, api_port: int = 8
 
 def _print_banner(settings, url, revision, home, emulator_env, children, api_key) -> None:
     graph = (
-        f"bundled emulator at {emulator_env['FB_GRAPH_URL']} (no credentials set)"
+        f"bundled emulator at {emulator_env['CRM_EMULATOR_URL']} (no FB_ACCESS_TOKEN set)"
         if emulator_env
         else "as configured (FB_GRAPH_URL / FB_ACCESS_TOKEN)"
     )

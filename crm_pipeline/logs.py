@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import re
 
 import orjson
 
-from crm_pipeline.config import ConfigError
 
 LOG_FORMATS = ("text", "json")
 _SECRET_QUERY = re.compile(
@@ -58,20 +56,13 @@ class RedactingTextFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-def log_format_from_env() -> str:
-    """`CRM_LOG_FORMAT` (text or json; default text), checked."""
-    value = (os.environ.get("CRM_LOG_FORMAT") or "text").strip().lower()
-    if value not in LOG_FORMATS:
-        raise ConfigError(f"CRM_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
-    return value
-
-
 def configure_logging(default_level: str = "WARNING") -> str:
     """Set up the root logger from `CRM_LOG_FORMAT` / `CRM_LOG_LEVEL`; return the format used."""
-    fmt = log_format_from_env()
-    level = (os.environ.get("CRM_LOG_LEVEL") or default_level).strip().upper()
-    if level not in logging.getLevelNamesMapping():
-        raise ConfigError(f"CRM_LOG_LEVEL must be a logging level such as INFO, got {level!r}")
+    from crm_pipeline.config import load_settings
+
+    settings = load_settings()
+    fmt = settings.log_format
+    level = settings.log_level or default_level.strip().upper()
     handler = logging.StreamHandler()
     handler.setFormatter(
         JsonFormatter()

@@ -80,8 +80,8 @@ def instance_home(settings: Settings) -> Path:
     The copy gives the local instance the production run queue, pools and retention; an
     existing `dagster.yaml` there is left as the user edited it.
     """
-    if os.environ.get("DAGSTER_HOME"):
-        return Path(os.environ["DAGSTER_HOME"]).resolve()
+    if settings.dagster_home:
+        return settings.dagster_home.resolve()
     home = (settings.data_dir / "dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
@@ -101,16 +101,21 @@ def instance_home(settings: Settings) -> Path:
 
 
 @contextmanager
-def graph_resource(settings: Settings) -> Iterator[GraphApiResource]:
-    """The Graph API resource; with no credentials, one emulator serves every run of the call."""
+def graph_resource(settings: Settings, *, emulator: bool = False) -> Iterator[GraphApiResource]:
+    """The Graph API resource for one command's runs.
+
+    With `emulator` (the demo) or `FB_GRAPH_URL=emulator`, one bundled emulator serves every
+    run of the call (the one at `CRM_EMULATOR_URL` when set); otherwise the resource reads
+    Meta's credentials from the environment, and refuses to run without them.
+    """
     with ExitStack() as stack:
-        if settings.uses_emulator:
+        if emulator or settings.uses_emulator:
             from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
 
             data = EmulatorData()
-            emulator = stack.enter_context(GraphEmulator(data))
+            url = settings.emulator_url or stack.enter_context(GraphEmulator(data)).url
             yield GraphApiResource(
-                graph_url=emulator.url,
+                graph_url=url,
                 ad_account_ids=",".join(data.account_ids),
                 page_id=data.page_id,
             )

@@ -133,3 +133,13 @@ def test_celery_run_config_is_valid_for_our_job_on_dagster_celery(monkeypatch):
 )
 def test_no_literal_secrets(relative):
     assert _literal_secrets(_load(relative)) == []
+
+
+def test_every_deployed_process_runs_in_production_mode():
+    """Code servers and run pods refuse demo defaults: a missing secret fails loudly."""
+    helm = _load("helm/values.yaml")
+    [location] = helm["dagster-user-deployments"]["deployments"]
+    assert {"name": "CRM_ENV", "value": "production"} in location["env"]
+    assert "CRM_ENV=production" in helm["runLauncher"]["config"]["k8sRunLauncher"]["envVars"]
+    k8s = _load("k8s/dagster.yaml")
+    assert "CRM_ENV=production" in k8s["run_launcher"]["config"]["env_vars"]

@@ -48,13 +48,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from crm_pipeline.config import normalize_database_url, redact_url
+from crm_pipeline.config import load_settings, normalize_database_url, redact_url
 from crm_pipeline.db.engine import libpq_url
 from crm_pipeline.db.schema import Xid8, metadata
 
 MASK_KEY_ENV = "CRM_MASK_KEY"
-# Used only when CRM_MASK_KEY is unset: reproducible, but public. Production sets CRM_MASK_KEY.
-_DEFAULT_MASK_KEY = b"crm-pipeline/clone-db/default-mask-key/v1"
 MASKED_EMAIL_DOMAIN = "masked.invalid"
 # table -> column -> kind of PII
 PII_COLUMNS: dict[str, dict[str, str]] = {
@@ -140,16 +138,19 @@ class CloneResult:
 # --- helpers ------------------------------------------------------------------------------------
 
 
+# Credentials of this deployment, not data: a clone must not let anyone call our API.
+NOT_CLONED = frozenset({"api_keys"})
+
+
 def clone_tables() -> list[Table]:
-    """Every table of our schema, parents before children (alembic_version is not copied)."""
-    return list(metadata.sorted_tables)
+    """Every data table of our schema, parents before children (not alembic_version, not the
+    API keys)."""
+    return [t for t in metadata.sorted_tables if t.name not in NOT_CLONED]
 
 
 def mask_key(env: dict[str, str] | None = None) -> bytes:
     """The HMAC key: `CRM_MASK_KEY`, else the built-in (public) default."""
-    env = os.environ if env is None else env
-    value = (env.get(MASK_KEY_ENV) or "").strip()
-    return value.encode() if value else _DEFAULT_MASK_KEY
+    return load_settings(env).effective_mask_key()
 
 
 def _pads(key: bytes) -> tuple[bytes, bytes]:
@@ -211,10 +212,16 @@ def _mask_field_data_sql(column: sql.Composable, key: bytes) -> sql.Composable:
     ).format(c=column, cases=cases)
 
 
-def select_list(table: Table, key: bytes | None) -> sql.Composable:
+def stored_columns(table: Table, *, computed: bool = True) -> list:
+    """The columns of `table`; without the generated ones (PostgreSQL computes those) when
+    `computed` is False, as a COPY into the table needs."""
+    return [c for c in table.columns if computed or c.computed is None]
+
+
+def select_list(table: Table, key: bytes | None, *, computed: bool = True) -> sql.Composable:
     """The columns of `table` as read for the clone: masked when `key` is given."""
     items = []
-    for col in table.columns:
+    for col in stored_columns(table, computed=computed):
         ident = sql.Identifier(col.name)
         expr: sql.Composable = ident
         if key is not None:
@@ -235,9 +242,9 @@ def _checksum_sql(source: sql.Composable) -> sql.Composable:
     ).format(src=source)
 
 
-def _select_sql(table: Table, key: bytes | None) -> sql.Composable:
+def _select_sql(table: Table, key: bytes | None, *, computed: bool = True) -> sql.Composable:
     return sql.SQL("SELECT {cols} FROM {t}").format(
-        cols=select_list(table, key), t=sql.Identifier(table.name)
+        cols=select_list(table, key, computed=computed), t=sql.Identifier(table.name)
     )
 
 
@@ -387,12 +394,14 @@ def _copy_table_pg(
     progress: TextIO | None,
 ) -> TableReport:
     started = time.monotonic()
-    cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    # Generated columns are recomputed by the target, not copied.
+    writable = stored_columns(table, computed=False)
+    cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in writable)
     rows = 0
     next_report = PROGRESS_EVERY
     with (
         sconn.cursor().copy(
-            sql.SQL("COPY ({q}) TO STDOUT").format(q=_select_sql(table, key))
+            sql.SQL("COPY ({q}) TO STDOUT").format(q=_select_sql(table, key, computed=False))
         ) as out,
         tconn.cursor().copy(
             sql.SQL("COPY {t} ({c}) FROM STDIN").format(t=sql.Identifier(table.name), c=cols)

@@ -11,8 +11,11 @@ import dagster as dg
 from sqlalchemy import Engine
 
 from crm_pipeline.config import load_settings, normalize_database_url, redact_url
+from crm_pipeline.db.demo_mark import claim_for_demo
 from crm_pipeline.db.engine import get_engine, resolve_database_url
 from crm_pipeline.db.migrate import require_migrated
+
+_demo_checked: set[str] = set()  # databases known to be demo databases, in this process
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -27,10 +30,18 @@ class PostgresResource(dg.ConfigurableResource):
         return resolve_database_url(load_settings())
 
     def engine(self) -> Engine:
-        """The pooled engine for this database, once its schema is known to be current."""
+        """The pooled engine for this database, once the configuration is fit for it (the
+        production rules; demo data only into a demo database) and its schema is current."""
+        settings = load_settings()
+        settings.require_production_ready("a Dagster run or sensor")
         url = self.url()
         require_migrated(url)
-        return get_engine(url)
+        engine = get_engine(url)
+        if settings.uses_emulator and url not in _demo_checked:
+            with engine.begin() as conn:
+                claim_for_demo(conn)
+            _demo_checked.add(url)
+        return engine
 
     def display_url(self) -> str:
         """The URL with any password masked, for metadata and logs."""

@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
 import re
 import threading
@@ -143,24 +142,18 @@ class GovernorSettings:
         Variables: ``CRM_GRAPH_MAX_WAIT_SECONDS``, ``CRM_GRAPH_BACKOFF_BASE_SECONDS``,
         ``CRM_GRAPH_MAX_RETRIES`` and ``CRM_GRAPH_SLOW_DOWN_AT_PCT``.
         """
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for variable, name, kind in (
-            (MAX_WAIT_ENV, "max_wait_seconds", float),
-            (BACKOFF_BASE_ENV, "base_backoff_seconds", float),
-            (MAX_RETRIES_ENV, "max_retries", int),
-            (SLOW_DOWN_ENV, "slow_down_at_pct", float),
-        ):
-            raw = (env.get(variable) or "").strip()
-            if not raw:
-                continue
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise ValueError(f"{variable} must be a {kind.__name__}, got {raw!r}") from None
-            if (isinstance(value, float) and not math.isfinite(value)) or value < 0:
-                raise ValueError(f"{variable} must be a finite non-negative number, got {raw!r}")
-            values[name] = value
+        from crm_pipeline.config import ConfigError, load_settings
+
+        try:
+            graph = load_settings(environ).graph
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+        values: dict[str, Any] = {
+            "max_wait_seconds": graph.max_wait_seconds,
+            "base_backoff_seconds": graph.base_backoff_seconds,
+            "max_retries": graph.max_retries,
+            "slow_down_at_pct": graph.slow_down_at_pct,
+        }
         values.update(overrides)
         try:
             return cls(**values)

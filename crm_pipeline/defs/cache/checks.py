@@ -16,6 +16,7 @@ import dagster as dg
 import orjson
 from sqlalchemy import Connection, text
 
+from crm_pipeline.config import load_settings
 from crm_pipeline.cachefile import read_json
 from crm_pipeline.defs.analytics.assets import SUMMARY_FILE, analytics_summary, validate_summary
 from crm_pipeline.defs.cache import customers
@@ -28,7 +29,7 @@ from crm_pipeline.defs.cache.assets import (
 from crm_pipeline.defs.cache.sensors import ASSETS_BY_ENTITY
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
-LAG_GRACE = dt.timedelta(seconds=int(os.environ.get("CRM_CACHE_LAG_GRACE_SECONDS", "300")))
+LAG_GRACE = dt.timedelta(seconds=load_settings().sensors.cache_lag_grace_seconds)
 # Customer files checked per evaluation: the most recently changed customers first.
 MAX_CUSTOMERS_CHECKED = 1000
 

@@ -5,6 +5,7 @@ import os
 
 import dagster as dg
 
+from crm_pipeline.config import load_settings
 from crm_pipeline.db.changelog import changed_customers, read_change_window
 from crm_pipeline.defs.analytics.assets import analytics_summary
 from crm_pipeline.defs.cache.assets import (
@@ -28,9 +29,10 @@ ASSETS_BY_ENTITY: dict[str, tuple[dg.AssetKey, ...]] = {
     "messages": (_PROFILES,),
 }
 
-SENSOR_INTERVAL_SECONDS = int(os.environ.get("CRM_CHANGE_SENSOR_INTERVAL", "5"))
+# Dagster needs the interval when the code location loads: it comes from the settings model.
+SENSOR_INTERVAL_SECONDS = load_settings().sensors.change_interval_seconds
 # Past this many changed customers in one tick, one full rebuild is cheaper than a long id list.
-MAX_TARGETED_CUSTOMERS = int(os.environ.get("CRM_SENSOR_MAX_TARGETED_CUSTOMERS", "2000"))
+MAX_TARGETED_CUSTOMERS = load_settings().sensors.max_targeted_customers
 
 
 @dg.sensor(

@@ -8,7 +8,6 @@ account's days and fetch them with one /insights query.
 """
 
 import datetime as dt
-import os
 import warnings
 from collections.abc import Iterable
 
@@ -17,7 +16,7 @@ import dagster as dg
 from crm_pipeline.config import load_settings
 
 # The first day insights may be backfilled from; override for older accounts.
-INSIGHTS_START_DATE = os.environ.get("CRM_INSIGHTS_START_DATE", "2025-01-01")
+INSIGHTS_START_DATE = load_settings().graph.insights_start_date.isoformat()
 
 # The run tags Dagster itself writes for a run over a range of partitions (backfills with a
 # single-run BackfillPolicy); `context.partition_keys` and the asset catalog read them.
@@ -31,10 +30,14 @@ warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", categor
 
 
 def configured_account_ids() -> list[str]:
-    """`FB_AD_ACCOUNT_IDS`, or the bundled emulator's accounts when none are configured."""
-    accounts = load_settings().ad_account_ids
-    if accounts:
-        return list(accounts)
+    """`FB_AD_ACCOUNT_IDS`; the bundled emulator's accounts only with `FB_GRAPH_URL=emulator`.
+
+    With neither, there are no account partitions: the code location still loads and shows
+    every asset, and a run fails at once naming the missing variables.
+    """
+    settings = load_settings()
+    if settings.ad_account_ids or not settings.uses_emulator:
+        return list(settings.ad_account_ids)
     from crm_pipeline.facebook.emulator.data import EmulatorData
 
     return list(EmulatorData().account_ids)

@@ -1,13 +1,13 @@
 """The Graph API resource: a facebook-business SDK client for the configured server.
 
-With no `FB_ACCESS_TOKEN` and no `FB_GRAPH_URL`, each use starts the bundled emulator on an
-ephemeral loopback port, so a fresh clone runs end to end without credentials and without
-ever contacting Meta. The token is read from the environment at run time and never becomes
-Dagster config, so it cannot show up in the UI, run config or metadata.
+The bundled emulator is used only when asked for (`FB_GRAPH_URL=emulator`, or a server URL
+given in code by the demo, `dev` or the tests); without it, a run with no `FB_ACCESS_TOKEN`
+fails at once naming the missing variables, and Meta is never contacted by accident. The
+token is read from the environment at run time and never becomes Dagster config, so it cannot
+show up in the UI, run config or metadata.
 """
 
 import datetime as dt
-import os
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,7 +19,7 @@ import dagster as dg
 from crm_pipeline.config import ConfigError, load_settings, parse_account_ids
 from crm_pipeline.facebook.client import GraphClient
 
-# Sent when no token is configured: only our emulator (or a test server) is reachable then.
+# Sent when no token is configured: only to the emulator or a server given in code.
 PLACEHOLDER_TOKEN = "crm-pipeline-no-token"
 
 
@@ -49,7 +49,7 @@ class GraphApiResource(dg.ConfigurableResource):
     page_id: str | None = None
     page_size: int = 500
     # "sync": paged GETs; "async": report runs (Meta's advice for large accounts).
-    insights_mode: str = os.environ.get("CRM_INSIGHTS_MODE", "sync")
+    insights_mode: str = load_settings().graph.insights_mode
     # The most days one /insights query (or report run) asks for. A run over a longer range
     # (a backfill) makes one query per this many days: every row of a query is held in memory
     # until it is split into per-day files, so this bounds memory for large accounts.
@@ -75,24 +75,35 @@ class GraphApiResource(dg.ConfigurableResource):
 
     @contextmanager
     def session(self) -> Iterator[GraphSession]:
-        """Open a client; starts the bundled emulator when nothing is configured."""
+        """Open a client for the configured Graph API server.
+
+        The bundled emulator only when asked for: `FB_GRAPH_URL=emulator` (the one at
+        `CRM_EMULATOR_URL`, else a private one for this session), or a `graph_url` given to
+        this resource in code (the demo, `dev`, tests). Otherwise Meta's credentials are
+        required, and their absence stops the run here, before it writes anything.
+        """
         settings = load_settings()
-        url = self.graph_url or settings.effective_graph_url
+        settings.require_production_ready("a Graph API run")
         accounts = parse_account_ids(self.ad_account_ids) or settings.ad_account_ids
         page_id = self.page_id or settings.page_id
         with ExitStack() as stack:
-            emulated = url is None
-            if emulated:
+            emulated = not self.graph_url and settings.uses_emulator
+            if self.graph_url:
+                url = self.graph_url
+            elif emulated:
                 from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
 
                 data = EmulatorData()
-                url = stack.enter_context(GraphEmulator(data)).url
+                url = settings.emulator_url or stack.enter_context(GraphEmulator(data)).url
                 accounts = accounts or tuple(data.account_ids)
                 page_id = page_id or data.page_id
+            else:
+                settings.require_graph_credentials()
+                url = settings.effective_graph_url
             if not accounts:
                 raise ConfigError(
                     "FB_AD_ACCOUNT_IDS is empty: set the ad accounts to sync (act_<digits>, "
-                    "comma-separated) when FB_GRAPH_URL or FB_ACCESS_TOKEN is set"
+                    "comma-separated)"
                 )
             token = settings.access_token.reveal() if settings.access_token else PLACEHOLDER_TOKEN
             client = GraphClient(

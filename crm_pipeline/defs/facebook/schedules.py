@@ -1,10 +1,10 @@
 """Facebook schedules: the hourly bulk sync and the daily attribution re-sync."""
 
 import datetime as dt
-import os
 
 import dagster as dg
 
+from crm_pipeline.config import load_settings
 from crm_pipeline.defs.crm.assets import (
     ad_insights_daily,
     ad_objects,
@@ -25,7 +25,7 @@ from crm_pipeline.defs.facebook.partitions import (
 )
 
 # Meta revises insights for days after they happened (attribution windows up to 28 days).
-ATTRIBUTION_LOOKBACK_DAYS = int(os.environ.get("CRM_ATTRIBUTION_LOOKBACK_DAYS", "28"))
+ATTRIBUTION_LOOKBACK_DAYS = load_settings().graph.attribution_lookback_days
 GRAPH_TAGS = {"crm/graph_api": "true"}  # the run queue limits these (dagster.yaml)
 
 facebook_insights_job = dg.define_asset_job(
