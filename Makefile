@@ -42,9 +42,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Dagster UI + daemon on the local instance the demo wrote its runs to.
+## Dagster UI + daemon on the local instance the demo wrote its runs to (the demo's emulator
+## accounts as partitions unless FB_ACCESS_TOKEN is set).
 ui: $(STAMP)
-	DAGSTER_HOME=$(CURDIR)/.crm/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(if $(FB_ACCESS_TOKEN),,FB_GRAPH_URL=emulator) DAGSTER_HOME=$(CURDIR)/.crm/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf .crm cache/marketing cache/analytics cache/customers .pytest_cache

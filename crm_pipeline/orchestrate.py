@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from crm_pipeline.config import Settings
+from crm_pipeline.config import Settings, load_settings
 from crm_pipeline.db.engine import get_engine
 from crm_pipeline.db.schema import sync_state
 from crm_pipeline.db.sync_state import get_state, put_state
@@ -30,12 +30,12 @@ from crm_pipeline.defs.crm.assets import ad_insights_daily
 from crm_pipeline.defs.facebook.assets import fb_ad_insights_raw
 from crm_pipeline.defs.facebook.partitions import (
     INSIGHTS_START_DATE,
-    configured_account_ids,
     contiguous_days,
     insights_partition_key,
     insights_partition_range,
     insights_partitions,
     partition_range_tags,
+    partitioned_account_ids,
 )
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.facebook.schedules import STREAM_ASSETS
@@ -173,7 +173,8 @@ def sync_facebook(
     at the end.
     """
     report = SyncReport(days=days)
-    accounts = configured_account_ids()
+    # FB_AD_ACCOUNT_IDS when set (it may narrow a sync), else the loaded partitions' accounts.
+    accounts = list(load_settings().ad_account_ids) or partitioned_account_ids()
     _check_partitions(accounts, days)
     scope = f"{days[0]}..{days[-1]}|{','.join(accounts)}"
     engine = get_engine(database_url)

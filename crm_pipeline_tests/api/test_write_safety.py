@@ -174,3 +174,16 @@ def test_change_rows_name_the_api_key_or_the_database_role(api, clean_db, databa
         ("orders", "insert", "crm_other_app"),
     ]
     assert updated_by == role
+
+
+def test_webhook_writes_are_attributed_to_the_webhook(api, clean_db):
+    import time
+
+    from crm_pipeline.facebook.emulator.webhooks import messenger_payload, post_webhook
+    from crm_pipeline_tests.api.conftest import APP_SECRET
+
+    payload = messenger_payload("777", "9001", "m_attributed", "hello", int(time.time() * 1000))
+    assert post_webhook(f"{api.url}/webhooks/facebook", payload, APP_SECRET) == 200
+    with clean_db.connect() as conn:
+        actors = set(conn.execute(text("SELECT actor FROM change_log")).scalars())
+    assert actors == {"webhook:facebook"}

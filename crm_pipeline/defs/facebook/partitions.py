@@ -47,6 +47,12 @@ def configured_account_ids() -> list[str]:
 daily_partitions = dg.DailyPartitionsDefinition(start_date=INSIGHTS_START_DATE, end_offset=1)
 account_partitions = dg.StaticPartitionsDefinition(configured_account_ids())
 
+
+def partitioned_account_ids() -> list[str]:
+    """The accounts this code location was loaded with: what schedules and syncs may target."""
+    return account_partitions.get_partition_keys()
+
+
 insights_partitions = dg.MultiPartitionsDefinition(
     {"date": daily_partitions, "account": account_partitions}
 )

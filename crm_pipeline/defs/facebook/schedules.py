@@ -18,10 +18,10 @@ from crm_pipeline.defs.facebook.assets import (
     fb_leads_raw,
 )
 from crm_pipeline.defs.facebook.partitions import (
-    configured_account_ids,
     insights_partition_range,
     insights_partitions,
     partition_range_tags,
+    partitioned_account_ids,
 )
 
 # Meta revises insights for days after they happened (attribution windows up to 28 days).
@@ -62,7 +62,7 @@ def _keys(assets) -> list[dg.AssetKey]:
 def _insights_requests(days: list[dt.date], stamp: str, **selection):
     """One run per account over its days (a partition range): one /insights query each."""
     first, last = min(days).isoformat(), max(days).isoformat()
-    for account in configured_account_ids():
+    for account in partitioned_account_ids():
         key_range = insights_partition_range(account, first, last)
         yield dg.RunRequest(
             run_key=f"{key_range.start}..{key_range.end}@{stamp}",
