@@ -80,7 +80,7 @@ def test_replayed_delivery_is_acknowledged_and_deduplicated(api, clean_db):
     body = json.dumps(payload).encode()
     again = _post_raw(api, body, sign(body, APP_SECRET))
     assert again.status_code == 200
-    assert again.json() == {"stored": 0, "duplicates": 1, "ignored": 0}
+    assert again.json() == {"stored": 0, "duplicates": 1, "ignored": 0, "rejected": 0}
     assert len(_inbox(clean_db)) == 1
 
 
@@ -100,16 +100,14 @@ def test_tampered_or_missing_signature_stores_nothing(api, clean_db):
 
 
 def test_malformed_json_is_a_400_problem(api, clean_db):
+    # Only a body that is not JSON at all is refused; a signed JSON body is always acknowledged
+    # (see test_webhook_entries.py for bodies without entries, NULs and other poison).
     body = b'{"object": "page", "entry": [}'
     response = _post_raw(api, body, sign(body, APP_SECRET))
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == 400
     assert "Traceback" not in response.text
-    no_entries = b'{"object": "page"}'
-    assert _post_raw(api, no_entries, sign(no_entries, APP_SECRET)).status_code == 400
-    nul = b'{"entry": [{"id": "1", "messaging": [{"message": {"mid": "m\\u0000"}}]}]}'
-    assert _post_raw(api, nul, sign(nul, APP_SECRET)).status_code == 400
     assert _inbox(clean_db) == []
 
 
