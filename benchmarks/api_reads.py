@@ -1,6 +1,7 @@
 """B5 reads: `GET /api/customers/{id}` served from the cache vs built from PostgreSQL per request.
 
     .venv/bin/python benchmarks/api_reads.py [--quick] [--requests 20000] [--clients 8]
+                                             [--noisy-rate 20]
 
 Runs on a private embedded PostgreSQL in a temp dir, seeded like B3 (benchmarks/cache_rebuild.py:
 customers with leads, orders, conversations and messages; 100k customers, 5k with --quick).
@@ -21,6 +22,14 @@ this process (much cheaper per request than httpx, so it takes little of the 2 c
 server and PostgreSQL also use; its CPU time is reported). Both runs send the same bounded,
 seeded-random sequence of ids; sampled bodies are compared with the cache files.
 Target: ours >= 5x the reference's throughput (req/s); p50/p99 latencies are in the details.
+
+A second row, on ours: the same hit load once alone ("idle") and once while 50 more clients
+ask for random ids, each at most --noisy-rate requests/s (ids drawn from 10x the customer
+count, so about 9 in 10 do not exist and the rest are mostly outside the working set: misses
+that build, 404s, remembered 404s). Target: the hits' p50 under that load <= 3x the idle p50.
+
+Every request sends `Authorization: Bearer <key>` with a key made by `create_key` (scopes
+customers:read, analytics:read) before the servers start.
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ from fastapi.responses import Response
 
 WORKING_SET = 2_000  # customers whose files are requested (built by the asset beforehand)
 SAMPLE_EVERY = 97  # check every 97th body against the cache file
+NOISY_CLIENTS = 50
+NOISY_ID_SPACE = 10  # random ids from 1 .. 10x the customers
 
 
 # --- the servers (run in a child process: `--serve ours|reference --port P`) -------------------
@@ -139,28 +150,33 @@ class Run:
         return len(self.latencies) / self.seconds
 
 
-async def _client(port: int, ids: list[int], next_index, run: Run) -> None:
+async def _get(reader, writer, cid: int, key: str) -> tuple[int, str, bytes]:
+    """One GET /api/customers/<cid> on a kept-alive connection: (status, X-Cache, body)."""
+    writer.write(
+        f"GET /api/customers/{cid} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {key}\r\n\r\n".encode("ascii")
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    cache = "-"
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"x-cache":
+            cache = value.strip().decode()
+    return int(head[9:12]), cache, await reader.readexactly(length)
+
+
+async def _client(port: int, ids: list[int], next_index, run: Run, key: str) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while (i := next_index()) is not None:
             cid = ids[i]
             start = time.perf_counter()
-            writer.write(
-                f"GET /api/customers/{cid} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode("ascii")
-            )
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            cache = "-"
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                name = name.lower()
-                if name == b"content-length":
-                    length = int(value)
-                elif name == b"x-cache":
-                    cache = value.strip().decode()
-            body = await reader.readexactly(length)
+            status, cache, body = await _get(reader, writer, cid, key)
             run.latencies.append(time.perf_counter() - start)
-            status = int(head[9:12])
             run.statuses[status] = run.statuses.get(status, 0) + 1
             run.cache[cache] = run.cache.get(cache, 0) + 1
             if i % SAMPLE_EVERY == 0:
@@ -169,24 +185,102 @@ async def _client(port: int, ids: list[int], next_index, run: Run) -> None:
         writer.close()
 
 
-def load(port: int, ids: list[int], clients: int) -> Run:
-    """Send GET /api/customers/<id> for every id over `clients` keep-alive connections."""
+@dataclass
+class Noise:
+    """What the clients asking random ids got."""
+
+    requests: int = 0
+    seconds: float = 0.0
+    statuses: dict[int, int] = field(default_factory=dict)
+    cache: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+
+
+async def _noisy_client(
+    port: int, rng: random.Random, id_space: int, rate: float, done, noise: Noise, key: str
+) -> None:
+    """Ask for random ids, at most `rate` per second, until `done` is set."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    interval = 1 / rate
+    due = time.perf_counter() + rng.random() * interval  # not all 50 in step
+    try:
+        while not done.is_set():
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            due = max(due + interval, time.perf_counter())
+            start = time.perf_counter()
+            status, cache, _ = await _get(reader, writer, rng.randint(1, id_space), key)
+            noise.latencies.append(time.perf_counter() - start)
+            noise.requests += 1
+            noise.statuses[status] = noise.statuses.get(status, 0) + 1
+            noise.cache[cache] = noise.cache.get(cache, 0) + 1
+    finally:
+        writer.close()
+
+
+def load(
+    port: int,
+    ids: list[int],
+    clients: int,
+    key: str,
+    *,
+    noisy: int = 0,
+    noisy_rate: float = 0.0,
+    id_space: int = 0,
+    noise: Noise | None = None,
+) -> Run:
+    """Send GET /api/customers/<id> for every id over `clients` keep-alive connections, while
+    `noisy` more connections ask for random ids in 1..`id_space` (at most `noisy_rate`/s each)."""
     import uvloop
 
     run = Run()
     counter = iter(range(len(ids)))
+    rng = random.Random(7)
 
     def next_index() -> int | None:
         return next(counter, None)
 
     async def main() -> None:
-        await asyncio.gather(*(_client(port, ids, next_index, run) for _ in range(clients)))
+        done = asyncio.Event()
+        noisy_tasks = [
+            asyncio.create_task(
+                _noisy_client(
+                    port, random.Random(rng.random()), id_space, noisy_rate, done, noise, key
+                )
+            )
+            for _ in range(noisy)
+        ]
+        if noisy_tasks:
+            await asyncio.sleep(1.0)  # the noise is under way before the hits are timed
+        started = time.perf_counter()
+        try:
+            await asyncio.gather(
+                *(_client(port, ids, next_index, run, key) for _ in range(clients))
+            )
+            run.seconds = time.perf_counter() - started
+        finally:
+            done.set()
+            await asyncio.gather(*noisy_tasks)
+        if noise is not None:
+            noise.seconds = time.perf_counter() - started
 
-    cpu, start = time.process_time(), time.perf_counter()
+    cpu = time.process_time()
     uvloop.run(main())
-    run.seconds = time.perf_counter() - start
     run.cpu_seconds = time.process_time() - cpu
     return run
+
+
+def create_api_key(url: str) -> str:
+    """A key for every request (`Authorization: Bearer`), made before the servers start."""
+    from sqlalchemy import create_engine
+
+    from crm_pipeline.db.api_keys import create_key
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            return create_key(conn, "bench", "customers:read,analytics:read")
+    finally:
+        engine.dispose()
 
 
 # --- the benchmark ------------------------------------------------------------------------------
@@ -223,10 +317,21 @@ def _line(label: str, run: Run) -> str:
     )
 
 
+def _latency_line(label: str, run: Run) -> str:
+    p50, p99 = (harness.percentile(run.latencies, q) * 1000 for q in (50, 99))
+    return f"{label:<10} {run.rate:>7,.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  (hits)"
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, help="requests per run (default 20k, quick 2k)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent connections")
     parser.add_argument("--customers", type=int, help="seeded customers (default 100k, quick 5k)")
+    parser.add_argument(
+        "--noisy-rate",
+        type=float,
+        default=20.0,
+        help=f"requests/s of each of the {NOISY_CLIENTS} clients asking random ids",
+    )
     parser.add_argument("--serve", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
 
@@ -257,19 +362,37 @@ def main() -> int:
         os.environ.update({k: v for k, v in env.items() if k.startswith("CRM_")})
         rows = seed_customers(url, customers)
         materialize_profiles(url, cache, working)
+        key = create_api_key(url)
         folder = cache / "customers"
 
         runs: dict[str, Run] = {}
+        noise = Noise()
         for which in ("ours", "reference"):
             server = Server(which, env)
             try:
-                load(server.port, warmup, args.clients)
+                load(server.port, warmup, args.clients, key)
                 before = server.cpu_seconds()
-                runs[which] = load(server.port, ids, args.clients)
+                runs[which] = load(server.port, ids, args.clients, key)
                 runs[which].server_cpu_seconds = server.cpu_seconds() - before
+                if which == "ours":
+                    # The same hits alone, then beside the clients asking random ids.
+                    runs["idle"] = load(server.port, ids, args.clients, key)
+                    runs["loaded"] = load(
+                        server.port,
+                        ids,
+                        args.clients,
+                        key,
+                        noisy=NOISY_CLIENTS,
+                        noisy_rate=args.noisy_rate,
+                        id_space=customers * NOISY_ID_SPACE,
+                        noise=noise,
+                    )
             finally:
                 server.stop()
             check(runs[which], which, folder, hits=which == "ours")
+        # Hits stay hits under the noise: its misses write other customers' files only.
+        check(runs["idle"], "idle", folder, hits=True)
+        check(runs["loaded"], "loaded", folder, hits=True)
         shutil.rmtree(cache, ignore_errors=True)
 
     ours, ref = runs["ours"], runs["reference"]
@@ -285,9 +408,25 @@ def main() -> int:
         ">= 5",
         note=f"p99 {ms(ours, 99):.1f} ms ours vs {ms(ref, 99):.1f} ms reference",
     )
+    idle, loaded = runs["idle"], runs["loaded"]
+    noisy_rate = noise.requests / noise.seconds if noise.seconds else 0.0
+    noisy_p50 = harness.percentile(noise.latencies, 50) * 1000 if noise.latencies else 0.0
+    isolation = harness.measure(
+        f"B5 hit p50 beside {NOISY_CLIENTS} clients asking random ids",
+        ms(loaded, 50),
+        ms(idle, 50),
+        "ms",
+        "<= 3",
+        note=(
+            f"{noisy_rate:,.0f} random-id req/s alongside; hit p99 {ms(loaded, 99):.1f} ms "
+            f"vs {ms(idle, 99):.1f} ms idle"
+        ),
+    )
+    statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(noise.statuses.items()))
+    caches = ", ".join(f"{k}: {v:,}" for k, v in sorted(noise.cache.items()))
     harness.report(
         "B5 cache-first reads on loopback (real API under uvicorn vs the route built from the DB)",
-        [measurement],
+        [measurement, isolation],
         args,
         details=[
             f"{requests:,} requests per run over {args.clients} keep-alive connections, ids "
@@ -295,8 +434,14 @@ def main() -> int:
             f"orders, {rows['messages']:,} messages)",
             _line("ours", ours),
             _line("reference", ref),
+            _latency_line("idle", idle),
+            _latency_line("loaded", loaded),
+            f"loaded: {NOISY_CLIENTS} more connections asked random ids in 1..{customers * 10:,} "
+            f"at up to {args.noisy_rate:g}/s each: {noise.requests:,} requests "
+            f"({noisy_rate:,.0f}/s, p50 {noisy_p50:.2f} ms; {statuses}; X-Cache {caches})",
             "client, server and PostgreSQL share the machine's 2 cores; one uvicorn process",
-            "all responses 200 (ours: all X-Cache HIT); sampled bodies equal the cache files",
+            "all hit responses 200 (ours: all X-Cache HIT); sampled bodies equal the cache files",
+            "every request sends Authorization: Bearer <key> (customers:read, analytics:read)",
         ],
     )
     return 0

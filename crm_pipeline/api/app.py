@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,13 +10,15 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 
 from crm_pipeline.api import cache_reads, problems, webhooks, writes
+from crm_pipeline.api.auth import KeyRing
 from crm_pipeline.api.cache_reads import CacheStore
 from crm_pipeline.api.database import Database
+from crm_pipeline.api.hosts import LOOPBACK_HOSTS, TrustedHosts
 from crm_pipeline.api.limits import BodySizeLimit
 from crm_pipeline.config import Settings, load_settings, normalize_database_url
-from crm_pipeline.db.engine import resolve_database_url
+from crm_pipeline.db.engine import libpq_url, resolve_database_url
 
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # Meta's webhook deliveries are a few KB
+log = logging.getLogger("crm_pipeline.api")
 
 
 def create_app(
@@ -26,8 +28,13 @@ def create_app(
     cache_dir: Path | str | None = None,
     cache_ttl_seconds: int | None = None,
     max_body_bytes: int | None = None,
+    allowed_hosts: tuple[str, ...] | None = None,
 ) -> FastAPI:
-    """Build the API. Arguments override the environment (`load_settings()`)."""
+    """Build the API. Arguments override the environment (`load_settings()`).
+
+    `allowed_hosts` are the `Host` names accepted (default: `CRM_API_ALLOWED_HOSTS`, else the
+    loopback names; `crm-pipeline serve` refuses a non-loopback bind without the setting).
+    """
     settings = settings or load_settings()
     if database_url is not None:
         database_url = normalize_database_url(database_url)
@@ -36,16 +43,29 @@ def create_app(
         # The embedded server (when CRM_DATABASE_URL is unset) starts on first use, not here.
         return database_url or resolve_database_url(settings)
 
-    db = Database(url, connect_timeout=int(os.environ.get("CRM_API_DB_CONNECT_TIMEOUT", "3")))
+    db = Database(url, connect_timeout=settings.api.db_connect_timeout)
     store = CacheStore(
         Path(cache_dir) if cache_dir is not None else settings.cache_dir,
         db,
-        cache_ttl_seconds if cache_ttl_seconds is not None else cache_reads.ttl_from_env(),
+        cache_ttl_seconds if cache_ttl_seconds is not None else settings.api.cache_ttl_seconds,
     )
+
+    keys = KeyRing(lambda: libpq_url(url()), settings.data_dir / "api" / "keyring.json")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(keys.start)
+        if settings.production and keys.count() == 0:
+            log.warning(
+                "no active API key: every /api/ route answers 401 until one is created "
+                "(crm-pipeline api-keys create --name NAME --scopes ...)"
+            )
+        # Before the server accepts connections, so no request waits for these imports.
+        cache_reads.preload()
         yield
+        keys.stop()
         store.close()
         db.dispose()
 
@@ -60,6 +80,7 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.cache = store
+    app.state.keys = keys
     problems.install(app)
     app.include_router(webhooks.router)
     app.include_router(writes.router)
@@ -73,8 +94,12 @@ def create_app(
             body["database_unavailable_since"] = db.down_since_iso()
         return body
 
-    limit = max_body_bytes or int(
-        os.environ.get("CRM_API_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))
+    limit = max_body_bytes or settings.api.max_body_bytes
+    app.add_middleware(
+        BodySizeLimit, max_bytes=limit, body_timeout=settings.api.body_timeout_seconds
     )
-    app.add_middleware(BodySizeLimit, max_bytes=limit)
+    # Added last, so it runs first: a foreign Host is refused before anything else happens.
+    app.add_middleware(
+        TrustedHosts, allowed=allowed_hosts or settings.api_allowed_hosts or LOOPBACK_HOSTS
+    )
     return app

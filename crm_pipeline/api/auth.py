@@ -48,6 +48,13 @@ bearer = HTTPBearer(
 )
 
 
+# Documented on every route that needs a key (the OpenAPI document shows them).
+AUTH_RESPONSES: dict[int | str, dict] = {
+    401: {"description": "no API key, or an unknown or revoked one (`WWW-Authenticate: Bearer`)"},
+    403: {"description": "the API key lacks this route's scope"},
+}
+
+
 class KeyRing:
     """The active API keys of this process, by hash, kept current by a listener thread."""
 
@@ -64,6 +71,10 @@ class KeyRing:
     def lookup(self, key: str) -> ActiveKey | None:
         """The active key `key`, or None (unknown or revoked). No I/O."""
         return self._keys.get(hash_key(key))
+
+    def count(self) -> int:
+        """How many active keys this process knows."""
+        return len(self._keys)
 
     def mark_used(self, key: ActiveKey) -> None:
         with self._used_lock:

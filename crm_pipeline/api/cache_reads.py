@@ -6,6 +6,15 @@
   covers; served at once while one background refresh per key rebuilds it.
 - DB down: every existing file is still served (STALE, with `X-Stale-Since`, the time the data
   was generated, and `X-Database-Unavailable-Since`); a miss answers 503.
+
+Every answer says `Cache-Control: private, no-cache`: a browser may keep the file but asks
+again each time, with the ETag, and gets a 304 while the file is current. The API already
+knows cheaply whether a file is current, and a max-age would let a browser show data older than
+a committed write.
+
+A 404 (an id that does not exist) is remembered with the watermark of the snapshot that found
+it absent, so asking again costs the batched change-log check instead of a build, until a
+change for that id (its creation, say) appears.
 """
 
 from __future__ import annotations
@@ -14,22 +23,24 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
-import os
 import threading
+import time
 import weakref
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Security
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 from sqlalchemy import Connection, text
-from starlette.concurrency import run_in_threadpool
 
+from crm_pipeline.api.auth import AUTH_RESPONSES, authenticate
 from crm_pipeline.api.database import Database
 from crm_pipeline.api.problems import DatabaseUnavailable, Problem
 from crm_pipeline.cachefile import dumps, envelope, write_json_atomic
@@ -37,7 +48,12 @@ from crm_pipeline.db.changelog import reflected_watermark
 
 log = logging.getLogger("crm_pipeline.api.cache")
 
-DEFAULT_TTL_SECONDS = 300
+# Misses built at once; the rest wait their turn. Each build thread competes with the event
+# loop for the GIL and with PostgreSQL for the cores, so a burst of misses (a scan of random
+# ids, say) would otherwise slow every hit down (benchmarks/api_reads.py measures it).
+MAX_CONCURRENT_BUILDS = 2
+MAX_REMEMBERED_ABSENT = 10_000  # remembered 404s, least recently used dropped first
+CACHE_CONTROL = "private, no-cache"
 CUSTOMER_ENTITIES = ("customers", "orders", "leads", "conversations", "messages")
 
 
@@ -98,12 +114,16 @@ class ChangeChecks:
     as a group commit does. Each answer still comes from a snapshot taken after its request
     arrived, so a write committed before a read is always seen by that read: exactly what one
     query per request gives.
+
+    The query runs on a thread of its own, not in the shared worker pool: when misses fill
+    that pool with builds, hits must not queue behind them.
     """
 
     MAX_BATCH = 256
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-check")
         self._lock = threading.Lock()
         # Futures belong to one event loop: one queue per loop (tests may run several).
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = (
@@ -131,7 +151,9 @@ class ChangeChecks:
                 batch = queue.waiting[: self.MAX_BATCH]
                 del queue.waiting[: self.MAX_BATCH]
                 try:
-                    stale = await run_in_threadpool(self._query, [b[:3] for b in batch])
+                    stale = await asyncio.get_running_loop().run_in_executor(
+                        self._thread, self._query, [b[:3] for b in batch]
+                    )
                 except Exception as exc:  # every caller in the batch sees the failure
                     for *_, future in batch:
                         if not future.done():
@@ -149,6 +171,9 @@ class ChangeChecks:
             for *_, future in queue.waiting:  # only when cancelled
                 future.cancel()
             queue.waiting.clear()
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=True)
 
     def _query(self, keys: list[tuple[str, str, int | None]]) -> set[int]:
         params = {
@@ -171,18 +196,35 @@ class _LoopQueue:
 class CacheStore:
     """Reads, builds and refreshes cache files; one refresh per key at a time."""
 
-    def __init__(self, cache_dir: Path, db: Database, ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        db: Database,
+        ttl_seconds: int,
+        max_remembered_absent: int = MAX_REMEMBERED_ABSENT,
+        max_concurrent_builds: int = MAX_CONCURRENT_BUILDS,
+    ) -> None:
         self.cache_dir = Path(cache_dir)
         self.db = db
         self.ttl_seconds = ttl_seconds
+        self.max_remembered_absent = max_remembered_absent
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cache-refresh")
+        self._builders = ThreadPoolExecutor(
+            max_workers=max_concurrent_builds,
+            thread_name_prefix="cache-build",
+        )
         self._lock = threading.Lock()
         self._refreshing: set[str] = set()
-        self._build_locks: dict[str, threading.Lock] = {}
+        # Only keys with a build running or waiting have a lock: bounded by the worker threads.
+        self._build_locks: dict[str, _KeyLock] = {}
+        # key name -> (watermark of the snapshot that found it absent, when, monotonic)
+        self._absent: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._changes = ChangeChecks(db)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._builders.shutdown(wait=True, cancel_futures=True)
+        self._changes.close()
 
     def read(self, key: CacheKey) -> Cached | None:
         path = self.cache_dir / key.path
@@ -209,15 +251,16 @@ class CacheStore:
 
     def build(self, key: CacheKey) -> Cached | None:
         """Build from one DB snapshot and publish atomically; None when the resource is absent."""
-        lock = self._build_lock(key.name)
-        with lock:
+        with self._build_lock(key.name):
             with self.db.snapshot() as conn:
                 payload = key.build(conn)
                 watermark = reflected_watermark(conn)
             if payload is None:
                 # Gone from the DB (e.g. a deleted customer): drop its file so it 404s too.
                 (self.cache_dir / key.path).unlink(missing_ok=True)
+                self._remember_absent(key.name, watermark)
                 return None
+            self._forget_absent(key.name)
             document = envelope(payload, watermark=watermark, schema_version=key.schema_version)
             try:
                 write_json_atomic(self.cache_dir / key.path, document)
@@ -225,6 +268,10 @@ class CacheStore:
                 log.error("could not write cache file %s: %s", key.path, type(exc).__name__)
             body = dumps(document)
             return Cached(body, orjson.loads(body))
+
+    async def build_for_request(self, key: CacheKey) -> Cached | None:
+        """`build` on one of the build threads (`max_concurrent_builds` at a time)."""
+        return await asyncio.get_running_loop().run_in_executor(self._builders, self.build, key)
 
     def refresh_in_background(self, key: CacheKey) -> bool:
         """Schedule one rebuild of `key` unless one is already running; True if scheduled."""
@@ -256,9 +303,55 @@ class CacheStore:
         with self._lock:
             return name in self._refreshing
 
-    def _build_lock(self, name: str) -> threading.Lock:
+    async def known_absent(self, key: CacheKey) -> bool:
+        """True when a build found `key` absent and no change since says otherwise.
+
+        One batched change-log check (as for a hit) instead of a build. A remembered absence
+        also expires with the TTL, as a file does.
+        """
         with self._lock:
-            return self._build_locks.setdefault(name, threading.Lock())
+            entry = self._absent.get(key.name)
+            if entry is None:
+                return False
+            self._absent.move_to_end(key.name)
+        watermark, found_at = entry
+        if time.monotonic() - found_at >= self.ttl_seconds:
+            return False
+        return not await self._changes.changed_since(watermark, key.entities, key.customer_id)
+
+    def _remember_absent(self, name: str, watermark: str) -> None:
+        with self._lock:
+            self._absent[name] = (watermark, time.monotonic())
+            self._absent.move_to_end(name)
+            while len(self._absent) > self.max_remembered_absent:
+                self._absent.popitem(last=False)
+
+    def _forget_absent(self, name: str) -> None:
+        with self._lock:
+            self._absent.pop(name, None)
+
+    @contextmanager
+    def _build_lock(self, name: str) -> Iterator[None]:
+        """One build per key at a time; the lock is dropped when nobody holds or awaits it."""
+        with self._lock:
+            entry = self._build_locks.get(name)
+            if entry is None:
+                entry = self._build_locks[name] = _KeyLock()
+            entry.users += 1
+        try:
+            with entry.lock:
+                yield
+        finally:
+            with self._lock:
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._build_locks[name]
+
+
+@dataclass
+class _KeyLock:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0  # holding or waiting
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
@@ -282,9 +375,16 @@ async def serve(request: Request, key: CacheKey) -> Response:
     status = "HIT"
     extra: dict[str, str] = {}
     if cached is None:
-        built = await run_in_threadpool(store.build, key)  # DatabaseUnavailable → 503
+        built = None
+        if not await store.known_absent(key):  # a remembered 404 needs no build
+            built = await store.build_for_request(key)  # DatabaseUnavailable → 503
         if built is None:
-            raise Problem(404, "Not found", f"No {key.name.split(':')[0]} with that id.")
+            raise Problem(
+                404,
+                "Not found",
+                f"No {key.name.split(':')[0]} with that id.",
+                headers={"Cache-Control": CACHE_CONTROL},
+            )
         cached, status = built, "MISS"
     else:
         try:
@@ -299,15 +399,10 @@ async def serve(request: Request, key: CacheKey) -> Response:
             if db.down_since_iso():
                 extra["X-Database-Unavailable-Since"] = db.down_since_iso()
 
-    if status == "STALE":
-        cache_control = "private, no-cache"
-    else:
-        remaining = max(0, store.ttl_seconds - cached.age_seconds())
-        cache_control = f"private, max-age={remaining}"
     headers = {
         "X-Cache": status,
         "ETag": cached.etag,
-        "Cache-Control": cache_control,
+        "Cache-Control": CACHE_CONTROL,
         "Age": str(cached.age_seconds()),
         **extra,
     }
@@ -337,14 +432,22 @@ def _customer_key(customer_id: int) -> CacheKey:
     from crm_pipeline.defs.cache import customers
     from crm_pipeline.defs.cache.assets import CUSTOMER_SCHEMA_VERSION
 
+    def build(conn: Connection) -> dict[str, Any] | None:
+        # An unknown id (a typo, a scan) costs one indexed lookup, not the profile's queries.
+        exists = conn.execute(_CUSTOMER_EXISTS, {"id": customer_id}).first()
+        return customers.build_profiles(conn, [customer_id]).get(customer_id) if exists else None
+
     return CacheKey(
         f"customer:{customer_id}",
         f"{customers.PROFILE_DIR}/{customer_id}.json",
         CUSTOMER_SCHEMA_VERSION,
         CUSTOMER_ENTITIES,
-        lambda conn: customers.build_profiles(conn, [customer_id]).get(customer_id),
+        build,
         customer_id=customer_id,
     )
+
+
+_CUSTOMER_EXISTS = text("SELECT 1 FROM customers WHERE id = :id")
 
 
 def _summary_key() -> CacheKey:
@@ -385,14 +488,25 @@ def _insights_key() -> CacheKey:
 
 router = APIRouter(tags=["reads"])
 
+# Personal data (names, emails, phones, messages, lead answers) ...
+_CUSTOMERS_READ = [Security(authenticate, scopes=["customers:read"])]
+# ... and aggregates without personal data.
+_ANALYTICS_READ = [Security(authenticate, scopes=["analytics:read"])]
+
 _CACHED = {
+    **AUTH_RESPONSES,
     200: {"description": "the cache file (X-Cache: HIT, MISS or STALE)"},
     304: {"description": "If-None-Match matched the ETag"},
     503: {"description": "no cached copy and the database is unavailable"},
 }
 
 
-@router.get("/api/customers", responses=_CACHED, summary="Customer list (cache-first)")
+@router.get(
+    "/api/customers",
+    responses=_CACHED,
+    summary="Customer list (cache-first)",
+    dependencies=_CUSTOMERS_READ,
+)
 async def customer_index(request: Request) -> Response:
     """`customers/index.json`."""
     return await serve(request, _customer_index_key())
@@ -402,6 +516,7 @@ async def customer_index(request: Request) -> Response:
     "/api/customers/{customer_id}",
     responses={**_CACHED, 404: {"description": "no such customer"}},
     summary="Customer 360 (cache-first)",
+    dependencies=_CUSTOMERS_READ,
 )
 async def customer_profile(
     request: Request, customer_id: int = PathParam(ge=1, le=2**63 - 1)
@@ -410,17 +525,32 @@ async def customer_profile(
     return await serve(request, _customer_key(customer_id))
 
 
-@router.get("/api/analytics/summary", responses=_CACHED, summary="KPI summary (cache-first)")
+@router.get(
+    "/api/analytics/summary",
+    responses=_CACHED,
+    summary="KPI summary (cache-first)",
+    dependencies=_ANALYTICS_READ,
+)
 async def analytics_summary(request: Request) -> Response:
     """`analytics/summary.json`."""
     return await serve(request, _summary_key())
 
 
-@router.get("/api/marketing/insights", responses=_CACHED, summary="Ad insights (cache-first)")
+@router.get(
+    "/api/marketing/insights",
+    responses=_CACHED,
+    summary="Ad insights (cache-first)",
+    dependencies=_ANALYTICS_READ,
+)
 async def marketing_insights(request: Request) -> Response:
     """`marketing/insights.json`."""
     return await serve(request, _insights_key())
 
 
-def ttl_from_env() -> int:
-    return int(os.environ.get("CRM_API_CACHE_TTL_SECONDS", DEFAULT_TTL_SECONDS))
+def preload() -> None:
+    """Import what the keys import lazily (Dagster and the builders, over a second), so that
+    happens at startup and not on the event loop inside the first request."""
+    _customer_index_key()
+    _customer_key(1)
+    _summary_key()
+    _insights_key()

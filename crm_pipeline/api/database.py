@@ -123,9 +123,7 @@ class Database:
         """
         with self._guard(), self.engine().begin() as conn:
             if actor is not None:
-                conn.execute(
-                    text("SELECT set_config('crm.actor', :actor, true)"), {"actor": actor}
-                )
+                conn.execute(text("SELECT set_config('crm.actor', :actor, true)"), {"actor": actor})
             yield conn
 
     @contextmanager

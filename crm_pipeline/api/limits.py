@@ -1,79 +1,157 @@
-"""Request body size limit, enforced before the body is read into memory."""
+"""Request body limits: size (413) and a read timeout (408), enforced as the body arrives.
+
+A 413 is only useful if the client can read it. Most clients send the whole body before they
+read anything; closing the connection with part of the body still unread makes the kernel
+answer with a reset, and the client sees "connection reset" instead of the 413. So, like
+nginx's lingering close, the rest of the body is read and thrown away first, within bounds
+(`LINGER_BYTES`, `LINGER_SECONDS`, and the per-read timeout), and only then answered.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_pipeline.api.problems import PROBLEM_JSON
 
+DEFAULT_BODY_TIMEOUT_SECONDS = 10.0
+# What may be read and discarded after the limit is passed, so the client reads the 413. It
+# costs only the client's upload time (bounded below), not memory; 16 MiB covers a client that
+# sends a few MB "blind", whatever the configured limit.
+LINGER_BYTES = 16 * 1024 * 1024
+LINGER_SECONDS = 30.0  # as nginx's lingering_time
 
-class _TooLarge(Exception):
-    pass
+
+class _BodyError(Exception):
+    """The body broke a limit; raised into the app from `receive`, answered by the middleware."""
 
 
 class BodySizeLimit:
-    """Answer 413 when a body exceeds `max_bytes` (declared Content-Length or streamed)."""
+    """Answer 413 when a body exceeds `max_bytes` (declared Content-Length or streamed), and
+    408 when the client stops sending its body for `body_timeout` seconds."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS,
+        linger_bytes: int = LINGER_BYTES,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout = body_timeout
+        self.linger_bytes = linger_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared: int | None = None
+        expects_continue = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    declared = int(value)
                 except ValueError:
-                    too_big = False
-                if too_big:
-                    await self._reject(send)
-                    return
+                    declared = None
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expects_continue = True
+        if declared is not None and declared > self.max_bytes:
+            # Reading would make the server send `100 Continue` to a client that waits for it.
+            if not expects_continue and declared <= self.linger_bytes:
+                await self._discard_rest(receive)
+            await self._too_large(send)
+            return
+
         received = 0
+        complete = False  # the whole body arrived: later receives only wait for a disconnect
+        failure: int | None = None  # 413 or 408 once the body broke a limit
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete, failure
+            if failure is not None:
+                raise _BodyError
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    message = await receive()
+            except TimeoutError:
+                failure = 408
+                raise _BodyError from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    failure = 413
+                    raise _BodyError
+                complete = not message.get("more_body", False)
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if failure is not None:
+                return  # whatever the app makes of the error, the answer is ours
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._reject(send)
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            # The app may let our error through, or wrap it in one of its own.
+            if failure is None:
+                raise
+        if failure is None or started:
+            return
+        if failure == 413:
+            await self._discard_rest(receive)
+            await self._too_large(send)
+        else:
+            await _reject(
+                send,
+                408,
+                "Request timeout",
+                f"No body data arrived for {self.body_timeout:g} seconds.",
+            )
 
-    async def _reject(self, send: Send) -> None:
-        body = orjson.dumps(
-            {
-                "type": "about:blank",
-                "title": "Request body too large",
-                "status": 413,
-                "detail": f"The limit is {self.max_bytes} bytes.",
-            }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _discard_rest(self, receive: Receive) -> None:
+        """Read and drop what is left of the body, within LINGER_BYTES and LINGER_SECONDS."""
+        deadline = time.monotonic() + LINGER_SECONDS
+        discarded = 0
+        while discarded <= self.linger_bytes:
+            timeout = min(self.body_timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                return
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await receive()
+            except TimeoutError:
+                return
+            if message["type"] != "http.request":
+                return  # the client went away
+            discarded += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+    async def _too_large(self, send: Send) -> None:
+        await _reject(send, 413, "Request body too large", f"The limit is {self.max_bytes} bytes.")
+
+
+async def _reject(send: Send, status: int, title: str, detail: str) -> None:
+    body = orjson.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

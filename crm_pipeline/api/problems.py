@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("crm_pipeline.api")
 
@@ -95,12 +97,80 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # The traceback stays in the server log; the client gets no internals.
-        log.error(
-            "unhandled %s on %s %s",
-            type(exc).__name__,
-            request.method,
-            request.url.path,
-            exc_info=exc,
-        )
+        # Starlette's ServerErrorMiddleware calls this, answers, then re-raises to the server,
+        # which would log the error a second time, message included: `_LoggedOnce` stops that.
+        log_unhandled(request.method, _route_path(request.scope), exc)
+        request.scope[_LOGGED] = True
         return problem_response(500, "Internal server error")
+
+    build_middleware_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: _LoggedOnce(build_middleware_stack())  # type: ignore[method-assign]
+
+
+_LOGGED = "crm_pipeline.error_logged"
+
+
+class _LoggedOnce:
+    """Outside Starlette's ServerErrorMiddleware: swallow an error it has already answered
+    and `_unexpected` has logged, instead of letting uvicorn log it again with its message."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            if not scope.get(_LOGGED):
+                raise
+
+
+def _route_path(scope: Scope) -> str:
+    # The route's template (`/api/customers/{customer_id}`), not the URL with its values.
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "(no route)"
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def describe_exception(exc: BaseException) -> str:
+    """The exception's type and traceback frames (file, line, function), and the same for the
+    exceptions it was raised from; never a message or a value, which may hold personal data
+    (a psycopg DETAIL with an email, say)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(_type_name(current) + " (message withheld), most recent call last:")
+        parts.extend(
+            f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}'
+            for frame in traceback.extract_tb(current.__traceback__)
+        )
+        if current.__cause__ is not None:
+            parts.append("raised from:")
+            current = current.__cause__
+        elif current.__context__ is not None and not current.__suppress_context__:
+            parts.append("raised while handling:")
+            current = current.__context__
+        else:
+            current = None
+    return "\n".join(parts)
+
+
+def log_unhandled(method: str, route: str, exc: BaseException) -> None:
+    """One error record for an unhandled exception: type, method, route and frames only."""
+    log.error(
+        "unhandled %s on %s %s\n%s",
+        _type_name(exc),
+        method,
+        route,
+        describe_exception(exc),
+        extra={"error_type": _type_name(exc), "method": method, "route": route},
+    )

@@ -26,12 +26,16 @@ from pydantic_extra_types.currency_code import ISO4217
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DataError, IntegrityError
 
-from crm_pipeline.api.auth import actor, authenticate
+from crm_pipeline.api.auth import AUTH_RESPONSES, actor, authenticate
 from crm_pipeline.api.problems import Problem
 from crm_pipeline.db.crm_core import ORDER_STATUSES, link_leads_to_customers
 
 # Every write needs a key with `crm:write`; change rows name that key as their actor.
-router = APIRouter(tags=["writes"], dependencies=[Security(authenticate, scopes=["crm:write"])])
+router = APIRouter(
+    tags=["writes"],
+    dependencies=[Security(authenticate, scopes=["crm:write"])],
+    responses=AUTH_RESPONSES,
+)
 
 
 def _nfkc(value: Any) -> Any:

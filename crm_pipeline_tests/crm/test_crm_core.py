@@ -29,5 +29,5 @@ def test_leads_attach_to_existing_customers_or_create_them(clean_db):
     assert links["l3"] == links["l4"] == new.id
     assert new.name == "First Name"
     assert links["l5"] is None
-    assert result == {"leads_linked": 4, "customers_created": 1}
-    assert again == {"leads_linked": 0, "customers_created": 0}
+    assert result == {"leads_linked": 4, "customers_created": 1, "leads_ambiguous": 0}
+    assert again == {"leads_linked": 0, "customers_created": 0, "leads_ambiguous": 0}
