@@ -72,7 +72,9 @@ def product_env(work: Path, database_url: str, graph_url: str) -> dict[str, str]
         CRM_DATA_DIR=str(work / "data"),
         CRM_CACHE_DIR=str(work / "cache"),
         CRM_INSIGHTS_MODE="sync",
-        FB_GRAPH_URL=graph_url,
+        # The bundled emulator, asked for explicitly: the one this benchmark started.
+        FB_GRAPH_URL="emulator",
+        CRM_EMULATOR_URL=graph_url,
         FB_AD_ACCOUNT_IDS=ACCOUNT,
         FB_PAGE_ID=PAGE_ID,
         NO_PROXY="127.0.0.1,localhost",
