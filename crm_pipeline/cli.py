@@ -41,13 +41,10 @@ def _db_prune_changes(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import os
+    from crm_pipeline.config import ask_for_emulator_in_this_process
 
-    # The demo asks for the bundled emulator, before the definitions (whose account partitions
-    # come from the settings) are imported; real credentials play no part in it.
-    for name in ("FB_ACCESS_TOKEN", "FB_AD_ACCOUNT_IDS", "FB_PAGE_ID", "CRM_EMULATOR_URL"):
-        os.environ.pop(name, None)
-    os.environ["FB_GRAPH_URL"] = "emulator"
+    # Before the definitions are imported: the demo's partitions are the emulator's accounts.
+    ask_for_emulator_in_this_process()
     from crm_pipeline.demo import run_demo
 
     return run_demo(days=args.days)

@@ -596,6 +596,19 @@ def _variable_of(loc: tuple) -> str:
     return fields.get((None, loc[0]), str(loc[0])) if loc else "configuration"
 
 
+def ask_for_emulator_in_this_process() -> None:
+    """Point this process (and what it starts) at the bundled emulator, credentials dropped.
+
+    For the demo only: it must happen before the definitions are imported, because their
+    account partitions come from the settings.
+    """
+    import os
+
+    for variable in ("FB_ACCESS_TOKEN", "FB_AD_ACCOUNT_IDS", "FB_PAGE_ID", "CRM_EMULATOR_URL"):
+        os.environ.pop(variable, None)
+    os.environ.update(FB_GRAPH_URL=EMULATOR)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate settings from `env` (default: the process environment).
 
