@@ -46,7 +46,12 @@ def dumps(document: dict[str, Any]) -> bytes:
 
 def write_json_atomic(path: Path, document: dict[str, Any]) -> int:
     """Write `document` to `path` atomically (temp file, fsync, rename); return its size."""
-    data = dumps(document)
+    return write_bytes_atomic(path, dumps(document))
+
+
+def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> int:
+    """Write `data` to `path` atomically with permissions `mode` (0o600: the owner only, for
+    local secrets such as the API's key snapshot); return its size."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -54,7 +59,7 @@ def write_json_atomic(path: Path, document: dict[str, Any]) -> int:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; readers may run as another user
+        os.chmod(tmp, mode)  # mkstemp makes 0600; cache readers may run as another user
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -468,10 +468,6 @@ class Settings(BaseSettings):
         """Where the embedded PostgreSQL keeps its data when `CRM_DATABASE_URL` is unset."""
         return self.data_dir / "pg"
 
-    @property
-    def api_allowed_hosts(self) -> tuple[str, ...]:
-        return self.api.allowed_hosts
-
     def effective_mask_key(self) -> bytes:
         """The HMAC key of masked clones: `CRM_MASK_KEY`, else the public built-in one."""
         return (self.mask_key.reveal() if self.mask_key else DEFAULT_MASK_KEY).encode()

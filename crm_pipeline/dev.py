@@ -30,6 +30,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from crm_pipeline.cachefile import write_bytes_atomic
 from crm_pipeline.config import (
     DEV_APP_SECRET,
     DEV_VERIFY_TOKEN,
@@ -136,10 +137,7 @@ def dev_api_key(url: str, data_dir: Path) -> tuple[str, Path]:
                 return key, path
         revoke_key(conn, DEV_KEY_NAME)
         key = create_key(conn, DEV_KEY_NAME, SCOPES)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
+    write_bytes_atomic(path, (key + "\n").encode(), mode=0o600)
     return key, path
 
 

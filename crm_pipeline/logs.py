@@ -14,7 +14,6 @@ import re
 
 import orjson
 
-LOG_FORMATS = ("text", "json")
 _SECRET_QUERY = re.compile(
     r"(hub\.verify_token|access_token|appsecret_proof|client_secret|password)=[^&\s\"']*", re.I
 )

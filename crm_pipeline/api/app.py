@@ -100,6 +100,6 @@ def create_app(
     )
     # Added last, so it runs first: a foreign Host is refused before anything else happens.
     app.add_middleware(
-        TrustedHosts, allowed=allowed_hosts or settings.api_allowed_hosts or LOOPBACK_HOSTS
+        TrustedHosts, allowed=allowed_hosts or settings.api.allowed_hosts or LOOPBACK_HOSTS
     )
     return app

@@ -14,7 +14,6 @@ folder (hashes only, owner-readable only), so cached reads keep being served to 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
 from crm_pipeline.api.problems import Problem
+from crm_pipeline.cachefile import write_bytes_atomic
 from crm_pipeline.db import api_keys
 from crm_pipeline.db.api_keys import ActiveKey, hash_key
 
@@ -92,10 +92,7 @@ class KeyRing:
             self._thread.join(5)
 
     def _load(self, conn: psycopg.Connection) -> None:
-        rows = conn.execute(
-            "SELECT id, key_hash, name, scopes FROM api_keys WHERE revoked_at IS NULL"
-        ).fetchall()
-        keys = {h: ActiveKey(i, n, frozenset(s)) for i, h, n, s in rows}
+        keys = api_keys.active_keys(conn)
         if keys != self._keys or not self._first_attempt.is_set():
             self._keys = keys
             self._save_snapshot()
@@ -109,12 +106,7 @@ class KeyRing:
             for h, k in sorted(self._keys.items())
         ]
         try:
-            self._snapshot.parent.mkdir(parents=True, exist_ok=True)
-            temp = self._snapshot.with_suffix(".tmp")
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(orjson.dumps(document))
-            os.replace(temp, self._snapshot)
+            write_bytes_atomic(self._snapshot, orjson.dumps(document), mode=0o600)
         except OSError as exc:
             log.warning("could not save the API key snapshot: %s", type(exc).__name__)
 
@@ -138,10 +130,7 @@ class KeyRing:
     def _touch(self, conn: psycopg.Connection) -> None:
         with self._used_lock:
             used, self._used = self._used, set()
-        if used:
-            conn.execute(
-                "UPDATE api_keys SET last_used_at = now() WHERE id = ANY(%s)", [sorted(used)]
-            )
+        api_keys.touch_keys(conn, used)
 
     def _run(self) -> None:
         reported = False

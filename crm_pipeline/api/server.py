@@ -169,7 +169,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info")
     from crm_pipeline.config import load_settings
 
     settings = load_settings()
-    allowed = allowed_hosts_for(host, settings.api_allowed_hosts)  # refuses an open bind
+    allowed = allowed_hosts_for(host, settings.api.allowed_hosts)  # refuses an open bind
     # With JSON logs uvicorn keeps its hands off logging, so its records reach our formatter.
     json_logs = configure_logging(default_level=log_level) == "json"
     options = {"log_config": None} if json_logs else {}

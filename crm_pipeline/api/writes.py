@@ -291,7 +291,7 @@ def create_order(request: Request, response: Response, body: OrderIn) -> dict[st
 def update_order(
     request: Request, body: OrderPatch, order_id: int = Path(ge=1, le=2**63 - 1)
 ) -> dict[str, Any]:
-    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items()}
+    changes = body.model_dump(exclude_unset=True)
     if any(v is None for v in changes.values()):
         raise Problem(422, "Invalid request", "amount, currency and status cannot be null.")
     assignments = ", ".join(f"{c} = :{c}" for c in changes)

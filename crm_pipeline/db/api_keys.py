@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import psycopg
 from sqlalchemy import Connection, text
 
 KEY_PREFIX = "crm_"
@@ -114,18 +115,19 @@ def revoke_key(conn: Connection, name: str) -> int:
     ).rowcount
 
 
-def active_keys(conn: Connection) -> dict[str, ActiveKey]:
+# The API's key ring reads and records these on its own LISTEN connection (plain psycopg).
+
+
+def active_keys(conn: psycopg.Connection) -> dict[str, ActiveKey]:
     """Every unrevoked key, by hash: what the API holds in memory."""
     rows = conn.execute(
-        text("SELECT id, key_hash, name, scopes FROM api_keys WHERE revoked_at IS NULL")
-    )
-    return {r.key_hash: ActiveKey(r.id, r.name, frozenset(r.scopes)) for r in rows}
+        "SELECT id, key_hash, name, scopes FROM api_keys WHERE revoked_at IS NULL"
+    ).fetchall()
+    return {key_hash: ActiveKey(i, name, frozenset(scopes)) for i, key_hash, name, scopes in rows}
 
 
-def touch_keys(conn: Connection, ids: Iterable[int]) -> None:
+def touch_keys(conn: psycopg.Connection, ids: Iterable[int]) -> None:
     """Record that keys were used (batched by the API; not a trigger of a key reload)."""
     ids = sorted(set(ids))
     if ids:
-        conn.execute(
-            text("UPDATE api_keys SET last_used_at = now() WHERE id = ANY(:ids)"), {"ids": ids}
-        )
+        conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = ANY(%s)", [ids])

@@ -52,7 +52,6 @@ from crm_pipeline.config import load_settings, normalize_database_url, redact_ur
 from crm_pipeline.db.engine import libpq_url
 from crm_pipeline.db.schema import Xid8, metadata
 
-MASK_KEY_ENV = "CRM_MASK_KEY"
 MASKED_EMAIL_DOMAIN = "masked.invalid"
 # table -> column -> kind of PII
 PII_COLUMNS: dict[str, dict[str, str]] = {

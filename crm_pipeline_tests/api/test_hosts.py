@@ -69,7 +69,7 @@ def test_an_open_bind_needs_configured_hosts():
     with pytest.raises(ConfigError, match="CRM_API_ALLOWED_HOSTS"):
         allowed_hosts_for("0.0.0.0", ())
     settings = load_settings({"CRM_API_ALLOWED_HOSTS": " CRM.example.com , *.corp.example "})
-    assert settings.api_allowed_hosts == ("crm.example.com", "*.corp.example")
-    assert allowed_hosts_for("0.0.0.0", settings.api_allowed_hosts) == settings.api_allowed_hosts
+    assert settings.api.allowed_hosts == ("crm.example.com", "*.corp.example")
+    assert allowed_hosts_for("0.0.0.0", settings.api.allowed_hosts) == settings.api.allowed_hosts
     with pytest.raises(ConfigError, match="not URLs"):
         load_settings({"CRM_API_ALLOWED_HOSTS": "https://crm.example.com/"})
