@@ -85,10 +85,10 @@ class BodySizeLimit:
                 raise _BodyError from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.max_bytes:
                     failure = 413
                     raise _BodyError
-                complete = not message.get("more_body", False)
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -108,7 +108,8 @@ class BodySizeLimit:
         if failure is None or started:
             return
         if failure == 413:
-            await self._discard_rest(receive)
+            if not complete:  # the last chunk may be the one that broke the limit
+                await self._discard_rest(receive)
             await self._too_large(send)
         else:
             await _reject(

@@ -120,18 +120,22 @@ def test_oversized_body_is_413_and_stores_nothing(clean_db, database_url, start_
     assert response.status_code == 413
     assert response.json()["title"] == "Request body too large"
 
-    # A chunked body without Content-Length is cut off too.
+    # A chunked body without Content-Length is cut off too, and answered at once even when its
+    # last chunk is the one over the limit (nothing is left to discard: the server must not
+    # wait its 10 s body timeout for more). The client's 3 s timeout fails a server that waits.
     def chunks():
         yield body[:1000]
         yield body[1000:]
 
-    with api.client() as client:
-        streamed = client.post(
-            "/webhooks/facebook",
-            content=chunks(),
-            headers={"X-Hub-Signature-256": sign(body, APP_SECRET)},
-        )
-    assert streamed.status_code == 413
+    for _ in range(3):
+        with api.client() as client:
+            streamed = client.post(
+                "/webhooks/facebook",
+                content=chunks(),
+                headers={"X-Hub-Signature-256": sign(body, APP_SECRET)},
+                timeout=3,
+            )
+        assert streamed.status_code == 413
     assert _inbox(clean_db) == []
 
 
