@@ -66,10 +66,10 @@ def reference_app():
     """The real app with `GET /api/customers/{id}` answered from PostgreSQL on every request."""
     from crm_pipeline.api.app import create_app
     from crm_pipeline.api.problems import Problem
+    from crm_pipeline.cache import customers
+    from crm_pipeline.cache.registry import CUSTOMER_SCHEMA_VERSION
     from crm_pipeline.cachefile import dumps, envelope
     from crm_pipeline.db.changelog import reflected_watermark
-    from crm_pipeline.defs.cache import customers
-    from crm_pipeline.defs.cache.assets import CUSTOMER_SCHEMA_VERSION
 
     app = create_app()
 

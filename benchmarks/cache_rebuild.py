@@ -142,11 +142,11 @@ def materialize_profiles(url: str, cache_dir: Path, ids: list[int] | None = None
 
 def build_documents(url: str) -> list[tuple[int, dict]]:
     """Every customer's document exactly as the asset builds it (untimed preparation)."""
+    from crm_pipeline.cache import customers
+    from crm_pipeline.cache.registry import CUSTOMER_SCHEMA_VERSION
     from crm_pipeline.cachefile import envelope
     from crm_pipeline.db.changelog import reflected_watermark
     from crm_pipeline.db.engine import get_engine, read_snapshot
-    from crm_pipeline.defs.cache import customers
-    from crm_pipeline.defs.cache.assets import CUSTOMER_SCHEMA_VERSION
 
     documents = []
     with read_snapshot(get_engine(url)) as conn:
@@ -162,11 +162,11 @@ def build_documents(url: str) -> list[tuple[int, dict]]:
 
 def rebuild_directly(url: str, cache_dir: Path, ids: list[int]) -> None:
     """What the asset does for `ids`, called directly (no Dagster run around it)."""
+    from crm_pipeline.cache import customers
+    from crm_pipeline.cache.registry import CUSTOMER_SCHEMA_VERSION
     from crm_pipeline.cachefile import envelope, write_json_atomic
     from crm_pipeline.db.changelog import reflected_watermark
     from crm_pipeline.db.engine import get_engine, read_snapshot
-    from crm_pipeline.defs.cache import customers
-    from crm_pipeline.defs.cache.assets import CUSTOMER_SCHEMA_VERSION
 
     with read_snapshot(get_engine(url)) as conn:
         watermark = reflected_watermark(conn)

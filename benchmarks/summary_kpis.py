@@ -9,8 +9,8 @@ statuses, 1M ad_insights_daily rows (2,000 ads x 500 days up to today; --quick: 
 
   ours       dagster.materialize([analytics_summary]) with its real resources: compute_summary
              in one snapshot, JSON Schema validation, atomic write of cache/analytics/summary.json.
-             Also shown: the same work without Dagster (publish_from_snapshot +
-             build_validated_summary), to separate Dagster's own cost.
+             Also shown: the same work without Dagster (cache.rebuild.rebuild_file
+             with the registry's summary builder), to separate Dagster's own cost.
   reference  the same KPIs as hand-written SQL run with psycopg in one REPEATABLE READ read-only
              transaction: one pass over orders (GROUPING SETS: per currency, per month and
              currency, newest order), one over ad_insights_daily (per campaign and in total),
@@ -35,15 +35,12 @@ import dagster as dg
 import harness
 import psycopg
 
+from crm_pipeline.cache import registry
+from crm_pipeline.cache.kpis import REVENUE_STATUSES, SUMMARY_SCHEMA_VERSION, WINDOW_DAYS
+from crm_pipeline.cache.rebuild import rebuild_file
+from crm_pipeline.cache.summary import SUMMARY_FILE
 from crm_pipeline.cachefile import dumps, read_json
-from crm_pipeline.defs.analytics.assets import (
-    SUMMARY_FILE,
-    SUMMARY_SCHEMA_VERSION,
-    analytics_summary,
-    build_validated_summary,
-)
-from crm_pipeline.defs.analytics.kpis import REVENUE_STATUSES, WINDOW_DAYS
-from crm_pipeline.defs.cache.publish import publish_from_snapshot
+from crm_pipeline.defs.analytics.assets import analytics_summary
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
 SEED = """
@@ -359,14 +356,7 @@ def main() -> int:
             ).success
 
         def ours_without_dagster() -> None:
-            today = dt.datetime.now(dt.UTC).date()
-            publish_from_snapshot(
-                postgres,
-                storage,
-                SUMMARY_FILE,
-                SUMMARY_SCHEMA_VERSION,
-                lambda conn: build_validated_summary(conn, today),
-            )
+            rebuild_file(postgres.engine(), storage.cache_path(), registry.ANALYTICS_SUMMARY)
 
         def reference() -> dict[str, Any]:
             return reference_summary(conninfo, dt.datetime.now(dt.UTC).date())

@@ -220,6 +220,41 @@ class SensorSettings(_Group):
     )
 
 
+class WorkerSettings(_Group):
+    """The cache worker (`crm-pipeline cache-worker`) and how the sensor defers to it."""
+
+    name: str = _env(
+        "CRM_CACHE_WORKER_NAME",
+        "the worker's name in `cache_worker_state`; replicas sharing it take turns (one active)",
+        "cache-worker",
+        min_length=1,
+    )
+    coalesce_seconds: float = _env(
+        "CRM_CACHE_WORKER_COALESCE_SECONDS",
+        "at most one rebuild per this many seconds of each whole-table file (index, insights, "
+        "summary); customer files are rebuilt at once",
+        1.0,
+        ge=0,
+    )
+    poll_seconds: float = _env(
+        "CRM_CACHE_WORKER_POLL_SECONDS",
+        "the backstop: the change log is read this often even without a notification",
+        5.0,
+        gt=0,
+    )
+    heartbeat_stale_seconds: int = _env(
+        "CRM_CACHE_WORKER_STALE_SECONDS",
+        "a worker heartbeat older than this is dead: the change-log sensor does the work itself",
+        30,
+        ge=1,
+    )
+    report_to_dagster: bool = _env(
+        "CRM_CACHE_WORKER_REPORT",
+        "report each batch to the Dagster instance (DAGSTER_HOME) as runless materializations",
+        True,
+    )
+
+
 class ApiSettings(_Group):
     """The API service (`crm-pipeline serve`)."""
 
@@ -364,6 +399,7 @@ class Settings(BaseSettings):
     graph: GraphSettings = Field(default_factory=GraphSettings)
     sensors: SensorSettings = Field(default_factory=SensorSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @classmethod
     def settings_customise_sources(

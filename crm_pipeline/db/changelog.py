@@ -17,6 +17,32 @@ from sqlalchemy import Connection, text
 
 _SNAPSHOT_XMIN = "pg_snapshot_xmin(pg_current_snapshot())"
 
+# Every change row sends '<txid>:<entity>:<customer>' here when its transaction commits
+# (migration 0005): a wake-up, never the truth. <customer> is '' for none, '*' for a TRUNCATE.
+CHANNEL = "crm_changes"
+ALL_CUSTOMERS = "*"
+
+
+@dataclass(frozen=True)
+class ChangeNotice:
+    """One notification on `CHANNEL`: a committed change to `entity` in transaction `txid`."""
+
+    txid: int
+    entity: str
+    customer_id: int | None  # the customer it touches, if any
+    all_customers: bool = False  # a TRUNCATE: every customer of `entity`
+
+    @classmethod
+    def parse(cls, payload: str) -> ChangeNotice | None:
+        """The notice in `payload`, or None when it is not one of ours."""
+        txid, _, rest = payload.partition(":")
+        entity, _, customer = rest.partition(":")
+        if not txid.isdigit() or not entity:
+            return None
+        if customer == ALL_CUSTOMERS:
+            return cls(int(txid), entity, None, True)
+        return cls(int(txid), entity, int(customer) if customer.isdigit() else None)
+
 
 @dataclass(frozen=True)
 class EntityChanges:

@@ -137,8 +137,9 @@ class CloneResult:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-# Credentials of this deployment, not data: a clone must not let anyone call our API.
-NOT_CLONED = frozenset({"api_keys"})
+# Credentials and process state of this deployment, not data: a clone must not let anyone call
+# our API, nor claim this deployment's cache worker's progress.
+NOT_CLONED = frozenset({"api_keys", "cache_worker_state"})
 
 
 def clone_tables() -> list[Table]:

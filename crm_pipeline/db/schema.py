@@ -290,6 +290,19 @@ api_keys = Table(
     ),
 )
 
+# The cache worker's heartbeat and progress (migration 0005): every change with txid below
+# `watermark` has reached its cache files. The change-log sensor reads it.
+cache_worker_state = Table(
+    "cache_worker_state",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("watermark", Text),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+)
+
 # Tables whose writes are logged row by row (entity_key = the row's key) ...
 ROW_LOGGED_TABLES = ("customers", "orders", "leads", "conversations", "messages")
 # ... and those logged per statement, grouped by a coarse key, so bulk loads write few rows.

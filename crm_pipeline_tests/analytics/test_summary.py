@@ -17,22 +17,19 @@ import jsonschema
 import pytest
 from sqlalchemy import Engine, text
 
-from crm_pipeline.cachefile import dumps, read_json
-from crm_pipeline.db import schema
-from crm_pipeline.db.upsert import bulk_upsert
-from crm_pipeline.defs.analytics import assets as summary_assets
-from crm_pipeline.defs.analytics.assets import (
-    SUMMARY_SCHEMA_VERSION,
-    SummarySchemaError,
-    analytics_summary,
-    validate_summary,
-)
-from crm_pipeline.defs.analytics.kpis import (
+from crm_pipeline.cache import summary as summary_builder
+from crm_pipeline.cache.kpis import (
     REVENUE_STATUSES,
+    SUMMARY_SCHEMA_VERSION,
     compute_summary,
     summary_json_schema,
     summary_schema_json,
 )
+from crm_pipeline.cache.summary import SummarySchemaError, validate_summary
+from crm_pipeline.cachefile import dumps, read_json
+from crm_pipeline.db import schema
+from crm_pipeline.db.upsert import bulk_upsert
+from crm_pipeline.defs.analytics.assets import analytics_summary
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 from crm_pipeline.demo import seed_demo_crm
 
@@ -387,7 +384,7 @@ def _compute(engine: Engine, today: dt.date = TODAY) -> dict:
 def test_published_schema_file_is_the_one_the_asset_validates_against():
     assert SCHEMA_FILE.read_text() == summary_schema_json(), (
         "docs/schemas/summary.schema.json is out of date; regenerate it with\n"
-        "  .venv/bin/python -c 'from crm_pipeline.defs.analytics.kpis import summary_schema_json"
+        "  .venv/bin/python -c 'from crm_pipeline.cache.kpis import summary_schema_json"
         ' as s; open("docs/schemas/summary.schema.json", "w").write(s())\''
     )
     schema = json.loads(SCHEMA_FILE.read_text())
@@ -513,7 +510,7 @@ def test_a_schema_invalid_summary_is_rejected_and_the_old_file_kept(
     assert dg.materialize([analytics_summary], resources=resources).success
     before = _summary_file(dirs).read_bytes()
 
-    real = summary_assets.compute_summary
+    real = summary_builder.compute_summary
 
     def broken(conn, today):
         summary = real(conn, today)
@@ -521,7 +518,7 @@ def test_a_schema_invalid_summary_is_rejected_and_the_old_file_kept(
         summary["leads"]["by_source"].append({"source": "carrier pigeon", "leads": 1})
         return summary
 
-    monkeypatch.setattr(summary_assets, "compute_summary", broken)
+    monkeypatch.setattr(summary_builder, "compute_summary", broken)
     result = dg.materialize([analytics_summary], resources=resources, raise_on_error=False)
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
@@ -530,7 +527,9 @@ def test_a_schema_invalid_summary_is_rejected_and_the_old_file_kept(
     assert "$.revenue.total" in message and "$.leads.by_source[2]" in message
     assert "previous summary.json was left in place" in message
     assert _summary_file(dirs).read_bytes() == before
-    assert [p.name for p in _summary_file(dirs).parent.iterdir()] == ["summary.json"]
+    # No temporary file left behind; the lock file beside it serialises writers.
+    names = sorted(p.name for p in _summary_file(dirs).parent.iterdir())
+    assert names == [".summary.json.lock", "summary.json"]
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,10 @@ import orjson
 import pytest
 from sqlalchemy import text
 
+from crm_pipeline.cache.summary import SUMMARY_FILE
 from crm_pipeline.db.schema import metadata
 from crm_pipeline.definitions import defs
-from crm_pipeline.defs.analytics.assets import SUMMARY_FILE, analytics_summary
+from crm_pipeline.defs.analytics.assets import analytics_summary
 from crm_pipeline.defs.cache.assets import (
     customer_index_cache,
     customer_profiles_cache,

@@ -16,33 +16,25 @@ import dagster as dg
 import orjson
 from sqlalchemy import Connection, text
 
-from crm_pipeline.config import load_settings
+from crm_pipeline.cache import registry
+from crm_pipeline.cache.summary import validate_summary
 from crm_pipeline.cachefile import read_json
-from crm_pipeline.defs.analytics.assets import SUMMARY_FILE, analytics_summary, validate_summary
-from crm_pipeline.defs.cache import customers
-from crm_pipeline.defs.cache.assets import (
-    MARKETING_INSIGHTS_FILE,
-    customer_index_cache,
-    customer_profiles_cache,
-    marketing_insights_cache,
-)
-from crm_pipeline.defs.cache.sensors import ASSETS_BY_ENTITY
+from crm_pipeline.config import load_settings
+from crm_pipeline.defs.analytics.assets import analytics_summary
+from crm_pipeline.defs.cache.assets import customer_profiles_cache
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
 LAG_GRACE = dt.timedelta(seconds=load_settings().sensors.cache_lag_grace_seconds)
 # Customer files checked per evaluation: the most recently changed customers first.
 MAX_CUSTOMERS_CHECKED = 1000
 
-FILES = {
-    marketing_insights_cache.key: MARKETING_INSIGHTS_FILE,
-    customer_index_cache.key: customers.INDEX_FILE,
-    analytics_summary.key: SUMMARY_FILE,
-}
+# The single files, by asset key (customer files are checked per customer below).
+FILES = {dg.AssetKey(f.asset): f.file() for f in registry.FILES if not f.per_customer}
 
 
 def entities_feeding(key: dg.AssetKey) -> list[str]:
-    """The tables whose changes make this cache asset stale (the sensor's own mapping)."""
-    return sorted(entity for entity, keys in ASSETS_BY_ENTITY.items() if key in keys)
+    """The tables whose changes make this cache asset stale (the registry's `reads`)."""
+    return sorted(registry.BY_ASSET[key.to_user_string()].reads)
 
 
 def _read_watermark(path: Path) -> str | None:
@@ -138,7 +130,7 @@ def cache_lag_checks(
             if key in selected:
                 yield _file_lag(conn, cache_dir, key)
         if customer_profiles_cache.key in selected:
-            folder = cache_dir / customers.PROFILE_DIR
+            folder = cache_dir / registry.CUSTOMER_PROFILES.path
             behind = behind_customers(conn, folder, LAG_GRACE)
             yield dg.AssetCheckResult(
                 asset_key=customer_profiles_cache.key,
@@ -161,7 +153,7 @@ def cache_lag_checks(
 )
 def summary_matches_schema(storage: StorageResource) -> dg.AssetCheckResult:
     """Validate the file analysts read, as it is on disk now."""
-    path = storage.cache_path() / SUMMARY_FILE
+    path = storage.cache_path() / registry.ANALYTICS_SUMMARY.file()
     try:
         validate_summary(read_json(path))
     except FileNotFoundError:
