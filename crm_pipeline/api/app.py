@@ -1,7 +1,13 @@
-"""The FastAPI application: `create_app()` wires settings, database, cache and routes."""
+"""The FastAPI application: `create_app()` wires settings, database, cache and routes.
+
+Per process it also runs two listener threads: the API keys (`auth.KeyRing`) and the change
+notifications (`change_listener.ChangeListener`), so neither a key check nor a cache hit needs
+a database round trip.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,9 +18,11 @@ from fastapi import FastAPI, Request
 from crm_pipeline.api import cache_reads, problems, webhooks, writes
 from crm_pipeline.api.auth import KeyRing
 from crm_pipeline.api.cache_reads import CacheStore
+from crm_pipeline.api.change_listener import ChangeListener
 from crm_pipeline.api.database import Database
 from crm_pipeline.api.hosts import LOOPBACK_HOSTS, TrustedHosts
 from crm_pipeline.api.limits import BodySizeLimit
+from crm_pipeline.cache.recent_changes import RecentChanges
 from crm_pipeline.config import Settings, load_settings, normalize_database_url
 from crm_pipeline.db.engine import libpq_url, resolve_database_url
 
@@ -44,11 +52,14 @@ def create_app(
         return database_url or resolve_database_url(settings)
 
     db = Database(url, connect_timeout=settings.api.db_connect_timeout)
+    recent = RecentChanges()
     store = CacheStore(
         Path(cache_dir) if cache_dir is not None else settings.cache_dir,
         db,
         cache_ttl_seconds if cache_ttl_seconds is not None else settings.api.cache_ttl_seconds,
+        recent=recent,
     )
+    changes = ChangeListener(lambda: libpq_url(url()), recent)
 
     keys = KeyRing(lambda: libpq_url(url()), settings.data_dir / "api" / "keyring.json")
 
@@ -56,7 +67,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from starlette.concurrency import run_in_threadpool
 
-        await run_in_threadpool(keys.start)
+        # Side by side: each waits (bounded) for its first load, or its failure.
+        await asyncio.gather(run_in_threadpool(keys.start), run_in_threadpool(changes.start))
         if settings.production and keys.count() == 0:
             log.warning(
                 "no active API key: every /api/ route answers 401 until one is created "
@@ -65,6 +77,7 @@ def create_app(
         # Before the server accepts connections, so no request waits for these imports.
         cache_reads.preload()
         yield
+        changes.stop()
         keys.stop()
         store.close()
         db.dispose()
@@ -80,6 +93,7 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.cache = store
+    app.state.changes = changes
     app.state.keys = keys
     problems.install(app)
     app.include_router(webhooks.router)

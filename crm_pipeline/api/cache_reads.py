@@ -1,7 +1,9 @@
 """Cache-first GET routes: JSON files under `CRM_CACHE_DIR`, filled from the DB on a miss.
 
 - HIT: the file is current; served with a strong ETag (If-None-Match gives 304).
-- MISS: no file; built from one DB snapshot, written atomically, served.
+- MISS: no file; built from one DB snapshot, written atomically, served. Also a file made stale
+  by a write this process made (an API write route): rebuilt for that request, so a client
+  reads its own writes at once.
 - STALE: the file is past its TTL or behind the change log for the tables (and customer) it
   covers; served at once while one background refresh per key rebuilds it.
 - DB down: every existing file is still served (STALE, with `X-Stale-Since`, the time the data
@@ -12,9 +14,19 @@ again each time, with the ETag, and gets a 304 while the file is current. The AP
 knows cheaply whether a file is current, and a max-age would let a browser show data older than
 a committed write.
 
-A 404 (an id that does not exist) is remembered with the watermark of the snapshot that found
-it absent, so asking again costs the batched change-log check instead of a build, until a
-change for that id (its creation, say) appears.
+Is a file current? Answered without the database whenever possible. The process's change
+listener (`change_listener.py`) keeps the recent changes in memory (`RecentChanges`) with a
+coverage floor C: a file whose threshold is at least C is judged by memory alone, with no SQL.
+A file's threshold is its watermark W, raised to U once a change-log check (or this process's
+own build) has shown that no relevant change exists below U. Below the floor, or while the
+listener is disconnected, one batched change-log query (`ChangeChecks`) answers instead, and
+its snapshot's xmin is remembered as U so the next hits of that file need memory only. A write
+by another client is therefore seen by hits as soon as its notification is processed
+(milliseconds); a write through this process, at once.
+
+A 404 (an id that does not exist) is remembered with the threshold of the snapshot that found
+it absent, so asking again costs no build (and usually no query), until a change for that id
+(its creation, say) appears.
 """
 
 from __future__ import annotations
@@ -43,8 +55,11 @@ from sqlalchemy import Connection, text
 from crm_pipeline.api.auth import AUTH_RESPONSES, authenticate
 from crm_pipeline.api.database import Database
 from crm_pipeline.api.problems import DatabaseUnavailable, Problem
-from crm_pipeline.cachefile import dumps, envelope, write_json_atomic
-from crm_pipeline.db.changelog import reflected_watermark
+from crm_pipeline.cache import registry
+from crm_pipeline.cache.publish import publish_document, remove
+from crm_pipeline.cache.recent_changes import RecentChanges
+from crm_pipeline.cachefile import dumps, envelope
+from crm_pipeline.db.changelog import reflected_watermark, safe_upper_bound
 
 log = logging.getLogger("crm_pipeline.api.cache")
 
@@ -53,8 +68,13 @@ log = logging.getLogger("crm_pipeline.api.cache")
 # ids, say) would otherwise slow every hit down (benchmarks/api_reads.py measures it).
 MAX_CONCURRENT_BUILDS = 2
 MAX_REMEMBERED_ABSENT = 10_000  # remembered 404s, least recently used dropped first
+MAX_VERIFIED = 100_000  # files remembered as checked (a few dozen bytes each), LRU
 CACHE_CONTROL = "private, no-cache"
-CUSTOMER_ENTITIES = ("customers", "orders", "leads", "conversations", "messages")
+
+# What `CacheStore.freshness` says about a cached file.
+CURRENT = "current"
+STALE = "stale"  # serve it, refresh in the background
+OWN_WRITE = "own-write"  # stale because of a write of this process: rebuild for this request
 
 
 @dataclass(frozen=True)
@@ -66,7 +86,8 @@ class CacheKey:
     schema_version: int
     entities: tuple[str, ...]  # change_log entities that make it stale
     build: Callable[[Connection], dict[str, Any] | None]  # None: the resource does not exist
-    customer_id: int | None = None  # only this customer's changes make it stale
+    customer_id: int | None = None  # only this customer's changes make it stale ...
+    shared: tuple[str, ...] = ()  # ... and changes to these tables (read for every customer)
 
 
 @dataclass(frozen=True)
@@ -92,28 +113,34 @@ class Cached:
         return max(0, int((dt.datetime.now(dt.UTC) - generated).total_seconds()))
 
 
-# Per key: a change to one of its tables (and, for a customer's file, that customer) at or
-# after the file's watermark. One row per stale key, numbered as passed.
+# Per key: a change to one of its tables at or after the file's watermark; for a customer's
+# file, only a change naming that customer, to a table every customer's file reads (`shared`),
+# or a TRUNCATE. The numbers of the stale keys (as passed), and the snapshot's xmin: every
+# transaction below it has finished, so a key found current has no relevant change below it.
 _CHANGED_SINCE = """
-SELECT k.n FROM unnest(CAST(:watermarks AS xid8[]), CAST(:entities AS text[]),
-                       CAST(:customers AS bigint[])) WITH ORDINALITY AS k(watermark, entities,
-                                                                          customer_id, n)
-WHERE EXISTS (SELECT 1 FROM change_log c
-              WHERE c.txid >= k.watermark AND c.entity = ANY(string_to_array(k.entities, ','))
-                AND (k.customer_id IS NULL OR c.customer_id = k.customer_id))
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS upto, ARRAY(
+  SELECT k.n FROM unnest(CAST(:watermarks AS xid8[]), CAST(:entities AS text[]),
+                         CAST(:customers AS bigint[]), CAST(:shared AS text[]))
+       WITH ORDINALITY AS k(watermark, entities, customer_id, shared, n)
+  WHERE EXISTS (SELECT 1 FROM change_log c
+                WHERE c.txid >= k.watermark AND c.entity = ANY(string_to_array(k.entities, ','))
+                  AND (k.customer_id IS NULL OR c.customer_id = k.customer_id
+                       OR c.op = 'truncate' OR c.entity = ANY(string_to_array(k.shared, ','))))
+) AS stale
 """
 
 
 class ChangeChecks:
     """Is there a change newer than a file's watermark? Asked for many requests in one query.
 
-    On a cache hit that question is the only database work, and asked once per request it
-    costs a pooled connection and four round trips (ping, BEGIN, query, COMMIT) plus a worker
-    thread: several times the rest of the hit. So requests wait on the event loop, and one
-    query at a time (in a worker thread) answers every request that arrived before it started,
-    as a group commit does. Each answer still comes from a snapshot taken after its request
-    arrived, so a write committed before a read is always seen by that read: exactly what one
-    query per request gives.
+    The fallback for hits memory cannot answer (`RecentChanges`: listener down, or a file older
+    than its coverage floor). There that question is the only database work, and asked once
+    per request it costs a pooled connection and four round trips (ping, BEGIN, query, COMMIT)
+    plus a worker thread: several times the rest of the hit. So requests wait on the event
+    loop, and one query at a time (in a worker thread) answers every request that arrived
+    before it started, as a group commit does. Each answer still comes from a snapshot taken
+    after its request arrived, so a write committed before a read is always seen by that read:
+    exactly what one query per request gives.
 
     The query runs on a thread of its own, not in the shared worker pool: when misses fill
     that pool with builds, hits must not queue behind them.
@@ -131,16 +158,22 @@ class ChangeChecks:
         )
 
     async def changed_since(
-        self, watermark: str, entities: tuple[str, ...], customer_id: int | None
-    ) -> bool:
-        """True when a change at or after `watermark` touches `entities` (and `customer_id`)."""
+        self,
+        watermark: str,
+        entities: tuple[str, ...],
+        customer_id: int | None,
+        shared: tuple[str, ...] = (),
+    ) -> tuple[bool, int]:
+        """(stale, upto): stale when a change at or after `watermark` touches `entities` (and
+        `customer_id`, unless it is to one of the `shared` tables); `upto` is the xmin of the
+        snapshot that answered (no transaction below it can still commit)."""
         loop = asyncio.get_running_loop()
         with self._lock:
             queue = self._queues.get(loop)
             if queue is None:
                 queue = self._queues[loop] = _LoopQueue()
-        future: asyncio.Future[bool] = loop.create_future()
-        queue.waiting.append((watermark, ",".join(entities), customer_id, future))
+        future: asyncio.Future[tuple[bool, int]] = loop.create_future()
+        queue.waiting.append((watermark, ",".join(entities), customer_id, ",".join(shared), future))
         if queue.task is None:
             queue.task = loop.create_task(self._drain(queue))
         return await future
@@ -151,8 +184,8 @@ class ChangeChecks:
                 batch = queue.waiting[: self.MAX_BATCH]
                 del queue.waiting[: self.MAX_BATCH]
                 try:
-                    stale = await asyncio.get_running_loop().run_in_executor(
-                        self._thread, self._query, [b[:3] for b in batch]
+                    stale, upto = await asyncio.get_running_loop().run_in_executor(
+                        self._thread, self._query, [b[:4] for b in batch]
                     )
                 except Exception as exc:  # every caller in the batch sees the failure
                     for *_, future in batch:
@@ -165,7 +198,7 @@ class ChangeChecks:
                     raise
                 for n, (*_, future) in enumerate(batch, start=1):
                     if not future.done():
-                        future.set_result(n in stale)
+                        future.set_result((n in stale, upto))
         finally:
             queue.task = None
             for *_, future in queue.waiting:  # only when cancelled
@@ -175,22 +208,46 @@ class ChangeChecks:
     def close(self) -> None:
         self._thread.shutdown(wait=True, cancel_futures=True)
 
-    def _query(self, keys: list[tuple[str, str, int | None]]) -> set[int]:
+    def _query(self, keys: list[tuple[str, str, int | None, str]]) -> tuple[set[int], int]:
         params = {
             "watermarks": [k[0] for k in keys],
             "entities": [k[1] for k in keys],
             "customers": [k[2] for k in keys],
+            "shared": [k[3] for k in keys],
         }
         # One statement: its snapshot is taken when it starts, after every request it answers.
-        return self.db.run_statement(
-            lambda conn: set(conn.execute(text(_CHANGED_SINCE), params).scalars())
-        )
+        row = self.db.run_statement(lambda conn: conn.execute(text(_CHANGED_SINCE), params).one())
+        return set(row.stale), int(row.upto)
 
 
 @dataclass
 class _LoopQueue:
-    waiting: list[tuple[str, str, int | None, asyncio.Future[bool]]] = field(default_factory=list)
+    waiting: list[tuple[str, str, int | None, str, asyncio.Future[tuple[bool, int]]]] = field(
+        default_factory=list
+    )
     task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """A file (by watermark) known current below `since`: no relevant change exists under it.
+
+    `own_reflected`: the own-write sequence the file is known to include (see
+    `RecentChanges.own_sequence`).
+    """
+
+    watermark: int
+    since: int
+    own_reflected: int = 0
+
+
+@dataclass(frozen=True)
+class _Absent:
+    """A key a build found absent: no relevant change below `since` as of `found_at`."""
+
+    since: int
+    found_at: float  # monotonic
+    own_reflected: int
 
 
 class CacheStore:
@@ -203,11 +260,17 @@ class CacheStore:
         ttl_seconds: int,
         max_remembered_absent: int = MAX_REMEMBERED_ABSENT,
         max_concurrent_builds: int = MAX_CONCURRENT_BUILDS,
+        recent: RecentChanges | None = None,
+        max_verified: int = MAX_VERIFIED,
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.db = db
         self.ttl_seconds = ttl_seconds
         self.max_remembered_absent = max_remembered_absent
+        self.max_verified = max_verified
+        # Without a listener feeding it, memory never covers: every hit asks the database,
+        # but this process's own writes are still known (read-your-writes).
+        self.recent = recent if recent is not None else RecentChanges()
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cache-refresh")
         self._builders = ThreadPoolExecutor(
             max_workers=max_concurrent_builds,
@@ -217,8 +280,8 @@ class CacheStore:
         self._refreshing: set[str] = set()
         # Only keys with a build running or waiting have a lock: bounded by the worker threads.
         self._build_locks: dict[str, _KeyLock] = {}
-        # key name -> (watermark of the snapshot that found it absent, when, monotonic)
-        self._absent: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._absent: OrderedDict[str, _Absent] = OrderedDict()
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
         self._changes = ChangeChecks(db)
 
     def close(self) -> None:
@@ -240,32 +303,83 @@ class CacheStore:
             return None  # written by another version of the code: rebuild
         return Cached(body, document)
 
-    async def is_stale(self, key: CacheKey, cached: Cached) -> bool:
-        """Past the TTL, or a change the file does not reflect exists (needs the DB)."""
+    async def freshness(self, key: CacheKey, cached: Cached) -> str:
+        """`CURRENT`, `STALE` (past the TTL, or a relevant change the file does not reflect)
+        or `OWN_WRITE` (stale because of a write of this process not yet rebuilt).
+
+        Memory answers when it covers the file's threshold (no SQL); otherwise one batched
+        change-log query does, and a file it finds current is remembered as such.
+        """
         if cached.age_seconds() >= self.ttl_seconds:
-            return True
+            return STALE
         watermark = str(cached.document.get("watermark") or "0")
         if not watermark.isdigit():
-            return True
-        return await self._changes.changed_since(watermark, key.entities, key.customer_id)
+            return STALE
+        w = int(watermark)
+        with self._lock:
+            verified = self._verified.get(key.name)
+            if verified is not None:
+                self._verified.move_to_end(key.name)
+        if verified is None or verified.watermark != w:
+            verified = _Verified(w, w)
+        memory = self.recent.check(
+            verified.since, key.entities, key.customer_id, key.shared, verified.own_reflected
+        )
+        if memory.own:
+            return OWN_WRITE
+        if memory.covered:
+            return STALE if memory.stale else CURRENT
+        stale, upto = await self._changes.changed_since(
+            str(verified.since), key.entities, key.customer_id, key.shared
+        )
+        if stale:
+            return STALE
+        self._remember_verified(
+            key.name, _Verified(w, max(verified.since, upto), verified.own_reflected)
+        )
+        return CURRENT
+
+    async def is_stale(self, key: CacheKey, cached: Cached) -> bool:
+        """True unless `freshness` says `CURRENT`."""
+        return await self.freshness(key, cached) != CURRENT
 
     def build(self, key: CacheKey) -> Cached | None:
         """Build from one DB snapshot and publish atomically; None when the resource is absent."""
         with self._build_lock(key.name):
+            # Own writes recorded by now have committed, so this snapshot sees them.
+            own_reflected = self.recent.own_sequence
             with self.db.snapshot() as conn:
                 payload = key.build(conn)
                 watermark = reflected_watermark(conn)
+                # Every transaction below it had finished: nothing relevant exists between the
+                # watermark and it (the watermark is the last change below it, plus one).
+                since = max(int(watermark), int(safe_upper_bound(conn)))
+            path = self.cache_dir / key.path
             if payload is None:
                 # Gone from the DB (e.g. a deleted customer): drop its file so it 404s too.
-                (self.cache_dir / key.path).unlink(missing_ok=True)
-                self._remember_absent(key.name, watermark)
+                remove(path, watermark=watermark)
+                self._remember_absent(key.name, _Absent(since, time.monotonic(), own_reflected))
                 return None
             self._forget_absent(key.name)
             document = envelope(payload, watermark=watermark, schema_version=key.schema_version)
             try:
-                write_json_atomic(self.cache_dir / key.path, document)
+                outcome = publish_document(path, document)
             except OSError as exc:
                 log.error("could not write cache file %s: %s", key.path, type(exc).__name__)
+            else:
+                if outcome.written:
+                    self._remember_verified(
+                        key.name, _Verified(int(watermark), since, own_reflected)
+                    )
+                else:  # a newer file is there (the worker's): serve that
+                    newer = self.read(key)
+                    if newer is not None:
+                        newer_watermark = str(newer.document.get("watermark") or "")
+                        if newer_watermark.isdigit():
+                            # Not rebuilt again for the same own writes: at worst STALE.
+                            w = int(newer_watermark)
+                            self._remember_verified(key.name, _Verified(w, w, own_reflected))
+                        return newer
             body = dumps(document)
             return Cached(body, orjson.loads(body))
 
@@ -306,22 +420,34 @@ class CacheStore:
     async def known_absent(self, key: CacheKey) -> bool:
         """True when a build found `key` absent and no change since says otherwise.
 
-        One batched change-log check (as for a hit) instead of a build. A remembered absence
-        also expires with the TTL, as a file does.
+        Answered like a hit (memory, else one batched change-log check) instead of a build. A
+        remembered absence also expires with the TTL, as a file does.
         """
         with self._lock:
             entry = self._absent.get(key.name)
             if entry is None:
                 return False
             self._absent.move_to_end(key.name)
-        watermark, found_at = entry
-        if time.monotonic() - found_at >= self.ttl_seconds:
+        if time.monotonic() - entry.found_at >= self.ttl_seconds:
             return False
-        return not await self._changes.changed_since(watermark, key.entities, key.customer_id)
+        memory = self.recent.check(
+            entry.since, key.entities, key.customer_id, key.shared, entry.own_reflected
+        )
+        if memory.covered or memory.own:
+            return not memory.stale
+        stale, upto = await self._changes.changed_since(
+            str(entry.since), key.entities, key.customer_id, key.shared
+        )
+        if not stale and upto > entry.since:
+            with self._lock:
+                if self._absent.get(key.name) is entry:  # not replaced meanwhile
+                    self._absent[key.name] = _Absent(upto, entry.found_at, entry.own_reflected)
+        return not stale
 
-    def _remember_absent(self, name: str, watermark: str) -> None:
+    def _remember_absent(self, name: str, entry: _Absent) -> None:
         with self._lock:
-            self._absent[name] = (watermark, time.monotonic())
+            self._verified.pop(name, None)
+            self._absent[name] = entry
             self._absent.move_to_end(name)
             while len(self._absent) > self.max_remembered_absent:
                 self._absent.popitem(last=False)
@@ -329,6 +455,21 @@ class CacheStore:
     def _forget_absent(self, name: str) -> None:
         with self._lock:
             self._absent.pop(name, None)
+
+    def _remember_verified(self, name: str, entry: _Verified) -> None:
+        with self._lock:
+            current = self._verified.get(name)
+            if current is not None and current.watermark == entry.watermark:
+                # Two answers about the same file: keep the most each one learned.
+                entry = _Verified(
+                    entry.watermark,
+                    max(entry.since, current.since),
+                    max(entry.own_reflected, current.own_reflected),
+                )
+            self._verified[name] = entry
+            self._verified.move_to_end(name)
+            while len(self._verified) > self.max_verified:
+                self._verified.popitem(last=False)
 
     @contextmanager
     def _build_lock(self, name: str) -> Iterator[None]:
@@ -354,6 +495,15 @@ class _KeyLock:
     users: int = 0  # holding or waiting
 
 
+def _not_found(key: CacheKey) -> Problem:
+    return Problem(
+        404,
+        "Not found",
+        f"No {key.name.split(':')[0]} with that id.",
+        headers={"Cache-Control": CACHE_CONTROL},
+    )
+
+
 def _etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
@@ -366,8 +516,10 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 async def serve(request: Request, key: CacheKey) -> Response:
     """The cache-first read path shared by every GET route.
 
-    It runs on the event loop: a hit reads one small local file and awaits the batched
-    change-log check, with no worker thread of its own; a miss builds in a worker thread.
+    It runs on the event loop: a hit reads one small local file and asks memory whether it is
+    current (or, when memory cannot tell, awaits the batched change-log check), with no worker
+    thread of its own; a miss, or a file behind this process's own write, builds in a worker
+    thread.
     """
     store: CacheStore = request.app.state.cache
     db: Database = store.db
@@ -379,16 +531,16 @@ async def serve(request: Request, key: CacheKey) -> Response:
         if not await store.known_absent(key):  # a remembered 404 needs no build
             built = await store.build_for_request(key)  # DatabaseUnavailable → 503
         if built is None:
-            raise Problem(
-                404,
-                "Not found",
-                f"No {key.name.split(':')[0]} with that id.",
-                headers={"Cache-Control": CACHE_CONTROL},
-            )
+            raise _not_found(key)
         cached, status = built, "MISS"
     else:
+        rebuilt: Cached | None = cached
         try:
-            if await store.is_stale(key, cached):
+            freshness = await store.freshness(key, cached)
+            if freshness == OWN_WRITE:
+                # The client may have just written it: answer with its write, not before it.
+                rebuilt, status = await store.build_for_request(key), "MISS"
+            elif freshness == STALE:
                 status = "STALE"
                 store.refresh_in_background(key)
         except DatabaseUnavailable:
@@ -398,6 +550,9 @@ async def serve(request: Request, key: CacheKey) -> Response:
                 extra["X-Stale-Since"] = str(generated)
             if db.down_since_iso():
                 extra["X-Database-Unavailable-Since"] = db.down_since_iso()
+        if rebuilt is None:  # our own write deleted it
+            raise _not_found(key)
+        cached = rebuilt
 
     headers = {
         "X-Cache": status,
@@ -411,79 +566,31 @@ async def serve(request: Request, key: CacheKey) -> Response:
     return Response(cached.body, media_type="application/json", headers=headers)
 
 
-# --- the keys -------------------------------------------------------------------------------
+# --- the keys: one per file of the cache registry -------------------------------------------
 
 
-def _customer_index_key() -> CacheKey:
-    from crm_pipeline.defs.analytics.kpis import REVENUE_STATUSES
-    from crm_pipeline.defs.cache import customers
-    from crm_pipeline.defs.cache.assets import CUSTOMER_SCHEMA_VERSION
-
-    return CacheKey(
-        "customers",
-        customers.INDEX_FILE,
-        CUSTOMER_SCHEMA_VERSION,
-        ("customers", "orders", "leads"),
-        lambda conn: customers.build_index(conn, REVENUE_STATUSES),
-    )
+def file_key(file: registry.CacheFile) -> CacheKey:
+    """The key of a single registry file."""
+    return CacheKey(file.asset, file.file(), file.schema_version, file.reads, file.build)
 
 
-def _customer_key(customer_id: int) -> CacheKey:
-    from crm_pipeline.defs.cache import customers
-    from crm_pipeline.defs.cache.assets import CUSTOMER_SCHEMA_VERSION
-
-    def build(conn: Connection) -> dict[str, Any] | None:
-        # An unknown id (a typo, a scan) costs one indexed lookup, not the profile's queries.
-        exists = conn.execute(_CUSTOMER_EXISTS, {"id": customer_id}).first()
-        return customers.build_profiles(conn, [customer_id]).get(customer_id) if exists else None
-
+def customer_key(customer_id: int) -> CacheKey:
+    """The key of one customer's 360 file."""
+    profiles = registry.CUSTOMER_PROFILES
     return CacheKey(
         f"customer:{customer_id}",
-        f"{customers.PROFILE_DIR}/{customer_id}.json",
-        CUSTOMER_SCHEMA_VERSION,
-        CUSTOMER_ENTITIES,
-        build,
+        profiles.file(customer_id),
+        profiles.schema_version,
+        profiles.reads,
+        lambda conn: registry.build_customer_profile(conn, customer_id),
         customer_id=customer_id,
+        shared=profiles.shared,
     )
 
 
-_CUSTOMER_EXISTS = text("SELECT 1 FROM customers WHERE id = :id")
-
-
-def _summary_key() -> CacheKey:
-    from crm_pipeline.defs.analytics.assets import SUMMARY_FILE, build_validated_summary
-    from crm_pipeline.defs.analytics.kpis import SUMMARY_SCHEMA_VERSION
-
-    return CacheKey(
-        "summary",
-        SUMMARY_FILE,
-        SUMMARY_SCHEMA_VERSION,
-        ("customers", "orders", "leads", "ad_insights_daily", "campaigns"),
-        lambda conn: build_validated_summary(conn, dt.datetime.now(dt.UTC).date()),
-    )
-
-
-def _insights_key() -> CacheKey:
-    from crm_pipeline.defs.cache.assets import (
-        MARKETING_INSIGHTS_FILE,
-        MARKETING_SCHEMA_VERSION,
-        MarketingCacheConfig,
-        build_marketing_insights,
-    )
-
-    days = MarketingCacheConfig().lookback_days
-
-    def build(conn: Connection) -> dict[str, Any]:
-        until = dt.datetime.now(dt.UTC).date()
-        return build_marketing_insights(conn, until - dt.timedelta(days=days - 1), until)
-
-    return CacheKey(
-        "insights",
-        MARKETING_INSIGHTS_FILE,
-        MARKETING_SCHEMA_VERSION,
-        ("ad_insights_daily", "campaigns"),
-        build,
-    )
+_INDEX = file_key(registry.CUSTOMER_INDEX)
+_SUMMARY = file_key(registry.ANALYTICS_SUMMARY)
+_INSIGHTS = file_key(registry.MARKETING_INSIGHTS)
 
 
 router = APIRouter(tags=["reads"])
@@ -509,7 +616,7 @@ _CACHED = {
 )
 async def customer_index(request: Request) -> Response:
     """`customers/index.json`."""
-    return await serve(request, _customer_index_key())
+    return await serve(request, _INDEX)
 
 
 @router.get(
@@ -522,7 +629,7 @@ async def customer_profile(
     request: Request, customer_id: int = PathParam(ge=1, le=2**63 - 1)
 ) -> Response:
     """`customers/<id>.json`."""
-    return await serve(request, _customer_key(customer_id))
+    return await serve(request, customer_key(customer_id))
 
 
 @router.get(
@@ -533,7 +640,7 @@ async def customer_profile(
 )
 async def analytics_summary(request: Request) -> Response:
     """`analytics/summary.json`."""
-    return await serve(request, _summary_key())
+    return await serve(request, _SUMMARY)
 
 
 @router.get(
@@ -544,13 +651,12 @@ async def analytics_summary(request: Request) -> Response:
 )
 async def marketing_insights(request: Request) -> Response:
     """`marketing/insights.json`."""
-    return await serve(request, _insights_key())
+    return await serve(request, _INSIGHTS)
 
 
 def preload() -> None:
-    """Import what the keys import lazily (Dagster and the builders, over a second), so that
-    happens at startup and not on the event loop inside the first request."""
-    _customer_index_key()
-    _customer_key(1)
-    _summary_key()
-    _insights_key()
+    """Import the builders' heavier dependencies (the summary's JSON schema validator) at
+    startup, not on the event loop inside the first request."""
+    from crm_pipeline.cache.summary import _validator
+
+    _validator()

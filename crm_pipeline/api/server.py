@@ -1,5 +1,9 @@
 """Running the API under uvicorn (`crm-pipeline serve`).
 
+The stack is chosen explicitly, not by uvicorn's "auto": httptools (a C HTTP/1.1 parser) and
+uvloop (a libuv event loop). Both are dependencies, so a missing one fails at startup instead of
+silently serving on the slower pure-Python h11 and asyncio loop.
+
 Connection hygiene, so slow or idle clients cannot hold the server's connections:
 
 - idle keep-alive connections close after uvicorn's `timeout_keep_alive` (5 s);
@@ -27,6 +31,8 @@ from crm_pipeline.config import ApiSettings
 from crm_pipeline.logs import configure_logging, redact
 
 DEFAULT_HEADER_TIMEOUT_SECONDS = ApiSettings().header_timeout_seconds
+HTTP_PROTOCOL = "httptools"
+EVENT_LOOP = "uvloop"
 
 
 class RedactQuerySecrets(logging.Filter):
@@ -120,7 +126,7 @@ class _HeaderTimeout:
 
 
 def http_protocol(
-    http: str | type = "auto", header_timeout: float = DEFAULT_HEADER_TIMEOUT_SECONDS
+    http: str | type = HTTP_PROTOCOL, header_timeout: float = DEFAULT_HEADER_TIMEOUT_SECONDS
 ) -> type:
     """uvicorn's HTTP protocol class `http` (a name or a class) with the request-head timeout."""
     base = import_from_string(HTTP_PROTOCOLS.get(http, http)) if isinstance(http, str) else http
@@ -148,11 +154,13 @@ def build_server(
     """A uvicorn Server for `app` with secret-safe logging and connection limits (tests run it
     in a thread). The header timeout and concurrency limit come from the app's settings
     (`CRM_API_HEADER_TIMEOUT_SECONDS`, `CRM_API_LIMIT_CONCURRENCY`) unless given here;
-    `options` go to `uvicorn.Config`, where `http` may name the protocol."""
+    `options` go to `uvicorn.Config`, where `http` may name another protocol (default
+    httptools) and `loop` another event loop (default uvloop)."""
     api = _api_settings(app)
     options["http"] = http_protocol(
-        options.get("http", "auto"), header_timeout or api.header_timeout_seconds
+        options.get("http", HTTP_PROTOCOL), header_timeout or api.header_timeout_seconds
     )
+    options.setdefault("loop", EVENT_LOOP)
     options.setdefault("limit_concurrency", api.limit_concurrency)
     config = uvicorn.Config(
         app, host=host, port=port, proxy_headers=False, server_header=False, **options

@@ -1,13 +1,20 @@
 """CRM write routes: pydantic-validated, one transaction each.
 
 Nothing here writes `change_log`: the table triggers do, for every client alike, and the
-change-log sensor turns those rows into targeted cache rebuilds.
+cache worker and change-log sensor turn those rows into targeted cache rebuilds.
+
+Read-your-writes: each transaction reads back its own change rows just before it commits, and
+once it has committed they go into this process's memory of recent changes at once (not when
+their notification arrives), so the next read of an affected cache file rebuilds it instead of
+serving the version from before the write.
 """
 
 from __future__ import annotations
 
 import unicodedata
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -27,6 +34,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DataError, IntegrityError
 
 from crm_pipeline.api.auth import AUTH_RESPONSES, actor, authenticate
+from crm_pipeline.api.change_listener import own_changes
 from crm_pipeline.api.problems import Problem
 from crm_pipeline.db.crm_core import ORDER_STATUSES, link_leads_to_customers
 
@@ -144,6 +152,17 @@ class MessageIn(_Model):
     id: Ident | None = None
 
 
+@contextmanager
+def write_transaction(request: Request) -> Iterator[Connection]:
+    """The request's write transaction (change rows name its API key); after it commits, the
+    changes it logged are recorded as this process's own (`RecentChanges.record_own`)."""
+    with request.app.state.db.begin(actor(request)) as conn:
+        yield conn
+        changes = own_changes(conn)  # before the commit: the rows of this transaction
+    if changes:  # committed
+        request.app.state.cache.recent.record_own(changes)
+
+
 def _row(conn: Connection, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
     row = conn.execute(text(sql), params).mappings().first()
     return dict(row) if row else None
@@ -176,7 +195,7 @@ _LINK_PSID = "UPDATE conversations SET customer_id = :id WHERE psid = :psid AND 
 @router.post("/api/customers", status_code=201, summary="Create a customer")
 def create_customer(request: Request, body: CustomerIn) -> dict[str, Any]:
     try:
-        with request.app.state.db.begin(actor(request)) as conn:
+        with write_transaction(request) as conn:
             row = _row(
                 conn,
                 "INSERT INTO customers (name, email, phone, tier, fb_psid)"
@@ -206,7 +225,7 @@ def update_customer(
         f"{c} = lower(:{c})" if c == "email" else f"{c} = :{c}" for c in changes
     )
     try:
-        with request.app.state.db.begin(actor(request)) as conn:
+        with write_transaction(request) as conn:
             if assignments:
                 row = _row(
                     conn,
@@ -244,7 +263,7 @@ def update_customer(
 def create_order(request: Request, response: Response, body: OrderIn) -> dict[str, Any]:
     params = body.model_dump()
     try:
-        with request.app.state.db.begin(actor(request)) as conn:
+        with write_transaction(request) as conn:
             row = _row(
                 conn,
                 "INSERT INTO orders (external_id, customer_id, amount, currency, status)"
@@ -296,7 +315,7 @@ def update_order(
         raise Problem(422, "Invalid request", "amount, currency and status cannot be null.")
     assignments = ", ".join(f"{c} = :{c}" for c in changes)
     try:
-        with request.app.state.db.begin(actor(request)) as conn:
+        with write_transaction(request) as conn:
             row = _row(
                 conn,
                 f"UPDATE orders SET {assignments} WHERE id = :id RETURNING {_ORDER_COLUMNS}"
@@ -340,7 +359,7 @@ def create_lead(request: Request, response: Response, body: LeadIn) -> dict[str,
         "field_data": orjson.dumps(field_data).decode() if field_data is not None else None,
     }
     try:
-        with request.app.state.db.begin(actor(request)) as conn:
+        with write_transaction(request) as conn:
             inserted = conn.execute(
                 text(
                     "INSERT INTO leads (id, form_id, ad_id, created_time, email, phone,"
@@ -376,7 +395,7 @@ def create_message(
     conversation_id: Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00]+$")],
 ) -> dict[str, Any]:
     try:
-        with request.app.state.db.begin(actor(request)) as conn:
+        with write_transaction(request) as conn:
             conversation = _row(
                 conn,
                 "UPDATE conversations SET updated_time = greatest(updated_time, now())"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from crm_pipeline.api.app import create_app
@@ -99,6 +100,22 @@ def start_api(dirs):
 def api(clean_db, database_url, start_api) -> LiveApi:
     """The API on the session database (emptied), with a fresh cache folder."""
     return start_api(database_url)
+
+
+def wait_for_changes(api: LiveApi, engine, timeout: float = 10.0) -> None:
+    """Wait until `api`'s process has heard of every change committed so far: its change
+    listener has processed their notifications, as any reader would after that short delay.
+    (Sequential writes only: it compares the highest txid.)"""
+    with engine.connect() as conn:
+        last = conn.execute(text("SELECT max(txid)::text FROM change_log")).scalar()
+    if last is None:
+        return
+    recent = api.app.state.cache.recent
+    deadline = time.monotonic() + timeout
+    while recent.highest_txid < int(last):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the API never heard of change {last}")
+        time.sleep(0.01)
 
 
 def closed_port_url() -> str:

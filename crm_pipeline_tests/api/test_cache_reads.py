@@ -1,4 +1,7 @@
-"""Cache-first reads: MISS builds and writes, HIT with ETag/304, STALE refreshes, DB down."""
+"""Cache-first reads: MISS builds and writes, HIT with ETag/304, STALE refreshes, DB down.
+
+Hits answered without the database (the change listener) are tested in test_hits_without_db.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import time
 from sqlalchemy import text
 
 from crm_pipeline.cachefile import read_json
-from crm_pipeline_tests.api.conftest import APP_SECRET, closed_port_url
+from crm_pipeline_tests.api.conftest import APP_SECRET, closed_port_url, wait_for_changes
 
 
 def _customer(engine, name="Ada", email="ada@example.com") -> int:
@@ -88,7 +91,11 @@ def test_write_makes_file_stale_served_then_refreshed_in_background(api, clean_d
         assert client.get(f"/api/customers/{cid}").headers["x-cache"] == "MISS"
         assert client.get(f"/api/customers/{other}").headers["x-cache"] == "MISS"
         old = client.get(f"/api/customers/{cid}")
-        assert client.patch(f"/api/customers/{cid}", json={"tier": "gold"}).status_code == 200
+        # Another client's write (psql, the sync): served STALE once the API has heard of it.
+        # (A write through this API is read back at once instead: test_hits_without_db.py.)
+        with clean_db.begin() as conn:
+            conn.execute(text("UPDATE customers SET tier = 'gold' WHERE id = :i"), {"i": cid})
+        wait_for_changes(api, clean_db)
 
         stale = client.get(f"/api/customers/{cid}")
         assert stale.headers["x-cache"] == "STALE"
@@ -151,17 +158,20 @@ def test_deleted_customer_file_is_dropped_by_the_refresh(api, clean_db):
         assert client.get(f"/api/customers/{cid}").headers["x-cache"] == "MISS"
         with clean_db.begin() as conn:
             conn.execute(text("DELETE FROM customers WHERE id = :id"), {"id": cid})
+        wait_for_changes(api, clean_db)
         assert client.get(f"/api/customers/{cid}").headers["x-cache"] == "STALE"
         assert _wait_for(lambda: client.get(f"/api/customers/{cid}").status_code == 404)
     assert not (api.cache_dir / "customers" / f"{cid}.json").exists()
 
 
 def test_a_hit_is_never_behind_a_committed_write_under_concurrent_reads(api, clean_db):
-    """Cache hits share one change-log check per batch of waiting requests. Each request must
-    still be answered from a snapshot taken after it arrived: whatever batch it lands in, a
-    read that follows a commit never gets a HIT with the old data."""
+    """Without the change listener, cache hits share one change-log check per batch of waiting
+    requests. Each request must still be answered from a snapshot taken after it arrived:
+    whatever batch it lands in, a read that follows a commit never gets a HIT with the old
+    data."""
     import threading
 
+    api.app.state.changes.stop()  # the database fallback (listener down)
     target = _customer(clean_db, name="v0", email="target@example.com")
     others = [_customer(clean_db, name=f"o{i}", email=f"o{i}@example.com") for i in range(12)]
     stop = threading.Event()
@@ -203,6 +213,7 @@ def test_a_hit_is_never_behind_a_committed_write_under_concurrent_reads(api, cle
 def test_a_dropped_check_connection_is_replaced_without_an_outage(api, clean_db):
     """The change-log check keeps one connection open; when the server drops it (restart, idle
     timeout), the next hit reconnects and answers normally instead of reporting an outage."""
+    api.app.state.changes.stop()  # hits use the change-log check (listener down)
     cid = _customer(clean_db)
     with api.client() as client:
         assert client.get(f"/api/customers/{cid}").headers["x-cache"] == "MISS"

@@ -1,5 +1,6 @@
 """A 404 for an id that does not exist is remembered until that id changes, so asking for unknown
-ids costs the batched change-log check, not a build; the maps behind it stay bounded."""
+ids costs no build (memory of recent changes, or the batched change-log check); the maps behind
+it stay bounded."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import threading
 import time
 
 from sqlalchemy import text
+
+from crm_pipeline_tests.api.conftest import wait_for_changes
 
 
 def _count_builds(store) -> list[str]:
@@ -57,6 +60,7 @@ def test_an_unknown_id_is_remembered_until_the_customer_is_created(api, clean_db
 
         # ... its creation does: the next request builds and finds it.
         _insert_customer(clean_db, unknown, "Late")
+        wait_for_changes(api, clean_db)  # another client's write: seen once notified
         created = client.get(f"/api/customers/{unknown}")
         assert created.status_code == 200
         assert created.headers["x-cache"] == "MISS"
@@ -67,6 +71,7 @@ def test_an_unknown_id_is_remembered_until_the_customer_is_created(api, clean_db
         # Deleted again: found absent by a build, then remembered.
         with clean_db.begin() as conn:
             conn.execute(text("DELETE FROM customers WHERE id = :i"), {"i": unknown})
+        wait_for_changes(api, clean_db)
         assert client.get(f"/api/customers/{unknown}").headers["x-cache"] == "STALE"
 
         def gone():

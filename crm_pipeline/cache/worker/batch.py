@@ -1,0 +1,183 @@
+"""One change window turned into rebuilt cache files, for the cache worker.
+
+The window and the customer files it makes stale are read in ONE snapshot, so the files reflect
+at least every change the window holds. Whole-table files (index, insights, summary) are rebuilt
+separately with `rebuild_file` (each in its own, later snapshot), so the worker can coalesce them.
+Which files a change makes stale is the registry's answer (`crm_pipeline.cache.registry`), the
+same the change-log sensor uses.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, text
+
+from crm_pipeline.cache.customers import all_customer_ids
+from crm_pipeline.cache.publish import remove
+from crm_pipeline.cache.rebuild import Rebuilt, rebuild_customers, rebuild_file
+from crm_pipeline.cache.registry import CUSTOMER_PROFILES, CacheFile, stale_files
+from crm_pipeline.db.changelog import (
+    ChangeWindow,
+    changed_customers,
+    read_change_window,
+    reflected_watermark,
+)
+from crm_pipeline.db.engine import read_snapshot
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What one batch did to one registry asset (the Dagster report's metadata)."""
+
+    asset: str
+    path: str  # the file, or the folder of the per-customer files
+    watermark: str
+    mode: str  # "targeted" or "full" (customer files), "file" (a whole-table file)
+    written: int
+    removed: int = 0  # customer files of customers that no longer exist
+    superseded: int = 0  # a newer file was already there (another writer was faster)
+    customer_ids: tuple[int, ...] = ()  # targeted mode: the customers rebuilt
+    customers: int = 0  # how many customers the batch covered
+    latency_ms: float | None = None  # see `latency_ms` below
+
+
+@dataclass(frozen=True)
+class WindowRebuild:
+    """A window read, and its customer files rebuilt in the same snapshot."""
+
+    window: ChangeWindow
+    whole_files: tuple[CacheFile, ...]  # stale whole-table files, still to be rebuilt
+    customers: FileReport | None  # None when no customer file was stale
+
+
+def latency_ms(noticed_at: float | None) -> float | None:
+    """Milliseconds from `noticed_at` (time.monotonic() when the worker took the batch's first
+    notification off its connection) to now (just after the files were published).
+
+    PostgreSQL sends a notification when the writer's transaction commits, so for an idle
+    worker this is commit-to-file latency. When the notice arrived while the worker was busy
+    with an earlier batch, the time it waited in the socket is not included. Batches started
+    by the backstop poll or a catch-up have no notification: None.
+    """
+    if noticed_at is None:
+        return None
+    return round((time.monotonic() - noticed_at) * 1000, 1)
+
+
+def read_and_rebuild_customers(
+    engine: Engine,
+    cache_dir: Path,
+    since: str | None,
+    max_targeted: int,
+    noticed_at: float | None = None,
+) -> WindowRebuild:
+    """Read the changes committed since `since` and rebuild the customer files they touch, all
+    in one snapshot; return the window (its `upto` is the next `since`) and the whole-table
+    files it made stale."""
+    with read_snapshot(engine) as conn:
+        window = read_change_window(conn, since)
+        stale = stale_files(window.entity_names)
+        customers = None
+        if CUSTOMER_PROFILES in stale:
+            customers = _rebuild_customer_files(conn, cache_dir, window, max_targeted)
+    if customers is not None:
+        customers = _with_latency(customers, noticed_at)
+    whole = tuple(f for f in stale if not f.per_customer)
+    return WindowRebuild(window, whole, customers)
+
+
+def rebuild_whole_file(
+    engine: Engine, cache_dir: Path, file: CacheFile, noticed_at: float | None = None
+) -> FileReport:
+    """Rebuild one whole-table file from a fresh snapshot and publish it forward-only."""
+    rebuilt: Rebuilt = rebuild_file(engine, cache_dir, file)
+    return FileReport(
+        asset=file.asset,
+        path=str(rebuilt.outcome.path),
+        watermark=rebuilt.watermark,
+        mode="file",
+        written=int(rebuilt.outcome.written),
+        superseded=int(not rebuilt.outcome.written),
+        latency_ms=latency_ms(noticed_at),
+    )
+
+
+def _with_latency(report: FileReport, noticed_at: float | None) -> FileReport:
+    return replace(report, latency_ms=latency_ms(noticed_at))
+
+
+def _rebuild_customer_files(
+    conn: Connection, cache_dir: Path, window: ChangeWindow, max_targeted: int
+) -> FileReport | None:
+    ids, complete = changed_customers(conn, window.since, window.upto, max_targeted)
+    if not complete or _touches_every_customer(conn, window):
+        return rebuild_every_customer(conn, cache_dir)
+    if not ids:
+        return None  # e.g. a lead linked to no customer
+    result = rebuild_customers(conn, cache_dir, ids)
+    return FileReport(
+        asset=CUSTOMER_PROFILES.asset,
+        path=str(Path(cache_dir) / CUSTOMER_PROFILES.path),
+        watermark=result.watermark,
+        mode="targeted",
+        written=len(result.written),
+        removed=len(result.removed),
+        superseded=len(result.superseded),
+        customer_ids=tuple(sorted(set(ids))),
+        customers=len(set(ids)),
+    )
+
+
+_TRUNCATED = text(
+    "SELECT EXISTS (SELECT 1 FROM change_log"
+    " WHERE op = 'truncate' AND entity = ANY(CAST(:entities AS text[]))"
+    "   AND txid < CAST(:upto AS xid8)"
+    "   AND (CAST(:since AS xid8) IS NULL OR txid >= CAST(:since AS xid8)))"
+)
+
+
+def _touches_every_customer(conn: Connection, window: ChangeWindow) -> bool:
+    """Did the window change a table every customer file reads (`shared`), or TRUNCATE one of
+    their tables? Such changes name no customer, so every file is stale."""
+    if any(CUSTOMER_PROFILES.stale_for_all(e) for e in window.entity_names):
+        return True
+    touched = sorted(window.entity_names & set(CUSTOMER_PROFILES.reads))
+    if not touched:
+        return False
+    return bool(
+        conn.execute(
+            _TRUNCATED, {"entities": touched, "since": window.since, "upto": window.upto}
+        ).scalar_one()
+    )
+
+
+def rebuild_every_customer(conn: Connection, cache_dir: Path) -> FileReport:
+    """Rebuild every customer's file from `conn`'s snapshot, and remove the files of customers
+    that no longer exist (forward-only, like every write)."""
+    watermark = reflected_watermark(conn)
+    written = removed = superseded = 0
+    seen: set[int] = set()
+    for ids in all_customer_ids(conn):
+        result = rebuild_customers(conn, cache_dir, ids, watermark)
+        written += len(result.written)
+        removed += len(result.removed)
+        superseded += len(result.superseded)
+        seen.update(ids)
+    folder = Path(cache_dir) / CUSTOMER_PROFILES.path
+    if folder.exists():
+        for path in folder.glob("*.json"):
+            if path.stem.isdigit() and int(path.stem) not in seen:
+                removed += remove(path, watermark=watermark)
+    return FileReport(
+        asset=CUSTOMER_PROFILES.asset,
+        path=str(folder),
+        watermark=watermark,
+        mode="full",
+        written=written,
+        removed=removed,
+        superseded=superseded,
+        customers=len(seen),
+    )

@@ -1,0 +1,133 @@
+"""Reporting the cache worker's batches to Dagster as runless materializations.
+
+Files the worker writes are the same assets Dagster materializes (the registry's `asset`
+names), so each batch is reported with `report_runless_asset_event`: lineage, freshness and
+checks in the UI see the worker's writes like a run's. Reports go through a queue to a thread
+of their own, after the files are written: a slow or broken instance never delays a write, and
+a failure is logged, never fatal. This is the only module of the worker that imports dagster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import dagster as dg
+
+from crm_pipeline.config import Settings
+from crm_pipeline.worker.batch import FileReport
+
+log = logging.getLogger("crm_pipeline.worker.report")
+
+MAX_LISTED_CUSTOMERS = 100  # above this, the metadata gives the count only
+QUEUE_SIZE = 10_000  # reports waiting for the instance; beyond it, they are dropped (and said)
+WRITER_TAG = {"crm/writer": "cache-worker"}
+
+
+def materialization(report: FileReport) -> dg.AssetMaterialization:
+    """The runless materialization describing `report` (no personal data: ids and counts)."""
+    metadata: dict = {
+        "mode": report.mode,
+        "watermark": report.watermark,
+        "files": report.written,
+        "path": dg.MetadataValue.path(report.path),
+    }
+    if report.removed:
+        metadata["deleted"] = report.removed
+    if report.superseded:
+        metadata["superseded"] = report.superseded
+    if report.mode != "file":
+        metadata["customers"] = report.customers
+        if report.customer_ids and len(report.customer_ids) <= MAX_LISTED_CUSTOMERS:
+            metadata["customer_ids"] = dg.MetadataValue.json(list(report.customer_ids))
+    if report.latency_ms is not None:
+        # From the worker taking the commit's notification off its connection to the files
+        # being published (crm_pipeline.worker.batch.latency_ms).
+        metadata["commit_to_file_ms"] = report.latency_ms
+    return dg.AssetMaterialization(
+        asset_key=report.asset,
+        description="written by the cache worker",
+        metadata=metadata,
+        tags=WRITER_TAG,
+    )
+
+
+class DagsterReporter:
+    """Reports batches to a Dagster instance from a background thread."""
+
+    def __init__(self, instance: Callable[[], dg.DagsterInstance] | dg.DagsterInstance) -> None:
+        if isinstance(instance, dg.DagsterInstance):
+            self._instance_factory = lambda: instance
+        else:  # opened in the reporting thread: a slow instance never holds up the worker
+            self._instance_factory = instance
+        self._instance: dg.DagsterInstance | None = None
+        self._queue: queue.Queue[FileReport | None] = queue.Queue(QUEUE_SIZE)
+        self._failing = False
+        self.reported = 0
+        self._thread = threading.Thread(target=self._run, name="cache-worker-report", daemon=True)
+        self._thread.start()
+
+    def submit(self, reports: Sequence[FileReport]) -> None:
+        """Queue `reports`; never blocks (a full queue drops them, with a warning)."""
+        for report in reports:
+            try:
+                self._queue.put_nowait(report)
+            except queue.Full:
+                log.warning("Dagster report queue full: a %s report was dropped", report.asset)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is queued (waiting at most `timeout`), then stop the thread."""
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (report := self._queue.get()) is not None:
+            try:
+                if self._instance is None:
+                    self._instance = self._instance_factory()
+                self._instance.report_runless_asset_event(materialization(report))
+                self.reported += 1
+                if self._failing:
+                    log.info("reporting to Dagster works again")
+                self._failing = False
+            except Exception as exc:
+                if not self._failing:  # once per outage, not once per batch
+                    log.warning(
+                        "cannot report to the Dagster instance (%s); the cache files are "
+                        "written regardless",
+                        type(exc).__name__,
+                    )
+                self._failing = True
+
+
+def configured_home(settings: Settings) -> Path | None:
+    """The Dagster instance folder to report to: `DAGSTER_HOME`, else the local instance under
+    `CRM_DATA_DIR/dagster` when one exists (`crm-pipeline dev`, demo or sync made it)."""
+    if settings.dagster_home:
+        return settings.dagster_home.resolve()
+    local = (settings.data_dir / "dagster").resolve()
+    return local if (local / "dagster.yaml").exists() else None
+
+
+def dagster_reporter(settings: Settings) -> DagsterReporter | None:
+    """A reporter on the configured instance, or None when reporting is off or has nowhere to go."""
+    if not settings.worker.report_to_dagster:
+        return None
+    home = configured_home(settings)
+    if home is None:
+        log.info("no Dagster instance configured (DAGSTER_HOME): batches are not reported")
+        return None
+
+    def instance() -> dg.DagsterInstance:
+        # DagsterInstance.get() reads DAGSTER_HOME; set here as orchestrate.local_instance does.
+        os.environ["DAGSTER_HOME"] = str(home)
+        return dg.DagsterInstance.get()
+
+    return DagsterReporter(instance)

@@ -1,0 +1,105 @@
+"""Running a cache worker against the test database, and comparing cache files with the DB."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, text
+
+from crm_pipeline.cache.customers import build_index
+from crm_pipeline.cache.kpis import REVENUE_STATUSES
+from crm_pipeline.cache.registry import CUSTOMER_INDEX, CUSTOMER_PROFILES
+from crm_pipeline.cachefile import dumps
+from crm_pipeline.db.engine import libpq_url, read_snapshot
+from crm_pipeline.db.worker_state import read_worker_state
+from crm_pipeline.worker.loop import CacheWorker, WorkerConfig
+
+ENVELOPE = {"generated_at", "watermark", "schema_version"}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
+    """Poll `predicate` until it is truthy (its value) or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s: {predicate.__name__}")
+        time.sleep(every)
+
+
+@contextmanager
+def running_worker(
+    engine: Engine, database_url: str, cache_dir: Path, **config: Any
+) -> Iterator[CacheWorker]:
+    """A cache worker in a thread (stopped, and checked to stop, on exit)."""
+    reporter = config.pop("reporter", None)
+    settings = {"name": "test-worker", "poll_seconds": 0.5, "coalesce_seconds": 0.2, **config}
+    worker = CacheWorker(
+        engine, libpq_url(database_url), WorkerConfig(cache_dir=cache_dir, **settings), reporter
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        stop.set()
+        thread.join(15)
+        assert not thread.is_alive(), "the worker did not stop"
+
+
+def normalised(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` as it reads back from a cache file, without the envelope."""
+    return {k: v for k, v in orjson.loads(dumps(payload)).items() if k not in ENVELOPE}
+
+
+def read_file(path: Path) -> dict[str, Any] | None:
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def customer_mismatches(engine: Engine, cache_dir: Path) -> list[int]:
+    """Customers whose file differs from the DB (missing, stale, or there but deleted)."""
+    with read_snapshot(engine) as conn:
+        ids = conn.execute(text("SELECT id FROM customers ORDER BY id")).scalars().all()
+        profiles = CUSTOMER_PROFILES.build_customers(conn, ids)
+    folder = cache_dir / CUSTOMER_PROFILES.path
+    wrong = []
+    for cid in ids:
+        doc = read_file(folder / f"{cid}.json")
+        if doc is None or normalised(doc) != normalised(profiles[cid]):
+            wrong.append(cid)
+    on_disk = {int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()}
+    return sorted(set(wrong) | (on_disk - set(ids)))
+
+
+def index_matches(engine: Engine, cache_dir: Path) -> bool:
+    """Does customers/index.json hold what the DB has now?"""
+    with read_snapshot(engine) as conn:
+        expected = build_index(conn, REVENUE_STATUSES)
+    doc = read_file(cache_dir / CUSTOMER_INDEX.path)
+    return doc is not None and normalised(doc) == normalised(expected)
+
+
+def stored_watermark(engine: Engine, name: str = "test-worker") -> str | None:
+    with engine.connect() as conn:
+        state = read_worker_state(conn, name)
+    return state.watermark if state else None
+
+
+def current_txid_bound(engine: Engine) -> int:
+    """The snapshot xmin now: every change below it has committed (or never will)."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")).scalar_one()
+        )
