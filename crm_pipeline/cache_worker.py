@@ -1,4 +1,5 @@
-"""`crm-pipeline cache-worker`: the worker as a process, stopped cleanly by SIGINT or SIGTERM."""
+"""`crm-pipeline cache-worker`: the worker (`crm_pipeline.cache.worker`) as a process, with its
+batches reported to the Dagster instance, stopped cleanly by SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import logging
 import signal
 import threading
 
+from crm_pipeline.cache.worker.loop import CacheWorker, WorkerConfig
 from crm_pipeline.config import Settings
 from crm_pipeline.db import migrate
 from crm_pipeline.db.engine import dispose_engines, get_engine, libpq_url, resolve_database_url
-from crm_pipeline.worker.loop import CacheWorker, WorkerConfig
 
-log = logging.getLogger("crm_pipeline.worker")
+log = logging.getLogger("crm_pipeline.cache.worker")
 
 
 def run_cache_worker(settings: Settings, *, report: bool = True) -> int:
@@ -26,7 +27,7 @@ def run_cache_worker(settings: Settings, *, report: bool = True) -> int:
         log.warning("database not reachable at start (%s); waiting for it", type(exc).__name__)
     reporter = None
     if report:
-        from crm_pipeline.worker.report import dagster_reporter
+        from crm_pipeline.defs.cache.worker_report import dagster_reporter
 
         reporter = dagster_reporter(settings)
     worker = CacheWorker(

@@ -213,6 +213,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache_worker(args: argparse.Namespace) -> int:
+    from crm_pipeline.cache_worker import run_cache_worker
+
+    configure_logging("INFO")  # a long-running service: say when it is active or standing by
+    return run_cache_worker(load_settings(), report=not args.no_report)
+
+
 def _dev(args: argparse.Namespace) -> int:
     from crm_pipeline.dev import run_dev
 
@@ -300,6 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     api.set_defaults(func=_serve)
+
+    worker = sub.add_parser(
+        "cache-worker",
+        help="rebuild cache files within milliseconds of each committed change (LISTEN/NOTIFY);"
+        " Ctrl-C or SIGTERM stops it",
+    )
+    worker.add_argument(
+        "--no-report",
+        action="store_true",
+        help="do not report batches to the Dagster instance (CRM_CACHE_WORKER_REPORT=false)",
+    )
+    worker.set_defaults(func=_cache_worker)
 
     dev = sub.add_parser(
         "dev",

@@ -6,7 +6,10 @@ Starts, on embedded defaults unless configured otherwise:
   webhook credentials so signed test webhooks can be posted to the API;
 - `dagster dev` (webserver + daemon: the hourly schedule and the change-log sensor run) on the
   instance in `DAGSTER_HOME`, or on the local one under `CRM_DATA_DIR/dagster`;
-- the API service (`crm-pipeline serve`).
+- the API service (`crm-pipeline serve`);
+- the cache worker (`crm-pipeline cache-worker`): rebuilds a changed file within milliseconds
+  of the commit and reports it to the same Dagster instance as a runless materialization, so
+  the change-log sensor, seeing it alive, stays idle.
 
 Each child runs in its own process group. One Ctrl-C (SIGINT) or SIGTERM asks every child to
 shut down, waits for them, then kills whatever is left of each group and any process still
@@ -53,11 +56,12 @@ SESSION_VARIABLE = "CRM_DEV_SESSION"
 
 @dataclass
 class Child:
-    """A started service: its name, process (leader of its own group) and what it serves."""
+    """A started service: its name, process (leader of its own group) and where it is (a URL,
+    or for the worker what it does)."""
 
     name: str
     process: subprocess.Popen
-    url: str
+    where: str
 
 
 def _bin(name: str) -> str:
@@ -90,10 +94,10 @@ def _emulator_env(settings: Settings) -> Iterator[dict[str, str]]:
         yield env
 
 
-def _start(name: str, argv: list[str], env: dict[str, str], url: str) -> Child:
+def _start(name: str, argv: list[str], env: dict[str, str], where: str) -> Child:
     # Own session: a terminal's Ctrl-C reaches only us, and we stop each group in order.
     process = subprocess.Popen(argv, env=env, start_new_session=True)
-    return Child(name, process, url)
+    return Child(name, process, where)
 
 
 def stop_children(children: list[Child], timeout: float = SHUTDOWN_TIMEOUT_SECONDS) -> None:
@@ -188,6 +192,15 @@ def run_dev(host: str = "127.0.0.1", dagster_port: int = 3000, api_port: int = 8
                     f"http://{host}:{api_port}",
                 )
             )
+            children.append(
+                _start(
+                    "cache worker",
+                    [_bin("crm-pipeline"), "cache-worker"],
+                    env,
+                    f"{settings.worker.name!r}: rebuilds changed files in "
+                    f"{settings.cache_dir.resolve()} within ms; shown in the Dagster UI",
+                )
+            )
             _print_banner(settings, url, revision, home, emulator_env, children, api_key)
             while not stop.wait(0.5):
                 dead = [c for c in children if c.process.poll() is not None]
@@ -213,7 +226,8 @@ def _print_banner(settings, url, revision, home, emulator_env, children, api_key
         if emulator_env
         else "as configured (FB_GRAPH_URL / FB_ACCESS_TOKEN)"
     )
-    services = "\n".join(f"  {c.name:<16}{c.url}" for c in children)
+    services = "\n".join(f"  {c.name:<16}{c.where}" for c in children)
+    api = next(c for c in children if c.name == "api")
     print(
         f"""crm-pipeline dev
   database        {redact_url(url)} (migrated to {revision})
@@ -224,7 +238,7 @@ def _print_banner(settings, url, revision, home, emulator_env, children, api_key
   api key         {api_key[0]}
                   (all scopes, local to this data folder; kept in {api_key[1]})
                   curl -H "Authorization: Bearer $(cat {api_key[1]})" \\
-                       {children[-1].url}/api/customers
+                       {api.where}/api/customers
 Ctrl-C stops everything.""",
         flush=True,
     )

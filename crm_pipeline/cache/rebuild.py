@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from crm_pipeline.cache.customers import all_customer_ids
 from crm_pipeline.cache.publish import Outcome, publish, remove
 from crm_pipeline.cache.registry import CUSTOMER_PROFILES, CacheFile
 from crm_pipeline.db.changelog import reflected_watermark
@@ -90,4 +91,24 @@ def rebuild_customers(
             (result.written if outcome.written else result.superseded).append(cid)
         elif remove(path, watermark=watermark):
             result.removed.append(cid)
+    return result
+
+
+def rebuild_all_customers(conn: Connection, cache_dir: Path) -> CustomerFiles:
+    """Publish every customer's 360 file from `conn`'s snapshot (in batches), and remove the
+    files of customers that no longer exist; forward-only, like every write."""
+    result = CustomerFiles(reflected_watermark(conn))
+    seen: set[int] = set()
+    for ids in all_customer_ids(conn):
+        batch = rebuild_customers(conn, cache_dir, ids, result.watermark)
+        result.written += batch.written
+        result.removed += batch.removed
+        result.superseded += batch.superseded
+        seen.update(ids)
+    folder = Path(cache_dir) / CUSTOMER_PROFILES.path
+    if folder.exists():
+        for path in folder.glob("*.json"):
+            if path.stem.isdigit() and int(path.stem) not in seen:
+                if remove(path, watermark=result.watermark):
+                    result.removed.append(int(path.stem))
     return result

@@ -80,18 +80,25 @@ def read_change_window(
     `since` is the previous window's `upto` (None on the first read: everything so far).
     Pass the returned `upto` next time: each change row falls in exactly one window.
     """
-    upto = safe_upper_bound(conn)
+    # The bound and the grouped rows in one statement (one snapshot, one round trip).
     rows = conn.execute(
         text(
-            "SELECT entity, count(*) AS changes, count(DISTINCT entity_key) AS keys"
-            " FROM change_log"
-            " WHERE txid < CAST(:upto AS xid8)"
-            "   AND (CAST(:since AS xid8) IS NULL OR txid >= CAST(:since AS xid8))"
-            "   AND (CAST(:entities AS text[]) IS NULL OR entity = ANY(CAST(:entities AS text[])))"
-            " GROUP BY entity ORDER BY entity"
+            f"SELECT b.upto::text AS upto, e.entity, e.changes, e.keys"
+            f" FROM (SELECT {_SNAPSHOT_XMIN} AS upto) b"
+            " LEFT JOIN LATERAL ("
+            "   SELECT entity, count(*) AS changes, count(DISTINCT entity_key) AS keys"
+            "   FROM change_log"
+            "   WHERE txid < b.upto"
+            "     AND (CAST(:since AS xid8) IS NULL OR txid >= CAST(:since AS xid8))"
+            "     AND (CAST(:entities AS text[]) IS NULL"
+            "          OR entity = ANY(CAST(:entities AS text[])))"
+            "   GROUP BY entity"
+            " ) e ON true ORDER BY e.entity"
         ),
-        {"upto": upto, "since": since, "entities": list(entities) if entities else None},
+        {"since": since, "entities": list(entities) if entities else None},
     ).all()
+    upto = rows[0].upto
+    rows = [r for r in rows if r.entity is not None]
     return ChangeWindow(
         since=since,
         upto=upto,
@@ -117,28 +124,41 @@ def reflected_watermark(conn: Connection) -> str:
 
 
 def changed_customers(
-    conn: Connection, since: str | None, upto: str, limit: int
+    conn: Connection,
+    since: str | None,
+    upto: str,
+    limit: int,
+    entities: Sequence[str] | None = None,
 ) -> tuple[list[int], bool]:
     """Distinct customers touched by changes in `[since, upto)`, at most `limit`.
 
-    Returns (ids, complete): `complete` is False when there were more than `limit`, in which
-    case the caller should rebuild everything rather than a partial list.
+    Returns (ids, complete): `complete` is False when there were more than `limit`, or when a
+    TRUNCATE of one of `entities` (default: any table) in the window touched every customer;
+    the caller should then rebuild everything rather than a partial list. One round trip.
     """
-    ids = (
-        conn.execute(
-            text(
-                "SELECT DISTINCT customer_id FROM change_log"
-                " WHERE txid < CAST(:upto AS xid8)"
-                "   AND (CAST(:since AS xid8) IS NULL OR txid >= CAST(:since AS xid8))"
-                "   AND customer_id IS NOT NULL"
-                " ORDER BY customer_id LIMIT :limit"
-            ),
-            {"upto": upto, "since": since, "limit": limit + 1},
-        )
-        .scalars()
-        .all()
-    )
-    return list(ids[:limit]), len(ids) <= limit
+    rows = conn.execute(
+        text(
+            "WITH w AS (SELECT customer_id, entity, op FROM change_log"
+            "           WHERE txid < CAST(:upto AS xid8)"
+            "             AND (CAST(:since AS xid8) IS NULL OR txid >= CAST(:since AS xid8)))"
+            " (SELECT DISTINCT customer_id, false AS truncated FROM w"
+            "  WHERE customer_id IS NOT NULL ORDER BY customer_id LIMIT :limit)"
+            " UNION ALL"
+            " SELECT NULL, true WHERE EXISTS (SELECT 1 FROM w WHERE op = 'truncate'"
+            "   AND (CAST(:entities AS text[]) IS NULL"
+            "        OR entity = ANY(CAST(:entities AS text[]))))"
+        ),
+        {
+            "upto": upto,
+            "since": since,
+            "limit": limit + 1,
+            "entities": list(entities) if entities is not None else None,
+        },
+    ).all()
+    if any(r.truncated for r in rows):
+        return [], False
+    ids = [r.customer_id for r in rows]
+    return ids[:limit], len(ids) <= limit
 
 
 def prune_change_log(conn: Connection, older_than_days: int) -> int:

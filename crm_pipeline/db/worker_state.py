@@ -72,3 +72,16 @@ def beat(conn: Connection, name: str, watermark: str | None, *, starting: bool =
             "starting": starting,
         },
     )
+
+
+def retire(conn: Connection, name: str) -> None:
+    """Mark worker `name` stopped (a clean shutdown): its heartbeat is aged past any threshold,
+    so the change-log sensor takes over at its next tick instead of waiting for it to go stale.
+    A standby replica that takes the lock beats again and is alive at once."""
+    conn.execute(
+        text(
+            "UPDATE cache_worker_state SET heartbeat_at = 'epoch'"
+            " WHERE name = :name AND host = :host AND pid = :pid"
+        ),
+        {"name": name, "host": socket.gethostname(), "pid": os.getpid()},
+    )

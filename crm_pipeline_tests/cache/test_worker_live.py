@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from crm_pipeline.cache.registry import CUSTOMER_INDEX
 from crm_pipeline.db.engine import libpq_url
-from crm_pipeline_tests.worker.helpers import (
+from crm_pipeline_tests.cache.worker_helpers import (
     customer_mismatches,
     index_matches,
     read_file,

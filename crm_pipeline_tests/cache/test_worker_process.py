@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from crm_pipeline_tests.worker.helpers import (
+from crm_pipeline_tests.cache.worker_helpers import (
     customer_mismatches,
     index_matches,
     stored_watermark,

@@ -1,8 +1,8 @@
 """The worker's watermark: a deferred whole-table file holds it back until it is rebuilt."""
 
 from crm_pipeline.cache.registry import ANALYTICS_SUMMARY, CUSTOMER_INDEX
-from crm_pipeline.worker.loop import lock_key
-from crm_pipeline.worker.progress import Progress
+from crm_pipeline.cache.worker.loop import lock_key
+from crm_pipeline.cache.worker.progress import Progress
 
 
 def test_watermark_waits_for_every_file_a_window_made_stale():

@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from crm_pipeline.defs.cache.assets import customer_profiles_cache
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
-from crm_pipeline_tests.worker.helpers import (
+from crm_pipeline_tests.cache.worker_helpers import (
     customer_mismatches,
     read_file,
     running_worker,

@@ -4,7 +4,7 @@ from contextlib import ExitStack
 
 from sqlalchemy import text
 
-from crm_pipeline_tests.worker.helpers import read_file, running_worker, wait_for
+from crm_pipeline_tests.cache.worker_helpers import read_file, running_worker, wait_for
 
 
 def _rename(engine, cid, name):

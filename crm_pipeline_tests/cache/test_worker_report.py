@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import text
 
 from crm_pipeline.cache.registry import ANALYTICS_SUMMARY, CUSTOMER_INDEX, CUSTOMER_PROFILES
-from crm_pipeline.worker.batch import FileReport
-from crm_pipeline.worker.report import DagsterReporter, materialization
-from crm_pipeline_tests.worker.helpers import read_file, running_worker, wait_for
+from crm_pipeline.cache.worker.batch import FileReport
+from crm_pipeline.defs.cache.worker_report import DagsterReporter, materialization
+from crm_pipeline_tests.cache.worker_helpers import read_file, running_worker, wait_for
 
 CLI = str(Path(sys.executable).with_name("crm-pipeline"))
 

@@ -18,7 +18,7 @@ from crm_pipeline.cache.registry import CUSTOMER_INDEX, CUSTOMER_PROFILES
 from crm_pipeline.cachefile import dumps
 from crm_pipeline.db.engine import libpq_url, read_snapshot
 from crm_pipeline.db.worker_state import read_worker_state
-from crm_pipeline.worker.loop import CacheWorker, WorkerConfig
+from crm_pipeline.cache.worker.loop import CacheWorker, WorkerConfig
 
 ENVELOPE = {"generated_at", "watermark", "schema_version"}
 

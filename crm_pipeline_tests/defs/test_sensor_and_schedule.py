@@ -189,3 +189,24 @@ def test_a_scheduled_range_runs_as_one_run_of_the_insights_job(clean_db, databas
         assert conn.execute(text("SELECT count(*) FROM ad_insights_daily")).scalar_one() == len(
             expected
         )
+
+
+def test_a_change_every_customer_file_reads_rebuilds_them_all(clean_db, database_url):
+    with clean_db.begin() as conn:
+        conn.execute(text("INSERT INTO customers (email) VALUES ('a@x.io')"))
+    cursor = _tick(database_url).cursor
+    # Campaign names are shown in every customer's attribution block (the registry's `shared`).
+    with clean_db.begin() as conn:
+        conn.execute(text("INSERT INTO ad_accounts (id, name) VALUES ('act_1', 'A')"))
+        conn.execute(
+            text("INSERT INTO campaigns (id, account_id, name) VALUES ('c1', 'act_1', 'Spring')")
+        )
+    tick = _tick(database_url, cursor)
+    assert set(tick.run_requests[0].asset_selection) == {SUMMARY, MARKETING, PROFILES}
+    assert _profile_ids(tick.run_requests[0]) is None  # every file
+
+    with clean_db.begin() as conn:  # a TRUNCATE names no customer: every file too
+        conn.execute(text("TRUNCATE orders"))
+    tick = _tick(database_url, tick.cursor)
+    assert PROFILES in set(tick.run_requests[0].asset_selection)
+    assert _profile_ids(tick.run_requests[0]) is None

@@ -8,7 +8,10 @@ Its progress (`cache_worker_state`) tells the change-log sensor which windows ar
 
 - `progress`: the watermark bookkeeping (what is read, what is still owed).
 - `batch`: one change window turned into rebuilt files (Dagster-free, like the registry).
-- `loop`: the connection, the advisory lock (one active worker per name), wake-ups, heartbeats.
-- `report`: runless materializations on the Dagster instance (the only module importing dagster).
-- `service`: the process behind the CLI command (settings, signals).
+- `loop`: the connection, the advisory lock (one active worker per name), wake-ups, heartbeats;
+  a clean stop ages the heartbeat so the sensor takes over at once.
+
+Dagster-free like the rest of `crm_pipeline.cache`: batches go to a `Reporter`, which the
+process (`crm_pipeline.cache_worker`) wires to `crm_pipeline.defs.cache.worker_report`
+(runless materializations on the Dagster instance).
 """

@@ -17,7 +17,12 @@ from sqlalchemy import Connection, Engine, text
 
 from crm_pipeline.cache.customers import all_customer_ids
 from crm_pipeline.cache.publish import remove
-from crm_pipeline.cache.rebuild import Rebuilt, rebuild_customers, rebuild_file
+from crm_pipeline.cache.rebuild import (
+    Rebuilt,
+    rebuild_all_customers,
+    rebuild_customers,
+    rebuild_file,
+)
 from crm_pipeline.cache.registry import CUSTOMER_PROFILES, CacheFile, stale_files
 from crm_pipeline.db.changelog import (
     ChangeWindow,
@@ -112,8 +117,10 @@ def _with_latency(report: FileReport, noticed_at: float | None) -> FileReport:
 def _rebuild_customer_files(
     conn: Connection, cache_dir: Path, window: ChangeWindow, max_targeted: int
 ) -> FileReport | None:
-    ids, complete = changed_customers(conn, window.since, window.upto, max_targeted)
-    if not complete or _touches_every_customer(conn, window):
+    ids, complete = changed_customers(
+        conn, window.since, window.upto, max_targeted, CUSTOMER_PROFILES.reads
+    )
+    if not complete or touches_every_customer(window):
         return rebuild_every_customer(conn, cache_dir)
     if not ids:
         return None  # e.g. a lead linked to no customer
@@ -131,53 +138,24 @@ def _rebuild_customer_files(
     )
 
 
-_TRUNCATED = text(
-    "SELECT EXISTS (SELECT 1 FROM change_log"
-    " WHERE op = 'truncate' AND entity = ANY(CAST(:entities AS text[]))"
-    "   AND txid < CAST(:upto AS xid8)"
-    "   AND (CAST(:since AS xid8) IS NULL OR txid >= CAST(:since AS xid8)))"
-)
-
-
-def _touches_every_customer(conn: Connection, window: ChangeWindow) -> bool:
-    """Did the window change a table every customer file reads (`shared`), or TRUNCATE one of
-    their tables? Such changes name no customer, so every file is stale."""
-    if any(CUSTOMER_PROFILES.stale_for_all(e) for e in window.entity_names):
-        return True
-    touched = sorted(window.entity_names & set(CUSTOMER_PROFILES.reads))
-    if not touched:
-        return False
-    return bool(
-        conn.execute(
-            _TRUNCATED, {"entities": touched, "since": window.since, "upto": window.upto}
-        ).scalar_one()
-    )
+def touches_every_customer(window: ChangeWindow) -> bool:
+    """Did the window change a table every customer file reads (`shared`)? Such changes name
+    no customer, so every file is stale. (A TRUNCATE is `changed_customers`' to report.)"""
+    return any(CUSTOMER_PROFILES.stale_for_all(e) for e in window.entity_names)
 
 
 def rebuild_every_customer(conn: Connection, cache_dir: Path) -> FileReport:
     """Rebuild every customer's file from `conn`'s snapshot, and remove the files of customers
     that no longer exist (forward-only, like every write)."""
-    watermark = reflected_watermark(conn)
-    written = removed = superseded = 0
-    seen: set[int] = set()
-    for ids in all_customer_ids(conn):
-        result = rebuild_customers(conn, cache_dir, ids, watermark)
-        written += len(result.written)
-        removed += len(result.removed)
-        superseded += len(result.superseded)
-        seen.update(ids)
+    result = rebuild_all_customers(conn, cache_dir)
     folder = Path(cache_dir) / CUSTOMER_PROFILES.path
-    if folder.exists():
-        for path in folder.glob("*.json"):
-            if path.stem.isdigit() and int(path.stem) not in seen:
-                removed += remove(path, watermark=watermark)
     return FileReport(
         asset=CUSTOMER_PROFILES.asset,
         path=str(folder),
-        watermark=watermark,
+        watermark=result.watermark,
         mode="full",
-        written=written,
-        removed=removed,
-        superseded=superseded,
-        customers=len(seen),
+        written=len(result.written),
+        removed=len(result.removed),
+        superseded=len(result.superseded),
+        customers=len(result.written) + len(result.superseded),
     )

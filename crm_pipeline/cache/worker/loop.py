@@ -32,11 +32,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from crm_pipeline.config import Settings
 from crm_pipeline.db.changelog import CHANNEL, ChangeNotice
-from crm_pipeline.db.worker_state import beat, read_worker_state
-from crm_pipeline.worker.batch import FileReport, read_and_rebuild_customers, rebuild_whole_file
-from crm_pipeline.worker.progress import Progress
+from crm_pipeline.db.worker_state import beat, read_worker_state, retire
+from crm_pipeline.cache.worker.batch import FileReport, read_and_rebuild_customers, rebuild_whole_file
+from crm_pipeline.cache.worker.progress import Progress
 
-log = logging.getLogger("crm_pipeline.worker")
+log = logging.getLogger("crm_pipeline.cache.worker")
 
 WAIT_SLICE_SECONDS = 0.25  # how long a stop request may go unnoticed while idle
 RECHECK_FIRST_SECONDS = 0.02
@@ -146,6 +146,17 @@ class CacheWorker:
                 break
             delay = BACKOFF_FIRST_SECONDS if healthy else min(delay * 2, BACKOFF_MAX_SECONDS)
             stop.wait(delay)
+        self._retire()
+
+    def _retire(self) -> None:
+        """A clean stop: say so, so the sensor takes over at once (best effort: if the
+        database is gone, the heartbeat goes stale by itself)."""
+        try:
+            with self.engine.begin() as db:
+                retire(db, self.config.name)
+        except SQLAlchemyError as exc:
+            log.warning("cache worker: could not record the stop (%s)", type(exc).__name__)
+
 
     def _acquire(self, conn: psycopg.Connection, stop: threading.Event) -> bool:
         """Hold this name's advisory lock on `conn`, standing by while another worker has it."""

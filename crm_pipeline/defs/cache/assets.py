@@ -9,10 +9,7 @@ import time
 import dagster as dg
 
 from crm_pipeline.cache import insights, registry
-from crm_pipeline.cache.customers import all_customer_ids
-from crm_pipeline.cache.publish import remove
-from crm_pipeline.cache.rebuild import rebuild_customers, rebuild_file
-from crm_pipeline.db.changelog import reflected_watermark
+from crm_pipeline.cache.rebuild import rebuild_all_customers, rebuild_customers, rebuild_file
 from crm_pipeline.db.engine import read_snapshot
 from crm_pipeline.defs.cache.publish import rebuilt_metadata
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
@@ -79,25 +76,17 @@ def customer_profiles_cache(
     started = time.perf_counter()
     cache_dir = storage.cache_path()
     folder = cache_dir / registry.CUSTOMER_PROFILES.path
-    written = deleted = superseded = 0
-    seen: set[int] = set()
     with read_snapshot(postgres.engine()) as conn:
-        watermark = reflected_watermark(conn)
-        batches = (
-            [sorted(set(config.customer_ids))]
-            if config.customer_ids is not None
-            else all_customer_ids(conn)
-        )
-        for ids in batches:
-            result = rebuild_customers(conn, cache_dir, ids, watermark)
-            written += len(result.written)
-            deleted += len(result.removed)
-            superseded += len(result.superseded)
-            seen.update(result.written, result.superseded)
-    if config.customer_ids is None and folder.exists():
-        for path in folder.glob("*.json"):
-            if path.stem.isdigit() and int(path.stem) not in seen:
-                deleted += remove(path, watermark=watermark)
+        if config.customer_ids is None:
+            result = rebuild_all_customers(conn, cache_dir)
+        else:
+            result = rebuild_customers(conn, cache_dir, sorted(set(config.customer_ids)))
+    watermark = result.watermark
+    written, deleted, superseded = (
+        len(result.written),
+        len(result.removed),
+        len(result.superseded),
+    )
     mode = "full" if config.customer_ids is None else "targeted"
     context.log.info(f"{mode} rebuild: {written} customer files written, {deleted} removed")
     return dg.MaterializeResult(

@@ -1,12 +1,29 @@
-"""The change-log sensor: DB writes from any client become targeted cache rebuilds."""
+"""The change-log sensor: the reconciler behind the cache worker.
+
+The cache worker (`crm-pipeline cache-worker`) keeps the cache files fresh within milliseconds
+of a commit and records, in `cache_worker_state`, a watermark below which every change has
+reached its files. This sensor covers whatever it has not:
+
+- the window a tick processes starts at max(the sensor's cursor, the worker's watermark):
+  changes below the watermark are done, and rebuilding them again would be a wasted run;
+- while the worker's heartbeat is fresh, the sensor launches nothing and only moves its cursor
+  up to the worker's watermark;
+- when the heartbeat is older than `CRM_CACHE_WORKER_STALE_SECONDS`, or no worker ever ran,
+  it turns the change rows past that point into one targeted run per tick, as it always did.
+
+Both read `change_log` with the xid8 rule of `db/changelog.py`, so whichever of them covers a
+window, no committed change is skipped (DESIGN.md invariant 1).
+"""
 
 import json
-import os
 
 import dagster as dg
 
+from crm_pipeline.cache import registry
+from crm_pipeline.cache.worker.batch import touches_every_customer
 from crm_pipeline.config import load_settings
 from crm_pipeline.db.changelog import changed_customers, read_change_window
+from crm_pipeline.db.worker_state import WorkerState, read_worker_state
 from crm_pipeline.defs.analytics.assets import analytics_summary
 from crm_pipeline.defs.cache.assets import (
     customer_index_cache,
@@ -15,24 +32,35 @@ from crm_pipeline.defs.cache.assets import (
 )
 from crm_pipeline.defs.resources import PostgresResource
 
-_MARKETING, _SUMMARY = marketing_insights_cache.key, analytics_summary.key
-_INDEX, _PROFILES = customer_index_cache.key, customer_profiles_cache.key
+_PROFILES = customer_profiles_cache.key
 
-# Which cache assets a change to each table makes stale.
+# Which cache assets a change to each table makes stale: the registry's `reads`, inverted.
 ASSETS_BY_ENTITY: dict[str, tuple[dg.AssetKey, ...]] = {
-    "ad_insights_daily": (_MARKETING, _SUMMARY),
-    "campaigns": (_MARKETING, _SUMMARY),
-    "customers": (_SUMMARY, _INDEX, _PROFILES),
-    "orders": (_SUMMARY, _INDEX, _PROFILES),
-    "leads": (_SUMMARY, _INDEX, _PROFILES),
-    "conversations": (_PROFILES,),
-    "messages": (_PROFILES,),
+    table: tuple(dg.AssetKey(f.asset) for f in registry.stale_files([table]))
+    for table in registry.SOURCE_TABLES
 }
 
 # Dagster needs the interval when the code location loads: it comes from the settings model.
 SENSOR_INTERVAL_SECONDS = load_settings().sensors.change_interval_seconds
 # Past this many changed customers in one tick, one full rebuild is cheaper than a long id list.
 MAX_TARGETED_CUSTOMERS = load_settings().sensors.max_targeted_customers
+
+# Run tag saying why the reconciler, not the worker, rebuilt a window.
+RECONCILE_TAG = "crm/reconciled_because"
+
+
+def later_watermark(a: str | None, b: str | None) -> str | None:
+    """The later of two xid8 watermarks (decimal text); None stands for "from the start"."""
+    if a is None or b is None:
+        return a if b is None else b
+    return a if int(a) >= int(b) else b
+
+
+def _worker_summary(worker: WorkerState) -> str:
+    return (
+        f"cache worker {worker.name!r} (heartbeat {worker.heartbeat_age_seconds:.1f}s ago, "
+        f"watermark {worker.watermark})"
+    )
 
 
 @dg.sensor(
@@ -45,37 +73,62 @@ MAX_TARGETED_CUSTOMERS = load_settings().sensors.max_targeted_customers
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Reads change_log past an xid8 watermark that is safe under out-of-order commits and "
-        "requests one run per tick of exactly the cache assets the changed tables feed, with "
-        "the changed customers' ids so only their 360 files are rewritten."
+        "The reconciler behind the cache worker. Reads change_log past an xid8 watermark that "
+        "is safe under out-of-order commits, starting where the cache worker's watermark says "
+        "its work ends. While the worker's heartbeat is fresh it launches nothing; when the "
+        "worker is down it requests one run per tick of exactly the cache assets the changed "
+        "tables feed, with the changed customers' ids so only their 360 files are rewritten."
     ),
 )
 def change_log_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
-    """Turn the change rows committed since the last tick into one targeted run."""
-    since = json.loads(context.cursor)["upto"] if context.cursor else None
+    """Turn the change rows no live cache worker has covered into one targeted run."""
+    cursor = json.loads(context.cursor)["upto"] if context.cursor else None
+    worker_settings = load_settings().worker
     with postgres.engine().connect() as conn:
+        worker = read_worker_state(conn, worker_settings.name)
+        done = worker.watermark if worker else None
+        since = later_watermark(cursor, done)
+        if worker is not None and worker.alive(worker_settings.heartbeat_stale_seconds):
+            # The worker owns the hot path; what it has not reached yet it will, and should it
+            # die first, its watermark says where the next tick starts.
+            next_cursor = json.dumps({"upto": since}) if since is not None else context.cursor
+            return dg.SensorResult(
+                skip_reason=f"{_worker_summary(worker)} is alive and keeps the cache fresh",
+                cursor=next_cursor,
+            )
         window = read_change_window(conn, since)
         stale = {key for entity in window.entity_names for key in ASSETS_BY_ENTITY.get(entity, ())}
         run_config: dict = {}
         if _PROFILES in stale:
-            ids, complete = changed_customers(conn, since, window.upto, MAX_TARGETED_CUSTOMERS)
+            ids, complete = changed_customers(
+                conn, since, window.upto, MAX_TARGETED_CUSTOMERS, registry.CUSTOMER_PROFILES.reads
+            )
+            # A table every customer's file reads (campaign names in the attribution) changed.
+            complete = complete and not touches_every_customer(window)
             if complete and not ids:
                 stale.discard(_PROFILES)  # e.g. a lead not linked to any customer
             else:
                 target = ids if complete else None  # None: rebuild every file
-                run_config = {"ops": {"customer_profiles_cache": {"config": {"customer_ids": target}}}}
-    cursor = json.dumps({"upto": window.upto})
+                run_config = {
+                    "ops": {"customer_profiles_cache": {"config": {"customer_ids": target}}}
+                }
+    # Never backwards, even should a watermark ever be ahead of this snapshot's bound.
+    cursor = json.dumps({"upto": later_watermark(window.upto, since)})
     if not stale:
         return dg.SensorResult(skip_reason="no relevant changes", cursor=cursor)
+    reason = f"{_worker_summary(worker)} is not alive" if worker else "no cache worker has run"
     changed = {e.entity: e.changes for e in window.entities}
-    context.log.info(f"changes in {window.since}..{window.upto}: {changed}")
+    context.log.info(f"{reason}; reconciling changes in {since}..{window.upto}: {changed}")
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_key=f"change_log:{window.since}:{window.upto}",
+                run_key=f"change_log:{since}:{window.upto}",
                 asset_selection=sorted(stale, key=lambda k: k.to_user_string()),
                 run_config=run_config,
-                tags={"crm/change_window": f"{window.since}..{window.upto}"},
+                tags={
+                    "crm/change_window": f"{since}..{window.upto}",
+                    RECONCILE_TAG: "worker down" if worker else "no worker",
+                },
             )
         ],
         cursor=cursor,

@@ -4,13 +4,12 @@ Files the worker writes are the same assets Dagster materializes (the registry's
 names), so each batch is reported with `report_runless_asset_event`: lineage, freshness and
 checks in the UI see the worker's writes like a run's. Reports go through a queue to a thread
 of their own, after the files are written: a slow or broken instance never delays a write, and
-a failure is logged, never fatal. This is the only module of the worker that imports dagster.
+a failure is logged, never fatal. The worker itself (`crm_pipeline.cache.worker`) is Dagster-free; this is its Dagster side.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -19,9 +18,9 @@ from pathlib import Path
 import dagster as dg
 
 from crm_pipeline.config import Settings
-from crm_pipeline.worker.batch import FileReport
+from crm_pipeline.cache.worker.batch import FileReport
 
-log = logging.getLogger("crm_pipeline.worker.report")
+log = logging.getLogger("crm_pipeline.defs.cache.worker_report")
 
 MAX_LISTED_CUSTOMERS = 100  # above this, the metadata gives the count only
 QUEUE_SIZE = 10_000  # reports waiting for the instance; beyond it, they are dropped (and said)
@@ -46,7 +45,7 @@ def materialization(report: FileReport) -> dg.AssetMaterialization:
             metadata["customer_ids"] = dg.MetadataValue.json(list(report.customer_ids))
     if report.latency_ms is not None:
         # From the worker taking the commit's notification off its connection to the files
-        # being published (crm_pipeline.worker.batch.latency_ms).
+        # being published (crm_pipeline.cache.worker.batch.latency_ms).
         metadata["commit_to_file_ms"] = report.latency_ms
     return dg.AssetMaterialization(
         asset_key=report.asset,
@@ -126,8 +125,6 @@ def dagster_reporter(settings: Settings) -> DagsterReporter | None:
         return None
 
     def instance() -> dg.DagsterInstance:
-        # DagsterInstance.get() reads DAGSTER_HOME; set here as orchestrate.local_instance does.
-        os.environ["DAGSTER_HOME"] = str(home)
-        return dg.DagsterInstance.get()
+        return dg.DagsterInstance.from_config(str(home))
 
     return DagsterReporter(instance)
