@@ -31,7 +31,8 @@ BENCHMARKS = (
     ("B4", "summary_kpis.py", "summary.json over 1M orders + 1M insight rows"),
     ("B5", "api_reads.py", "GET /api/customers/{id} from cache vs from the DB"),
     ("B6", "graph_sync.py", "Graph sync of 30 days x 500 ads at 50 ms latency"),
-    ("B7", "write_to_cache_latency.py", "psql write -> customer file through a real daemon"),
+    ("B7a", "worker_latency.py", "psql write -> customer file through the cache worker"),
+    ("B7b", "write_to_cache_latency.py", "the same through the sensor and a real daemon"),
     ("B8", "clone_database.py", "clone-db of 1M rows vs pg_dump | psql"),
 )
 
