@@ -2,23 +2,28 @@
 
 Files the worker writes are the same assets Dagster materializes (the registry's `asset`
 names), so each batch is reported with `report_runless_asset_event`: lineage, freshness and
-checks in the UI see the worker's writes like a run's. Reports go through a queue to a thread
+checks in the UI see the worker's writes like a run's. Reports go through a queue to a process
 of their own, after the files are written: a slow or broken instance never delays a write, and
-a failure is logged, never fatal. The worker itself (`crm_pipeline.cache.worker`) is Dagster-free; this is its Dagster side.
+a failure is logged, never fatal. The worker itself (`crm_pipeline.cache.worker`) is
+Dagster-free; this is its Dagster side.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
+import os
 import queue
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import dagster as dg
 
-from crm_pipeline.config import Settings
 from crm_pipeline.cache.worker.batch import FileReport
+from crm_pipeline.config import Settings
 
 log = logging.getLogger("crm_pipeline.defs.cache.worker_report")
 
@@ -106,6 +111,64 @@ class DagsterReporter:
                 self._failing = True
 
 
+class ReporterProcess:
+    """A `DagsterReporter` in a process of its own, fed through a queue.
+
+    Dagster's event serialisation and storage writes cost milliseconds of CPU per report; in a
+    thread of the worker they would hold the GIL while the next batch waits (B7a measured p95
+    12 ms with a reporting thread, 7 ms without). In their own process they cost the worker one
+    pickle per report.
+    """
+
+    def __init__(self, home: Path) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._queue = context.Queue(QUEUE_SIZE)
+        self._process = context.Process(
+            target=_report_from_queue,
+            args=(str(home), self._queue, os.getpid()),
+            name="cache-worker-report",
+            daemon=True,
+        )
+        self._process.start()
+
+    def submit(self, reports: Sequence[FileReport]) -> None:
+        """Queue `reports`; never blocks (a full queue drops them, with a warning)."""
+        for report in reports:
+            try:
+                self._queue.put_nowait(report)
+            except queue.Full:
+                log.warning("Dagster report queue full: a %s report was dropped", report.asset)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is queued (waiting at most `timeout`), then stop the process."""
+        with contextlib.suppress(queue.Full, ValueError, OSError):
+            self._queue.put(None, timeout=timeout)
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout)
+
+
+def _report_from_queue(home: str, reports: multiprocessing.Queue, parent: int) -> None:
+    """The reporting process: report what arrives until the sentinel, or the worker is gone."""
+    # The worker decides when reporting ends (it sends the sentinel after its last batch): a
+    # Ctrl-C or SIGTERM sent to the whole process group must not cut the queue short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    reporter = DagsterReporter(lambda: dg.DagsterInstance.from_config(home))
+    while True:
+        try:
+            report = reports.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the worker died without a goodbye
+                break
+            continue
+        if report is None:
+            break
+        reporter.submit([report])
+    reporter.close()
+
+
 def configured_home(settings: Settings) -> Path | None:
     """The Dagster instance folder to report to: `DAGSTER_HOME`, else the local instance under
     `CRM_DATA_DIR/dagster` when one exists (`crm-pipeline dev`, demo or sync made it)."""
@@ -115,7 +178,7 @@ def configured_home(settings: Settings) -> Path | None:
     return local if (local / "dagster.yaml").exists() else None
 
 
-def dagster_reporter(settings: Settings) -> DagsterReporter | None:
+def dagster_reporter(settings: Settings) -> ReporterProcess | None:
     """A reporter on the configured instance, or None when reporting is off or has nowhere to go."""
     if not settings.worker.report_to_dagster:
         return None
@@ -123,8 +186,4 @@ def dagster_reporter(settings: Settings) -> DagsterReporter | None:
     if home is None:
         log.info("no Dagster instance configured (DAGSTER_HOME): batches are not reported")
         return None
-
-    def instance() -> dg.DagsterInstance:
-        return dg.DagsterInstance.from_config(str(home))
-
-    return DagsterReporter(instance)
+    return ReporterProcess(home)
