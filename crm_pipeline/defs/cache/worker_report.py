@@ -77,11 +77,7 @@ class DagsterReporter:
 
     def submit(self, reports: Sequence[FileReport]) -> None:
         """Queue `reports`; never blocks (a full queue drops them, with a warning)."""
-        for report in reports:
-            try:
-                self._queue.put_nowait(report)
-            except queue.Full:
-                log.warning("Dagster report queue full: a %s report was dropped", report.asset)
+        _offer(self._queue, reports)
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is queued (waiting at most `timeout`), then stop the thread."""
@@ -133,11 +129,7 @@ class ReporterProcess:
 
     def submit(self, reports: Sequence[FileReport]) -> None:
         """Queue `reports`; never blocks (a full queue drops them, with a warning)."""
-        for report in reports:
-            try:
-                self._queue.put_nowait(report)
-            except queue.Full:
-                log.warning("Dagster report queue full: a %s report was dropped", report.asset)
+        _offer(self._queue, reports)
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is queued (waiting at most `timeout`), then stop the process."""
@@ -167,6 +159,16 @@ def _report_from_queue(home: str, reports: multiprocessing.Queue, parent: int) -
             break
         reporter.submit([report])
     reporter.close()
+
+
+def _offer(
+    reports_queue: queue.Queue | multiprocessing.Queue, reports: Sequence[FileReport]
+) -> None:
+    for report in reports:
+        try:
+            reports_queue.put_nowait(report)
+        except queue.Full:
+            log.warning("Dagster report queue full: a %s report was dropped", report.asset)
 
 
 def configured_home(settings: Settings) -> Path | None:
