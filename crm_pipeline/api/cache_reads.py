@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import logging
+import os
 import threading
 import time
 import weakref
@@ -67,6 +69,7 @@ log = logging.getLogger("crm_pipeline.api.cache")
 # loop for the GIL and with PostgreSQL for the cores, so a burst of misses (a scan of random
 # ids, say) would otherwise slow every hit down (benchmarks/api_reads.py measures it).
 MAX_CONCURRENT_BUILDS = 2
+MAX_REMEMBERED_BYTES = 64 * 1024 * 1024  # cache files kept in memory (stat-checked)
 MAX_REMEMBERED_ABSENT = 10_000  # remembered 404s, least recently used dropped first
 MAX_VERIFIED = 100_000  # files remembered as checked (a few dozen bytes each), LRU
 CACHE_CONTROL = "private, no-cache"
@@ -95,11 +98,11 @@ class Cached:
     body: bytes
     document: dict[str, Any]
 
-    @property
+    @functools.cached_property
     def etag(self) -> str:
         return '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
 
-    @property
+    @functools.cached_property
     def generated_at(self) -> dt.datetime | None:
         try:
             return dt.datetime.fromisoformat(self.document["generated_at"])
@@ -260,6 +263,7 @@ class CacheStore:
         ttl_seconds: int,
         max_remembered_absent: int = MAX_REMEMBERED_ABSENT,
         max_concurrent_builds: int = MAX_CONCURRENT_BUILDS,
+        max_remembered_bytes: int = MAX_REMEMBERED_BYTES,
         recent: RecentChanges | None = None,
         max_verified: int = MAX_VERIFIED,
     ) -> None:
@@ -282,6 +286,10 @@ class CacheStore:
         self._build_locks: dict[str, _KeyLock] = {}
         self._absent: OrderedDict[str, _Absent] = OrderedDict()
         self._verified: OrderedDict[str, _Verified] = OrderedDict()
+        # Files read before, by relative path: (stat signature, contents), least recent first.
+        self._files: OrderedDict[str, tuple[tuple[int, ...], Cached]] = OrderedDict()
+        self._file_bytes = 0
+        self.max_remembered_bytes = max_remembered_bytes
         self._changes = ChangeChecks(db)
 
     def close(self) -> None:
@@ -290,7 +298,28 @@ class CacheStore:
         self._changes.close()
 
     def read(self, key: CacheKey) -> Cached | None:
+        """The file of `key` as it is on disk now (None: missing, unreadable or another schema).
+
+        A file read before is served from memory while its `stat` signature is unchanged: a
+        hit then costs one `stat` instead of a read, a parse and a hash. Every publish renames
+        a new inode into place, so a replaced file shows a new signature. (Should a reused
+        inode ever match, in the same clock tick and at the same size, the older document's
+        watermark is behind the change that replaced it, and the freshness check says STALE.)
+        """
         path = self.cache_dir / key.path
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            log.warning("unreadable cache file %s; rebuilding", key.path)
+            return None
+        signature = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+        with self._lock:
+            known = self._files.get(key.path)
+            if known is not None and known[0] == signature:
+                self._files.move_to_end(key.path)
+                return known[1]
         try:
             body = path.read_bytes()
             document = orjson.loads(body)
@@ -301,7 +330,22 @@ class CacheStore:
             return None
         if not isinstance(document, dict) or document.get("schema_version") != key.schema_version:
             return None  # written by another version of the code: rebuild
-        return Cached(body, document)
+        cached = Cached(body, document)
+        self._remember_file(key.path, signature, cached)
+        return cached
+
+    def _remember_file(self, name: str, signature: tuple[int, ...], cached: Cached) -> None:
+        with self._lock:
+            old = self._files.pop(name, None)
+            if old is not None:
+                self._file_bytes -= len(old[1].body)
+            if len(cached.body) > self.max_remembered_bytes // 8:
+                return  # a very large file (the index) is read each time, not kept
+            self._files[name] = (signature, cached)
+            self._file_bytes += len(cached.body)
+            while self._file_bytes > self.max_remembered_bytes:
+                _, (_, dropped) = self._files.popitem(last=False)
+                self._file_bytes -= len(dropped.body)
 
     async def freshness(self, key: CacheKey, cached: Cached) -> str:
         """`CURRENT`, `STALE` (past the TTL, or a relevant change the file does not reflect)

@@ -232,3 +232,22 @@ def test_a_dropped_check_connection_is_replaced_without_an_outage(api, clean_db)
         with clean_db.begin() as conn:
             conn.execute(text("UPDATE customers SET name = 'Eve' WHERE id = :i"), {"i": cid})
         assert client.get(f"/api/customers/{cid}").headers["x-cache"] == "STALE"
+
+
+def test_a_replaced_file_is_served_as_it_is_now_not_as_remembered(api, clean_db):
+    """Hits keep the file in memory while its stat signature holds; a publish renames a new
+    inode into place, and the next hit serves the new bytes (here: same size, same second)."""
+    from crm_pipeline.cache.publish import publish_document
+
+    cid = _customer(clean_db)
+    path = api.cache_dir / "customers" / f"{cid}.json"
+    with api.client() as client:
+        assert client.get(f"/api/customers/{cid}").headers["x-cache"] == "MISS"
+        for n in range(20):
+            document = read_json(path)
+            document["customer"]["name"] = f"Ada {n:02d}"  # same length every time
+            publish_document(path, document)
+            hit = client.get(f"/api/customers/{cid}")
+            assert hit.headers["x-cache"] == "HIT"
+            assert hit.content == path.read_bytes()
+            assert hit.json()["customer"]["name"] == f"Ada {n:02d}"
