@@ -1,6 +1,5 @@
 """`crm-pipeline cache-worker` as a process: killed mid-stream and restarted, nothing is lost."""
 
-import os
 import random
 import signal
 import subprocess
@@ -15,8 +14,10 @@ from sqlalchemy import text
 from crm_pipeline_tests.cache.worker_helpers import (
     customer_mismatches,
     index_matches,
+    seed_customers,
     stored_watermark,
     wait_for,
+    worker_env,
 )
 
 CLI = str(Path(sys.executable).with_name("crm-pipeline"))
@@ -49,19 +50,8 @@ def _writes(engine, stop: threading.Event, counter: list[int]):
 
 @pytest.mark.slow
 def test_a_killed_worker_restarts_and_loses_nothing(clean_db, database_url, dirs, tmp_path):
-    with clean_db.begin() as conn:
-        for i in range(20):
-            conn.execute(text("INSERT INTO customers (email) VALUES (:e)"), {"e": f"s{i}@x.io"})
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "FB_", "DAGSTER_"))}
-    env = {
-        **base,
-        "CRM_DATABASE_URL": database_url,
-        "CRM_CACHE_DIR": str(dirs["cache"]),
-        "CRM_DATA_DIR": str(dirs["data"]),
-        "CRM_CACHE_WORKER_NAME": "test-worker",
-        "CRM_CACHE_WORKER_POLL_SECONDS": "0.5",
-        "CRM_CACHE_WORKER_COALESCE_SECONDS": "0.2",
-    }
+    seed_customers(clean_db, 20)
+    env = worker_env(database_url, dirs, CRM_CACHE_WORKER_COALESCE_SECONDS="0.2")
     stop, counter = threading.Event(), [0]
     writer = threading.Thread(target=_writes, args=(clean_db, stop, counter))
     with open(tmp_path / "worker.log", "wb") as log:

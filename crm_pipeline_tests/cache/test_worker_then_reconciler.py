@@ -2,7 +2,6 @@
 worker (a real `crm-pipeline cache-worker` process) killed mid-stream, and the change-log sensor
 bringing every file up to date with real Dagster runs."""
 
-import os
 import random
 import signal
 import subprocess
@@ -26,8 +25,10 @@ from crm_pipeline.defs.resources import PostgresResource, StorageResource
 from crm_pipeline_tests.cache.worker_helpers import (
     customer_mismatches,
     index_matches,
+    seed_customers,
     stored_watermark,
     wait_for,
+    worker_env,
 )
 
 CLI = str(Path(sys.executable).with_name("crm-pipeline"))
@@ -87,18 +88,8 @@ def _reconcile(database_url: str, resources: dict) -> int:
 def test_writers_worker_killed_then_the_sensor_brings_every_file_up_to_date(
     clean_db, database_url, dirs, tmp_path, monkeypatch
 ):
-    with clean_db.begin() as conn:
-        for i in range(30):
-            conn.execute(text("INSERT INTO customers (email) VALUES (:e)"), {"e": f"s{i}@x.io"})
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "FB_", "DAGSTER_"))}
-    env = {
-        **base,
-        "CRM_DATABASE_URL": database_url,
-        "CRM_CACHE_DIR": str(dirs["cache"]),
-        "CRM_DATA_DIR": str(dirs["data"]),
-        "CRM_CACHE_WORKER_NAME": "test-worker",
-        "CRM_CACHE_WORKER_POLL_SECONDS": "0.5",
-    }
+    seed_customers(clean_db, 30)
+    env = worker_env(database_url, dirs)
     stop, counter = threading.Event(), [0] * WRITERS
     barrier = threading.Barrier(WRITERS + 1)
     writers = [

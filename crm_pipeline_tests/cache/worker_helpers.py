@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,10 +16,10 @@ from sqlalchemy import Engine, text
 from crm_pipeline.cache.customers import build_index
 from crm_pipeline.cache.kpis import REVENUE_STATUSES
 from crm_pipeline.cache.registry import CUSTOMER_INDEX, CUSTOMER_PROFILES
+from crm_pipeline.cache.worker.loop import CacheWorker, WorkerConfig
 from crm_pipeline.cachefile import dumps
 from crm_pipeline.db.engine import libpq_url, read_snapshot
 from crm_pipeline.db.worker_state import read_worker_state
-from crm_pipeline.cache.worker.loop import CacheWorker, WorkerConfig
 
 ENVELOPE = {"generated_at", "watermark", "schema_version"}
 
@@ -97,9 +98,23 @@ def stored_watermark(engine: Engine, name: str = "test-worker") -> str | None:
     return state.watermark if state else None
 
 
-def current_txid_bound(engine: Engine) -> int:
-    """The snapshot xmin now: every change below it has committed (or never will)."""
-    with engine.connect() as conn:
-        return int(
-            conn.execute(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")).scalar_one()
-        )
+def worker_env(database_url: str, dirs: dict[str, Path], **extra: str) -> dict[str, str]:
+    """The environment of a `crm-pipeline cache-worker` process named `test-worker` on the test
+    database (this process's own CRM_/FB_/DAGSTER_ settings left out)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "FB_", "DAGSTER_"))}
+    return {
+        **base,
+        "CRM_DATABASE_URL": database_url,
+        "CRM_CACHE_DIR": str(dirs["cache"]),
+        "CRM_DATA_DIR": str(dirs["data"]),
+        "CRM_CACHE_WORKER_NAME": "test-worker",
+        "CRM_CACHE_WORKER_POLL_SECONDS": "0.5",
+        **extra,
+    }
+
+
+def seed_customers(engine: Engine, count: int) -> None:
+    """`count` customers with distinct emails."""
+    with engine.begin() as conn:
+        for i in range(count):
+            conn.execute(text("INSERT INTO customers (email) VALUES (:e)"), {"e": f"s{i}@x.io"})
