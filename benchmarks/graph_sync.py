@@ -37,7 +37,7 @@ import harness  # first: it puts the repo root on sys.path for crm_pipeline
 import psycopg
 import yaml
 
-from crm_pipeline.facebook.emulator import EmulatorData, FaultPlan, GraphEmulator
+from graph_emulator import EmulatorData, FaultPlan, GraphEmulator
 
 ACCOUNT = "act_1001"
 PAGE_ID = "2001"

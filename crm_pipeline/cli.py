@@ -227,7 +227,7 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from crm_pipeline.facebook.emulator.__main__ import main as emulator_main
+    from graph_emulator.__main__ import main as emulator_main
 
     return emulator_main(["--port", str(args.port), "--seed", str(args.seed)])
 

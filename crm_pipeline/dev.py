@@ -77,7 +77,7 @@ def _emulator_env(settings: Settings) -> Iterator[dict[str, str]]:
     if settings.access_token is not None and not settings.uses_emulator:
         yield {}
         return
-    from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+    from graph_emulator import EmulatorData, GraphEmulator
 
     data = EmulatorData()
     with GraphEmulator(data) as emulator:

@@ -110,7 +110,7 @@ def graph_resource(settings: Settings, *, emulator: bool = False) -> Iterator[Gr
     """
     with ExitStack() as stack:
         if emulator or settings.uses_emulator:
-            from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+            from graph_emulator import EmulatorData, GraphEmulator
 
             data = EmulatorData()
             url = settings.emulator_url or stack.enter_context(GraphEmulator(data)).url

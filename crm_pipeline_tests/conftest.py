@@ -115,7 +115,7 @@ def clean_db(engine) -> Engine:
 @pytest.fixture
 def emulator():
     """The bundled Graph API emulator on an ephemeral loopback port."""
-    from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+    from graph_emulator import EmulatorData, GraphEmulator
 
     with GraphEmulator(EmulatorData()) as server:
         yield server

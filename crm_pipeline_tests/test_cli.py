@@ -12,7 +12,7 @@ from dagster._core.instance.ref import InstanceRef
 from sqlalchemy import text
 
 from crm_pipeline.db.migrate import head_revision
-from crm_pipeline.facebook.emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
+from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 
 CLI = str(Path(sys.executable).with_name("crm-pipeline"))
 TOKEN = "EAAB-test-token-never-printed-42"

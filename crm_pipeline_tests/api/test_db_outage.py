@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from crm_pipeline.db import embedded, migrate
-from crm_pipeline.facebook.emulator.webhooks import leadgen_payload, sign
+from graph_emulator.webhooks import leadgen_payload, sign
 from crm_pipeline_tests.api.conftest import APP_SECRET
 
 

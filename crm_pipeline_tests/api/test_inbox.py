@@ -13,7 +13,7 @@ from crm_pipeline.defs.cache.sensors import change_log_sensor
 from crm_pipeline.defs.crm.inbox import webhook_inbox_sensor, webhook_leads
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
-from crm_pipeline.facebook.emulator.webhooks import leadgen_payload, post_webhook
+from graph_emulator.webhooks import leadgen_payload, post_webhook
 from crm_pipeline_tests.api.conftest import APP_SECRET
 
 

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from crm_pipeline.facebook.emulator.webhooks import leadgen_payload, post_webhook
+from graph_emulator.webhooks import leadgen_payload, post_webhook
 from crm_pipeline_tests.api.conftest import APP_SECRET, VERIFY_TOKEN
 
 

@@ -8,7 +8,7 @@ import logging
 from sqlalchemy import text
 
 from crm_pipeline.api.server import RedactQuerySecrets
-from crm_pipeline.facebook.emulator.webhooks import (
+from graph_emulator.webhooks import (
     leadgen_payload,
     messenger_payload,
     post_webhook,

@@ -179,7 +179,7 @@ def test_change_rows_name_the_api_key_or_the_database_role(api, clean_db, databa
 def test_webhook_writes_are_attributed_to_the_webhook(api, clean_db):
     import time
 
-    from crm_pipeline.facebook.emulator.webhooks import messenger_payload, post_webhook
+    from graph_emulator.webhooks import messenger_payload, post_webhook
     from crm_pipeline_tests.api.conftest import APP_SECRET
 
     payload = messenger_payload("777", "9001", "m_attributed", "hello", int(time.time() * 1000))

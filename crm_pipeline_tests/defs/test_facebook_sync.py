@@ -13,7 +13,7 @@ from crm_pipeline import orchestrate
 from crm_pipeline.db.schema import metadata
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
-from crm_pipeline.facebook.emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
+from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 
 DAYS = ["2026-11-18", "2026-11-19"]
 ACCOUNTS = ("act_1001", "act_1002")

@@ -18,7 +18,7 @@ from crm_pipeline.defs.facebook.partitions import insights_partition_key
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 from crm_pipeline.demo import demo_crm_rows, seed_demo_crm
-from crm_pipeline.facebook.emulator import EmulatorData
+from graph_emulator import EmulatorData
 
 ENVELOPE = {"generated_at", "watermark", "schema_version"}
 

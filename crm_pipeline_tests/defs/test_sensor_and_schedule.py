@@ -162,7 +162,7 @@ def test_daily_resync_covers_the_attribution_lookback():
 def test_a_scheduled_range_runs_as_one_run_of_the_insights_job(clean_db, database_url, dirs):
     """What the daemon launches for a tick: the job, with the request's range tags."""
     from crm_pipeline.definitions import defs
-    from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+    from graph_emulator import EmulatorData, GraphEmulator
 
     when = dt.datetime(2026, 11, 24, 3, 30, tzinfo=dt.UTC)
     request = next(

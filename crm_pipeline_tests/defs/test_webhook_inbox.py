@@ -26,7 +26,7 @@ from crm_pipeline.defs.crm.inbox import (
 )
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
-from crm_pipeline.facebook.emulator.faults import Fault
+from graph_emulator.faults import Fault
 from crm_pipeline.facebook.governor import reset_governors
 from crm_pipeline_tests.defs.test_sensor_and_schedule import _tick as change_log_tick
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+from graph_emulator import EmulatorData, GraphEmulator
 
 _TOKEN = "EAAtest-token-0123456789abcdef"
 _APP_SECRET = "app-secret-9876543210"

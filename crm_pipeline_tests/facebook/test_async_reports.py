@@ -10,7 +10,7 @@ import pytest
 
 from crm_pipeline.facebook.async_reports import ReportSlice
 from crm_pipeline.facebook.client import GraphApiError, GraphClient
-from crm_pipeline.facebook.emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
+from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 from crm_pipeline.facebook.governor import GovernorSettings, RateLimitGovernor
 from crm_pipeline_tests.facebook.fakes import FakeTime
 

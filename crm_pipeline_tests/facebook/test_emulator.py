@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+from graph_emulator import EmulatorData, GraphEmulator
 
 SINCE, UNTIL = date(2026, 2, 2), date(2026, 2, 8)  # 7 days
 TIME_RANGE = json.dumps({"since": SINCE.isoformat(), "until": UNTIL.isoformat()})
@@ -301,7 +301,7 @@ def test_insights_cover_every_ad_every_day():
 
 def test_module_entry_point_serves_until_interrupted(token, http_get):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crm_pipeline.facebook.emulator", "--seed", "8"],
+        [sys.executable, "-m", "graph_emulator", "--seed", "8"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

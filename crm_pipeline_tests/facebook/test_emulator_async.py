@@ -12,7 +12,7 @@ import pytest
 from facebook_business.adobjects.adaccount import AdAccount
 from facebook_business.api import FacebookAdsApi, FacebookSession
 
-from crm_pipeline.facebook.emulator import EmulatorData, Fault, GraphEmulator
+from graph_emulator import EmulatorData, Fault, GraphEmulator
 
 TIME_RANGE = {"since": "2026-02-02", "until": "2026-02-04"}  # 3 days x 12 ads = 36 rows
 PARAMS = {

@@ -17,7 +17,7 @@ from facebook_business.adobjects.adaccount import AdAccount
 from facebook_business.api import FacebookAdsApi, FacebookSession
 from facebook_business.exceptions import FacebookRequestError
 
-from crm_pipeline.facebook.emulator import Fault, FaultPlan, GraphEmulator
+from graph_emulator import Fault, FaultPlan, GraphEmulator
 
 TIME_RANGE = json.dumps({"since": "2026-02-02", "until": "2026-02-03"})
 
@@ -358,7 +358,7 @@ def test_module_entry_point_honours_env_faults_and_latency(token, http_get):
         "CRM_EMULATOR_FAULTS": '[{"kind": "throttle", "code": 80004, "count": 1}]',
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crm_pipeline.facebook.emulator", "--latency-ms", "120"],
+        [sys.executable, "-m", "graph_emulator", "--latency-ms", "120"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -381,7 +381,7 @@ def test_module_entry_point_honours_env_faults_and_latency(token, http_get):
 def test_module_entry_point_rejects_a_bad_fault_plan():
     env = {**os.environ, "CRM_EMULATOR_FAULTS": "[oops"}
     result = subprocess.run(
-        [sys.executable, "-m", "crm_pipeline.facebook.emulator"],
+        [sys.executable, "-m", "graph_emulator"],
         capture_output=True,
         text=True,
         env=env,

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from crm_pipeline.facebook.emulator import EmulatorData
+from graph_emulator import EmulatorData
 
 TIME_RANGE = json.dumps({"since": "2026-02-02", "until": "2026-02-03"})
 

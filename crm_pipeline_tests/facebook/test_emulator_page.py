@@ -12,7 +12,7 @@ from facebook_business.adobjects.leadgenform import LeadgenForm
 from facebook_business.adobjects.page import Page
 from facebook_business.api import FacebookAdsApi, FacebookSession
 
-from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+from graph_emulator import EmulatorData, GraphEmulator
 
 GRAPH_TIME = re.compile(r"^2026-\d\d-\d\dT\d\d:\d\d:\d\d\+0000$")
 LEAD_FIELDS = "id,created_time,ad_id,ad_name,campaign_id,form_id,field_data"

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from crm_pipeline.facebook.emulator import Fault
+from graph_emulator import Fault
 
 TIME_RANGE = json.dumps({"since": "2026-02-02", "until": "2026-02-02"})
 

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from crm_pipeline.facebook.emulator.webhooks import (
+from graph_emulator.webhooks import (
     leadgen_payload,
     messenger_payload,
     post_webhook,

@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 
 from crm_pipeline.facebook.client import GraphApiError, GraphClient, RateLimitBudgetExceeded
-from crm_pipeline.facebook.emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
+from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 from crm_pipeline.facebook.governor import (
     GovernorRegistry,
     GovernorRouter,

@@ -38,7 +38,7 @@ def configured_account_ids() -> list[str]:
     settings = load_settings()
     if settings.ad_account_ids or not settings.uses_emulator:
         return list(settings.ad_account_ids)
-    from crm_pipeline.facebook.emulator.data import EmulatorData
+    from graph_emulator.data import EmulatorData
 
     return list(EmulatorData().account_ids)
 

@@ -91,7 +91,7 @@ class GraphApiResource(dg.ConfigurableResource):
             if self.graph_url:
                 url = self.graph_url
             elif emulated:
-                from crm_pipeline.facebook.emulator import EmulatorData, GraphEmulator
+                from graph_emulator import EmulatorData, GraphEmulator
 
                 data = EmulatorData()
                 url = settings.emulator_url or stack.enter_context(GraphEmulator(data)).url

@@ -11,7 +11,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
-from crm_pipeline.facebook.emulator.faults import Fault
+from graph_emulator.faults import Fault
 
 __all__ = [
     "FieldSpec",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from crm_pipeline.facebook.emulator.call import Call
-from crm_pipeline.facebook.emulator.data import EmulatorData
-from crm_pipeline.facebook.emulator.page_data import parse_graph_time
-from crm_pipeline.facebook.emulator.wire import (
+from graph_emulator.call import Call
+from graph_emulator.data import EmulatorData
+from graph_emulator.page_data import parse_graph_time
+from graph_emulator.wire import (
     FieldSpec,
     page_items,
     param_error,

@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from crm_pipeline.facebook.emulator.call import Call
-from crm_pipeline.facebook.emulator.data import EmulatorData, normalize_account_id
-from crm_pipeline.facebook.emulator.page_data import parse_graph_time
-from crm_pipeline.facebook.emulator.wire import (
+from graph_emulator.call import Call
+from graph_emulator.data import EmulatorData, normalize_account_id
+from graph_emulator.page_data import parse_graph_time
+from graph_emulator.wire import (
     GraphError,
     check_fields,
     page_items,

@@ -1,4 +1,4 @@
-"""Run the Graph API emulator in the foreground: ``python -m crm_pipeline.facebook.emulator``.
+"""Run the Graph API emulator in the foreground: ``python -m graph_emulator``.
 
 Faults come from ``CRM_EMULATOR_FAULTS`` (a JSON list, see ``faults.py``); latency from
 ``--latency-ms`` or ``CRM_EMULATOR_LATENCY_MS``.
@@ -10,15 +10,15 @@ import argparse
 import sys
 import threading
 
-from crm_pipeline.facebook.emulator.data import EmulatorData
-from crm_pipeline.facebook.emulator.faults import FaultPlan
-from crm_pipeline.facebook.emulator.server import GraphEmulator
+from graph_emulator.data import EmulatorData
+from graph_emulator.faults import FaultPlan
+from graph_emulator.server import GraphEmulator
 
 
 def main(argv: list[str] | None = None) -> int:
     """Start the emulator on 127.0.0.1, print its URL and serve until Ctrl-C."""
     parser = argparse.ArgumentParser(
-        prog="python -m crm_pipeline.facebook.emulator",
+        prog="python -m graph_emulator",
         description="Serve seeded fake Meta marketing data in the Graph API wire format.",
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: ephemeral)")

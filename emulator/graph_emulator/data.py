@@ -15,7 +15,7 @@ import threading
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
-from crm_pipeline.facebook.emulator.page_data import PageData, graph_time
+from graph_emulator.page_data import PageData, graph_time
 
 __all__ = ["EmulatorData", "normalize_account_id"]
 

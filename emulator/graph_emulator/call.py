@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from crm_pipeline.facebook.emulator.wire import page_items, parse_limit
+from graph_emulator.wire import page_items, parse_limit
 
 __all__ = ["Call"]
 

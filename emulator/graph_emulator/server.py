@@ -8,7 +8,7 @@ facebook-business SDK can be pointed at it by setting the session's ``GRAPH`` UR
 permissions and failing report runs; ``latency_ms`` delays every answer.
 
 Environment (read when the arguments are not given): ``CRM_EMULATOR_FAULTS`` (a JSON fault list,
-see :mod:`crm_pipeline.facebook.emulator.faults`) and ``CRM_EMULATOR_LATENCY_MS``.
+see :mod:`graph_emulator.faults`) and ``CRM_EMULATOR_LATENCY_MS``.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from crm_pipeline.facebook.emulator.ads import AdRoutes
-from crm_pipeline.facebook.emulator.call import Call
-from crm_pipeline.facebook.emulator.data import EmulatorData
-from crm_pipeline.facebook.emulator.faults import FaultPlan
-from crm_pipeline.facebook.emulator.page import PageRoutes
-from crm_pipeline.facebook.emulator.usage import CallScope, UsageMeter
-from crm_pipeline.facebook.emulator.wire import GraphError, error_for_fault
+from graph_emulator.ads import AdRoutes
+from graph_emulator.call import Call
+from graph_emulator.data import EmulatorData
+from graph_emulator.faults import FaultPlan
+from graph_emulator.page import PageRoutes
+from graph_emulator.usage import CallScope, UsageMeter
+from graph_emulator.wire import GraphError, error_for_fault
 
 __all__ = ["LATENCY_ENV", "GraphEmulator", "RecordedRequest"]
 

@@ -1,0 +1,7 @@
+"""A local HTTP server that speaks the Graph API wire format, fed by seeded fake data."""
+
+from graph_emulator.data import EmulatorData
+from graph_emulator.faults import Fault, FaultPlan
+from graph_emulator.server import GraphEmulator, RecordedRequest
+
+__all__ = ["EmulatorData", "Fault", "FaultPlan", "GraphEmulator", "RecordedRequest"]
