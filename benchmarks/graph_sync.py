@@ -36,7 +36,6 @@ from pathlib import Path
 import harness  # first: it puts the repo root on sys.path for crm_pipeline
 import psycopg
 import yaml
-
 from graph_emulator import EmulatorData, FaultPlan, GraphEmulator
 
 ACCOUNT = "act_1001"

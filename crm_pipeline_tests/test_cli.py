@@ -9,10 +9,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
+from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 from sqlalchemy import text
 
 from crm_pipeline.db.migrate import head_revision
-from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 
 CLI = str(Path(sys.executable).with_name("crm-pipeline"))
 TOKEN = "EAAB-test-token-never-printed-42"

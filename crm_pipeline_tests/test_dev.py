@@ -23,10 +23,10 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
+from graph_emulator.webhooks import leadgen_payload, post_webhook
 
 from crm_pipeline.db.engine import libpq_url
 from crm_pipeline.dev import DEV_APP_SECRET, DEV_VERIFY_TOKEN
-from graph_emulator.webhooks import leadgen_payload, post_webhook
 
 CLI = str(Path(sys.executable).with_name("crm-pipeline"))
 pytestmark = pytest.mark.slow

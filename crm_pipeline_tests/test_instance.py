@@ -117,10 +117,11 @@ def test_a_throttle_wait_is_in_the_run_log_through_the_repo_instance(
     clean_db, database_url, tmp_path, monkeypatch
 ):
     """dagster.yaml hands our Python loggers to Dagster: the governor's wait is a run log line."""
+    from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
+
     from crm_pipeline.defs.facebook.assets import fb_ad_insights_raw
     from crm_pipeline.defs.facebook.partitions import insights_partition_key
     from crm_pipeline.defs.facebook.resources import GraphApiResource
-    from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 
     monkeypatch.setenv("CRM_GRAPH_BACKOFF_BASE_SECONDS", "0.01")
     monkeypatch.delenv("DAGSTER_PG_URL", raising=False)

@@ -7,10 +7,10 @@ import json
 import time
 
 import pytest
+from graph_emulator.webhooks import leadgen_payload, sign
 from sqlalchemy import create_engine, text
 
 from crm_pipeline.db import embedded, migrate
-from graph_emulator.webhooks import leadgen_payload, sign
 from crm_pipeline_tests.api.conftest import APP_SECRET
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+from graph_emulator.webhooks import leadgen_payload, post_webhook
 from sqlalchemy import text
 
 from crm_pipeline.cachefile import read_json
@@ -13,7 +14,6 @@ from crm_pipeline.defs.cache.sensors import change_log_sensor
 from crm_pipeline.defs.crm.inbox import webhook_inbox_sensor, webhook_leads
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
-from graph_emulator.webhooks import leadgen_payload, post_webhook
 from crm_pipeline_tests.api.conftest import APP_SECRET
 
 

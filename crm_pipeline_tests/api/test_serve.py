@@ -11,8 +11,8 @@ import time
 
 import httpx
 import pytest
-
 from graph_emulator.webhooks import leadgen_payload, post_webhook
+
 from crm_pipeline_tests.api.conftest import APP_SECRET, VERIFY_TOKEN
 
 

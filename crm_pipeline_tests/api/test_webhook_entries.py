@@ -15,11 +15,11 @@ import time
 
 import orjson
 import pytest
+from graph_emulator.webhooks import leadgen_payload, messenger_payload, sign
 from sqlalchemy import text
 
 from crm_pipeline.api.app import create_app
 from crm_pipeline.api.webhook_models import MAX_DEPTH, TRUNCATED
-from graph_emulator.webhooks import leadgen_payload, messenger_payload, sign
 from crm_pipeline_tests.api.conftest import APP_SECRET, LiveApi, api_settings, run_live
 
 PAGE = "2001"

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import logging
 
-from sqlalchemy import text
-
-from crm_pipeline.api.server import RedactQuerySecrets
 from graph_emulator.webhooks import (
     leadgen_payload,
     messenger_payload,
     post_webhook,
     sign,
 )
+from sqlalchemy import text
+
+from crm_pipeline.api.server import RedactQuerySecrets
 from crm_pipeline_tests.api.conftest import APP_SECRET, VERIFY_TOKEN
 
 PAGE = "2001"

@@ -180,6 +180,7 @@ def test_webhook_writes_are_attributed_to_the_webhook(api, clean_db):
     import time
 
     from graph_emulator.webhooks import messenger_payload, post_webhook
+
     from crm_pipeline_tests.api.conftest import APP_SECRET
 
     payload = messenger_payload("777", "9001", "m_attributed", "hello", int(time.time() * 1000))

@@ -7,13 +7,13 @@ import dagster as dg
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 from sqlalchemy import text
 
 from crm_pipeline import orchestrate
 from crm_pipeline.db.schema import metadata
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
-from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 
 DAYS = ["2026-11-18", "2026-11-19"]
 ACCOUNTS = ("act_1001", "act_1002")

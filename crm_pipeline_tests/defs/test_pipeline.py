@@ -6,6 +6,7 @@ from decimal import Decimal
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
+from graph_emulator import EmulatorData
 from sqlalchemy import text
 
 from crm_pipeline import lake
@@ -18,7 +19,6 @@ from crm_pipeline.defs.facebook.partitions import insights_partition_key
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 from crm_pipeline.demo import demo_crm_rows, seed_demo_crm
-from graph_emulator import EmulatorData
 
 ENVELOPE = {"generated_at", "watermark", "schema_version"}
 

@@ -161,8 +161,9 @@ def test_daily_resync_covers_the_attribution_lookback():
 
 def test_a_scheduled_range_runs_as_one_run_of_the_insights_job(clean_db, database_url, dirs):
     """What the daemon launches for a tick: the job, with the request's range tags."""
-    from crm_pipeline.definitions import defs
     from graph_emulator import EmulatorData, GraphEmulator
+
+    from crm_pipeline.definitions import defs
 
     when = dt.datetime(2026, 11, 24, 3, 30, tzinfo=dt.UTC)
     request = next(

@@ -15,6 +15,7 @@ import dagster as dg
 import orjson
 import psycopg
 import pytest
+from graph_emulator.faults import Fault
 from sqlalchemy import text
 
 from crm_pipeline.db.engine import get_engine, libpq_url
@@ -26,7 +27,6 @@ from crm_pipeline.defs.crm.inbox import (
 )
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
-from graph_emulator.faults import Fault
 from crm_pipeline.facebook.governor import reset_governors
 from crm_pipeline_tests.defs.test_sensor_and_schedule import _tick as change_log_tick
 

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from graph_emulator import EmulatorData, GraphEmulator
 
 _TOKEN = "EAAtest-token-0123456789abcdef"

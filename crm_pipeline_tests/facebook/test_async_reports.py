@@ -7,10 +7,10 @@ import random
 from datetime import date
 
 import pytest
+from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 
 from crm_pipeline.facebook.async_reports import ReportSlice
 from crm_pipeline.facebook.client import GraphApiError, GraphClient
-from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 from crm_pipeline.facebook.governor import GovernorSettings, RateLimitGovernor
 from crm_pipeline_tests.facebook.fakes import FakeTime
 

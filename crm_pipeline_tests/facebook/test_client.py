@@ -12,9 +12,9 @@ from urllib.parse import quote
 import pytest
 from facebook_business.api import FacebookAdsApi
 from facebook_business.exceptions import FacebookRequestError
+from graph_emulator import EmulatorData
 
 from crm_pipeline.facebook.client import INSIGHT_FIELDS, GraphApiError, GraphClient
-from graph_emulator import EmulatorData
 from crm_pipeline.facebook.governor import GovernorSettings, RateLimitGovernor
 
 SINCE, UNTIL = date(2026, 2, 2), date(2026, 2, 8)  # 7 days

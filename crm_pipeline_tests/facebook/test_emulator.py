@@ -11,7 +11,6 @@ from datetime import date, timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-
 from graph_emulator import EmulatorData, GraphEmulator
 
 SINCE, UNTIL = date(2026, 2, 2), date(2026, 2, 8)  # 7 days

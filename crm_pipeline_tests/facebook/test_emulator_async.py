@@ -11,7 +11,6 @@ from urllib.parse import urlencode
 import pytest
 from facebook_business.adobjects.adaccount import AdAccount
 from facebook_business.api import FacebookAdsApi, FacebookSession
-
 from graph_emulator import EmulatorData, Fault, GraphEmulator
 
 TIME_RANGE = {"since": "2026-02-02", "until": "2026-02-04"}  # 3 days x 12 ads = 36 rows

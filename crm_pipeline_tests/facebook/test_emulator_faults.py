@@ -16,7 +16,6 @@ import pytest
 from facebook_business.adobjects.adaccount import AdAccount
 from facebook_business.api import FacebookAdsApi, FacebookSession
 from facebook_business.exceptions import FacebookRequestError
-
 from graph_emulator import Fault, FaultPlan, GraphEmulator
 
 TIME_RANGE = json.dumps({"since": "2026-02-02", "until": "2026-02-03"})

@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime
 from urllib.parse import urlencode
 
 import pytest
-
 from graph_emulator import EmulatorData
 
 TIME_RANGE = json.dumps({"since": "2026-02-02", "until": "2026-02-03"})

@@ -11,7 +11,6 @@ import pytest
 from facebook_business.adobjects.leadgenform import LeadgenForm
 from facebook_business.adobjects.page import Page
 from facebook_business.api import FacebookAdsApi, FacebookSession
-
 from graph_emulator import EmulatorData, GraphEmulator
 
 GRAPH_TIME = re.compile(r"^2026-\d\d-\d\dT\d\d:\d\d:\d\d\+0000$")

@@ -6,7 +6,6 @@ import json
 from urllib.parse import urlencode
 
 import pytest
-
 from graph_emulator import Fault
 
 TIME_RANGE = json.dumps({"since": "2026-02-02", "until": "2026-02-02"})

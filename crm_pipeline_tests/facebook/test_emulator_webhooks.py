@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-
 from graph_emulator.webhooks import (
     leadgen_payload,
     messenger_payload,

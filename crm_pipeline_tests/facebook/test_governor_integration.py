@@ -7,9 +7,9 @@ import random
 from datetime import date
 
 import pytest
+from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 
 from crm_pipeline.facebook.client import GraphApiError, GraphClient, RateLimitBudgetExceeded
-from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 from crm_pipeline.facebook.governor import (
     GovernorRegistry,
     GovernorRouter,
