@@ -8,7 +8,6 @@ old is normal, not a fault.
 """
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +19,6 @@ from crm_pipeline.cache import registry
 from crm_pipeline.cache.summary import validate_summary
 from crm_pipeline.cachefile import read_json
 from crm_pipeline.config import load_settings
-from crm_pipeline.defs.analytics.assets import analytics_summary
-from crm_pipeline.defs.cache.assets import customer_profiles_cache
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
 LAG_GRACE = dt.timedelta(seconds=load_settings().sensors.cache_lag_grace_seconds)
@@ -30,6 +27,7 @@ MAX_CUSTOMERS_CHECKED = 1000
 
 # The single files, by asset key (customer files are checked per customer below).
 FILES = {dg.AssetKey(f.asset): f.file() for f in registry.FILES if not f.per_customer}
+_PROFILES = dg.AssetKey(registry.CUSTOMER_PROFILES.asset)  # named by the registry, not imported
 
 
 def entities_feeding(key: dg.AssetKey) -> list[str]:
@@ -114,7 +112,7 @@ def behind_customers(conn: Connection, folder: Path, grace: dt.timedelta) -> lis
                 "CRM_CACHE_LAG_GRACE_SECONDS (default 300)."
             ),
         )
-        for key in [*FILES, customer_profiles_cache.key]
+        for key in [*FILES, _PROFILES]
     ],
     can_subset=True,
     description="Cache files are not behind the change-log watermark.",
@@ -129,11 +127,11 @@ def cache_lag_checks(
         for key in FILES:
             if key in selected:
                 yield _file_lag(conn, cache_dir, key)
-        if customer_profiles_cache.key in selected:
+        if _PROFILES in selected:
             folder = cache_dir / registry.CUSTOMER_PROFILES.path
             behind = behind_customers(conn, folder, LAG_GRACE)
             yield dg.AssetCheckResult(
-                asset_key=customer_profiles_cache.key,
+                asset_key=_PROFILES,
                 check_name="not_behind_change_log",
                 passed=not behind,
                 metadata={
@@ -146,7 +144,7 @@ def cache_lag_checks(
 
 
 @dg.asset_check(
-    asset=analytics_summary,
+    asset=dg.AssetKey(registry.ANALYTICS_SUMMARY.asset),
     description=(
         "summary.json on disk parses and validates against docs/schemas/summary.schema.json."
     ),

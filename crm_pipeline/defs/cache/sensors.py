@@ -24,15 +24,10 @@ from crm_pipeline.cache.worker.batch import touches_every_customer
 from crm_pipeline.config import load_settings
 from crm_pipeline.db.changelog import changed_customers, read_change_window
 from crm_pipeline.db.worker_state import WorkerState, read_worker_state
-from crm_pipeline.defs.analytics.assets import analytics_summary
-from crm_pipeline.defs.cache.assets import (
-    customer_index_cache,
-    customer_profiles_cache,
-    marketing_insights_cache,
-)
 from crm_pipeline.defs.resources import PostgresResource
 
-_PROFILES = customer_profiles_cache.key
+# Assets are named by the registry, not imported: the sensor depends on facts, not on modules.
+_PROFILES = dg.AssetKey(registry.CUSTOMER_PROFILES.asset)
 
 # Which cache assets a change to each table makes stale: the registry's `reads`, inverted.
 ASSETS_BY_ENTITY: dict[str, tuple[dg.AssetKey, ...]] = {
@@ -64,12 +59,7 @@ def _worker_summary(worker: WorkerState) -> str:
 
 
 @dg.sensor(
-    asset_selection=[
-        marketing_insights_cache,
-        analytics_summary,
-        customer_index_cache,
-        customer_profiles_cache,
-    ],
+    asset_selection=[dg.AssetKey(file.asset) for file in registry.FILES],
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
