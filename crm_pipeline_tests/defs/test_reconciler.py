@@ -166,22 +166,44 @@ def _writer(engine, seed: int, committed: list[int], lock: threading.Lock, barri
             committed.extend(ids)
 
 
+def _start_writers(engine, committed: list[int]) -> list[threading.Thread]:
+    """WRITERS threads inserting customers concurrently, released together."""
+    lock = threading.Lock()
+    barrier = threading.Barrier(WRITERS + 1)
+    threads = [
+        threading.Thread(target=_writer, args=(engine, seed, committed, lock, barrier))
+        for seed in range(WRITERS)
+    ]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    return threads
+
+
+def _customers_done_by_worker(engine) -> set[int]:
+    """The customers whose changes lie below the (dead) worker's last watermark."""
+    with engine.connect() as conn:
+        final = conn.execute(
+            text("SELECT watermark FROM cache_worker_state WHERE name = :n"), {"n": WORKER}
+        ).scalar_one()
+        return set(
+            conn.execute(
+                text(
+                    "SELECT customer_id FROM change_log"
+                    " WHERE txid < CAST(:w AS xid8) AND customer_id IS NOT NULL"
+                ),
+                {"w": final},
+            ).scalars()
+        )
+
+
 @pytest.mark.parametrize("dies_after_steps", [3, 12])
 def test_a_worker_dying_mid_stream_loses_nothing_and_duplicates_nothing(
     clean_db, database_url, dies_after_steps
 ):
     cursor = _tick(database_url).cursor
     committed: list[int] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(WRITERS + 1)
-    threads = [
-        threading.Thread(target=_writer, args=(clean_db, seed, committed, lock, barrier))
-        for seed in range(WRITERS)
-    ]
-    for t in threads:
-        t.start()
-    barrier.wait()
-
+    threads = _start_writers(clean_db, committed)
     requested: list[int] = []
     runs_while_alive = 0
     step = 0
@@ -209,19 +231,7 @@ def test_a_worker_dying_mid_stream_loses_nothing_and_duplicates_nothing(
         _kill_worker(clean_db)
     tick(False)  # everything has committed now
 
-    with clean_db.connect() as conn:
-        final = conn.execute(
-            text("SELECT watermark FROM cache_worker_state WHERE name = :n"), {"n": WORKER}
-        ).scalar_one()
-        by_worker = set(
-            conn.execute(
-                text(
-                    "SELECT customer_id FROM change_log"
-                    " WHERE txid < CAST(:w AS xid8) AND customer_id IS NOT NULL"
-                ),
-                {"w": final},
-            ).scalars()
-        )
+    by_worker = _customers_done_by_worker(clean_db)
     assert len(committed) >= 300
     assert by_worker, "the worker did some of the work before it died"
     assert runs_while_alive == 0, "no run while the worker was alive"
