@@ -28,7 +28,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import dagster as dg
@@ -36,9 +39,10 @@ import harness
 import psycopg
 
 from crm_pipeline.cache import registry
-from crm_pipeline.cache.kpis import REVENUE_STATUSES, SUMMARY_SCHEMA_VERSION, WINDOW_DAYS
+from crm_pipeline.cache.kpis import REVENUE_STATUSES, WINDOW_DAYS
 from crm_pipeline.cache.rebuild import rebuild_file
 from crm_pipeline.cache.summary import SUMMARY_FILE
+from crm_pipeline.cache.summary_model import SUMMARY_SCHEMA_VERSION
 from crm_pipeline.cachefile import dumps, read_json
 from crm_pipeline.defs.analytics.assets import analytics_summary
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
@@ -161,6 +165,21 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat() if value else None
 
 
+def _fetch(conninfo: str, params: dict[str, Any]) -> SimpleNamespace:
+    """Every query's rows, in one REPEATABLE READ read-only transaction."""
+    with psycopg.connect(conninfo, row_factory=psycopg.rows.namedtuple_row) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        return SimpleNamespace(
+            orders=conn.execute(ORDERS, params).fetchall(),
+            tiers=conn.execute(TIERS, params).fetchall(),
+            insights=conn.execute(INSIGHTS, params).fetchall(),
+            leads=conn.execute(LEADS, params).fetchall(),
+            attributed=conn.execute(ATTRIBUTED, params).fetchall(),
+            change_log_newest=conn.execute(CHANGE_LOG).fetchone()[0],
+        )
+
+
 def reference_summary(conninfo: str, today: dt.date) -> dict[str, Any]:
     """The KPIs of summary.json from hand-written SQL, assuming one currency (as seeded)."""
     first_day = today - dt.timedelta(days=WINDOW_DAYS - 1)
@@ -171,28 +190,122 @@ def reference_summary(conninfo: str, today: dt.date) -> dict[str, Any]:
         "start": dt.datetime.combine(first_day, dt.time(), dt.UTC),
         "end": dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.UTC),
     }
-    with psycopg.connect(conninfo, row_factory=psycopg.rows.namedtuple_row) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        orders = conn.execute(ORDERS, params).fetchall()
-        tiers = conn.execute(TIERS, params).fetchall()
-        insights = conn.execute(INSIGHTS, params).fetchall()
-        leads = conn.execute(LEADS, params).fetchall()
-        attributed = conn.execute(ATTRIBUTED, params).fetchall()
-        change_log_newest = conn.execute(CHANGE_LOG).fetchone()[0]
+    rows = _fetch(conninfo, params)
+    spend = next(r for r in rows.insights if r.level == 1)
+    campaigns = [r for r in rows.insights if r.level == 0]
+    lead_total = next(r for r in rows.leads if r.level == 1)
+    window = [first_day + dt.timedelta(days=i) for i in range(WINDOW_DAYS)]
+    return {
+        "as_of": today.isoformat(),
+        "window_30_days": {"first_day": first_day.isoformat(), "last_day": today.isoformat()},
+        "revenue": _revenue(rows.orders),
+        "customers": {
+            "total": sum(t.customers for t in rows.tiers),
+            "by_tier": [
+                {"tier": t.tier, "customers": t.customers, "revenue": t.revenue}
+                for t in sorted(rows.tiers, key=lambda t: t.tier)
+            ],
+        },
+        "ad_spend": _ad_spend(spend, campaigns),
+        "leads": _leads(rows.leads, spend, window),
+        "roas": _roas(campaigns, rows.attributed, spend),
+        "freshness": {
+            "ad_insights_synced_at": _iso(spend.newest),
+            "leads_created_time": _iso(lead_total.newest),
+            "orders_created_at": _iso(next(r for r in rows.orders if r.level == 3).newest),
+            "change_log_changed_at": _iso(rows.change_log_newest),
+        },
+    }
 
+
+def _revenue(orders: list[Any]) -> dict[str, Any]:
     currencies = sorted((r for r in orders if r.level == 1 and r.orders), key=lambda r: r.currency)
     assert len(currencies) <= 1, "the reference handles one currency, as seeded"
-    every_order = next(r for r in orders if r.level == 3)
     cur = currencies[0] if currencies else None
-    spend = next(r for r in insights if r.level == 1)
-    campaigns = [r for r in insights if r.level == 0]
-    lead_total = next(r for r in leads if r.level == 1)
+    months = sorted(
+        (r for r in orders if r.level == 0 and r.orders), key=lambda r: (r.month, r.currency)
+    )
+    return {
+        "statuses": sorted(REVENUE_STATUSES),
+        "currency": cur.currency if cur else None,
+        "total": cur.total if cur else 0,
+        "last_30_days": cur.last_30_days if cur else 0,
+        "orders": cur.orders if cur else 0,
+        "orders_last_30_days": cur.orders_last_30_days if cur else 0,
+        "average_order_value": cur.average_order_value if cur else None,
+        "by_month": [
+            {"month": r.month, "currency": r.currency, "revenue": r.total, "orders": r.orders}
+            for r in months
+        ],
+        "by_currency": [
+            {
+                "currency": r.currency,
+                "total": r.total,
+                "orders": r.orders,
+                "last_30_days": r.last_30_days,
+                "orders_last_30_days": r.orders_last_30_days,
+                "average_order_value": r.average_order_value,
+            }
+            for r in currencies
+        ],
+    }
+
+
+def _ad_spend(spend: Any, campaigns: list[Any]) -> dict[str, Any]:
+    return {
+        "total": spend.spend,
+        "last_30_days": spend.spend_last_30_days,
+        "impressions": spend.impressions,
+        "clicks": spend.clicks,
+        "first_date": spend.first_date.isoformat() if spend.first_date else None,
+        "last_date": spend.last_date.isoformat() if spend.last_date else None,
+        "by_campaign": [
+            {
+                "campaign_id": c.campaign_id,
+                "campaign_name": c.campaign_name,
+                "spend": c.spend,
+                "spend_last_30_days": c.spend_last_30_days,
+                "impressions": c.impressions,
+                "clicks": c.clicks,
+                "leads": c.leads,
+                "cost_per_lead": _round(c.spend / c.leads, 2) if c.leads else None,
+            }
+            for c in sorted(campaigns, key=lambda c: (-c.spend, c.campaign_id))
+        ],
+    }
+
+
+def _leads(leads: list[Any], spend: Any, window: list[dt.date]) -> dict[str, Any]:
+    total = next(r for r in leads if r.level == 1)
     per_day = {r.day: r for r in leads if r.level == 0}
-    window = [first_day + dt.timedelta(days=i) for i in range(WINDOW_DAYS)]
     leads_30 = sum(per_day[d].leads for d in window if d in per_day)
     lead_ads_30 = sum(per_day[d].lead_ads for d in window if d in per_day)
+    return {
+        "total": total.leads,
+        "last_30_days": leads_30,
+        "by_day": [
+            {"date": d.isoformat(), "leads": per_day[d].leads if d in per_day else 0}
+            for d in window
+        ],
+        "by_source": [
+            {"source": "facebook_lead_ads", "leads": total.lead_ads, "last_30_days": lead_ads_30},
+            {
+                "source": "other",
+                "leads": total.leads - total.lead_ads,
+                "last_30_days": leads_30 - lead_ads_30,
+            },
+        ],
+        "meta_reported": {"total": spend.leads, "last_30_days": spend.leads_last_30_days},
+        "cost_per_lead": {
+            "total": _round(spend.spend / spend.leads, 2) if spend.leads else None,
+            "last_30_days": _round(spend.spend_last_30_days / spend.leads_last_30_days, 2)
+            if spend.leads_last_30_days
+            else None,
+        },
+    }
 
+
+def _roas(campaigns: list[Any], attributed: list[Any], spend: Any) -> dict[str, Any]:
     spend_of = {c.campaign_id: c for c in campaigns}
     attributed_of = {a.campaign_id: a for a in attributed}
     roas_rows = []
@@ -212,107 +325,14 @@ def reference_summary(conninfo: str, today: dt.date) -> dict[str, Any]:
         )
     attributed_customers = sum(a.customers for a in attributed)
     attributed_revenue = sum((a.revenue for a in attributed), start=Decimal(0))
-
     return {
-        "as_of": today.isoformat(),
-        "window_30_days": {"first_day": first_day.isoformat(), "last_day": today.isoformat()},
-        "revenue": {
-            "statuses": sorted(REVENUE_STATUSES),
-            "currency": cur.currency if cur else None,
-            "total": cur.total if cur else 0,
-            "last_30_days": cur.last_30_days if cur else 0,
-            "orders": cur.orders if cur else 0,
-            "orders_last_30_days": cur.orders_last_30_days if cur else 0,
-            "average_order_value": cur.average_order_value if cur else None,
-            "by_month": [
-                {"month": r.month, "currency": r.currency, "revenue": r.total, "orders": r.orders}
-                for r in sorted(
-                    (r for r in orders if r.level == 0 and r.orders),
-                    key=lambda r: (r.month, r.currency),
-                )
-            ],
-            "by_currency": [
-                {
-                    "currency": r.currency,
-                    "total": r.total,
-                    "orders": r.orders,
-                    "last_30_days": r.last_30_days,
-                    "orders_last_30_days": r.orders_last_30_days,
-                    "average_order_value": r.average_order_value,
-                }
-                for r in currencies
-            ],
-        },
-        "customers": {
-            "total": sum(t.customers for t in tiers),
-            "by_tier": [
-                {"tier": t.tier, "customers": t.customers, "revenue": t.revenue}
-                for t in sorted(tiers, key=lambda t: t.tier)
-            ],
-        },
-        "ad_spend": {
-            "total": spend.spend,
-            "last_30_days": spend.spend_last_30_days,
-            "impressions": spend.impressions,
-            "clicks": spend.clicks,
-            "first_date": spend.first_date.isoformat() if spend.first_date else None,
-            "last_date": spend.last_date.isoformat() if spend.last_date else None,
-            "by_campaign": [
-                {
-                    "campaign_id": c.campaign_id,
-                    "campaign_name": c.campaign_name,
-                    "spend": c.spend,
-                    "spend_last_30_days": c.spend_last_30_days,
-                    "impressions": c.impressions,
-                    "clicks": c.clicks,
-                    "leads": c.leads,
-                    "cost_per_lead": _round(c.spend / c.leads, 2) if c.leads else None,
-                }
-                for c in sorted(campaigns, key=lambda c: (-c.spend, c.campaign_id))
-            ],
-        },
-        "leads": {
-            "total": lead_total.leads,
-            "last_30_days": leads_30,
-            "by_day": [
-                {"date": d.isoformat(), "leads": per_day[d].leads if d in per_day else 0}
-                for d in window
-            ],
-            "by_source": [
-                {
-                    "source": "facebook_lead_ads",
-                    "leads": lead_total.lead_ads,
-                    "last_30_days": lead_ads_30,
-                },
-                {
-                    "source": "other",
-                    "leads": lead_total.leads - lead_total.lead_ads,
-                    "last_30_days": leads_30 - lead_ads_30,
-                },
-            ],
-            "meta_reported": {"total": spend.leads, "last_30_days": spend.leads_last_30_days},
-            "cost_per_lead": {
-                "total": _round(spend.spend / spend.leads, 2) if spend.leads else None,
-                "last_30_days": _round(spend.spend_last_30_days / spend.leads_last_30_days, 2)
-                if spend.leads_last_30_days
-                else None,
-            },
-        },
-        "roas": {
-            "attributed_customers": attributed_customers,
-            "attributed_revenue": attributed_revenue,
-            "spend": spend.spend,
-            "roas": _round(attributed_revenue / spend.spend, 4)
-            if attributed_customers and spend.spend > 0
-            else None,
-            "by_campaign": roas_rows,
-        },
-        "freshness": {
-            "ad_insights_synced_at": _iso(spend.newest),
-            "leads_created_time": _iso(lead_total.newest),
-            "orders_created_at": _iso(every_order.newest),
-            "change_log_changed_at": _iso(change_log_newest),
-        },
+        "attributed_customers": attributed_customers,
+        "attributed_revenue": attributed_revenue,
+        "spend": spend.spend,
+        "roas": _round(attributed_revenue / spend.spend, 4)
+        if attributed_customers and spend.spend > 0
+        else None,
+        "by_campaign": roas_rows,
     }
 
 
@@ -326,6 +346,55 @@ def _size(n: int) -> str:
     return f"{n / 1_000_000:g}M" if n >= 1_000_000 else f"{n // 1000}k"
 
 
+def _seed(conninfo: str, **sizes: int) -> tuple[int, int]:
+    """Fill the database (see SEED); return its (orders, insight rows) counts."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(SEED.format(**sizes))
+        conn.execute("VACUUM ANALYZE")
+        conn.execute("CHECKPOINT")
+        return conn.execute(
+            "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM ad_insights_daily)"
+        ).fetchone()
+
+
+def _best_of(paths: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Best seconds of each path over `rounds` alternating rounds, after one untimed warm-up."""
+    for fn in paths.values():  # warm-up: caches, imports, Dagster's first instance
+        fn()
+    seconds = {name: float("inf") for name in paths}
+    for _ in range(rounds):
+        for name, fn in paths.items():
+            seconds[name] = min(seconds[name], harness.timed(fn))
+    return seconds
+
+
+def _measure(work: Path, url: str, rounds: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Time the three paths; check the reference agrees with summary.json field for field."""
+    conninfo = harness.libpq(url)
+    postgres = PostgresResource(database_url=url)
+    storage = StorageResource(data_dir=str(work / "data"), cache_dir=str(work / "cache"))
+    resources = {"postgres": postgres, "storage": storage}
+
+    def ours() -> None:
+        assert dg.materialize([analytics_summary], resources=resources, run_config=QUIET).success
+
+    def ours_without_dagster() -> None:
+        rebuild_file(postgres.engine(), storage.cache_path(), registry.ANALYTICS_SUMMARY)
+
+    def reference() -> dict[str, Any]:
+        return reference_summary(conninfo, dt.datetime.now(dt.UTC).date())
+
+    paths = {"reference": reference, "ours": ours, "ours_without_dagster": ours_without_dagster}
+    seconds = _best_of(paths, rounds)
+    ours()
+    expected = reference()
+    written = _as_json(read_json(storage.cache_path() / SUMMARY_FILE))
+    assert written.pop("schema_version") == SUMMARY_SCHEMA_VERSION
+    # Same numbers: the whole document, field for field.
+    assert written == _as_json(expected), "the reference disagrees with summary.json"
+    return seconds, expected
+
+
 def main() -> int:
     args = harness.parse_args(__doc__.splitlines()[0])
     orders, ads, days = (50_000, 100, 500) if args.quick else (1_000_000, 2_000, 500)
@@ -334,55 +403,15 @@ def main() -> int:
 
     with harness.private_postgres("summary-kpis") as (work, new_database):
         url = new_database("bench")
-        conninfo = harness.libpq(url)
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(
-                SEED.format(customers=customers, ads=ads, days=days, leads=leads, orders=orders)
-            )
-            conn.execute("VACUUM ANALYZE")
-            conn.execute("CHECKPOINT")
-            counts = conn.execute(
-                "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM ad_insights_daily)"
-            ).fetchone()
+        counts = _seed(
+            harness.libpq(url), customers=customers, ads=ads, days=days, leads=leads, orders=orders
+        )
+        seconds, expected = _measure(work, url, rounds)
 
-        postgres = PostgresResource(database_url=url)
-        storage = StorageResource(data_dir=str(work / "data"), cache_dir=str(work / "cache"))
-        resources = {"postgres": postgres, "storage": storage}
-        summary_file = storage.cache_path() / SUMMARY_FILE
-
-        def ours() -> None:
-            assert dg.materialize(
-                [analytics_summary], resources=resources, run_config=QUIET
-            ).success
-
-        def ours_without_dagster() -> None:
-            rebuild_file(postgres.engine(), storage.cache_path(), registry.ANALYTICS_SUMMARY)
-
-        def reference() -> dict[str, Any]:
-            return reference_summary(conninfo, dt.datetime.now(dt.UTC).date())
-
-        paths = {"reference": reference, "ours": ours, "ours_without_dagster": ours_without_dagster}
-        for fn in paths.values():  # warm-up: caches, imports, Dagster's first instance
-            fn()
-        seconds = {name: float("inf") for name in paths}
-        for _ in range(rounds):
-            for name, fn in paths.items():
-                seconds[name] = min(seconds[name], harness.timed(fn))
-
-        ours()
-        expected = reference()
-        written = _as_json(read_json(summary_file))
-        assert written.pop("schema_version") == SUMMARY_SCHEMA_VERSION
-        # Same numbers: the whole document, field for field.
-        assert written == _as_json(expected), "the reference disagrees with summary.json"
-
+    size = f"{_size(orders)} orders + {_size(ads * days)} insights"
     measurements = [
         harness.measure(
-            f"B4 summary.json {_size(orders)} orders + {_size(ads * days)} insights",
-            seconds["ours"],
-            seconds["reference"],
-            "s",
-            "<= 1.5",
+            f"B4 summary.json {size}", seconds["ours"], seconds["reference"], "s", "<= 1.5"
         ),
         harness.measure(
             "B4 summary.json, without Dagster",

@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from crm_pipeline.cache import customers, insights, summary
-from crm_pipeline.cache.kpis import REVENUE_STATUSES, SUMMARY_SCHEMA_VERSION
+from crm_pipeline.cache.kpis import REVENUE_STATUSES
+from crm_pipeline.cache.summary_model import SUMMARY_SCHEMA_VERSION
 
 # Bumped when a file's layout changes: readers rebuild a file written by another version.
 CUSTOMER_SCHEMA_VERSION = 2  # 2: the customer row names `updated_by`

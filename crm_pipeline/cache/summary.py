@@ -1,4 +1,5 @@
-"""`analytics/summary.json`: the KPIs (`kpis.py`), validated against their schema before writing."""
+"""`analytics/summary.json`: the KPIs (`kpis.py`), validated against their published schema
+(`summary_schema.py`) before writing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import jsonschema
 import orjson
 from sqlalchemy import Connection
 
-from crm_pipeline.cache.kpis import SUMMARY_SCHEMA_VERSION, compute_summary, summary_json_schema
+from crm_pipeline.cache.kpis import compute_summary
+from crm_pipeline.cache.summary_model import SUMMARY_SCHEMA_VERSION
+from crm_pipeline.cache.summary_schema import summary_json_schema
 from crm_pipeline.cachefile import dumps, envelope
 from crm_pipeline.db.changelog import reflected_watermark
 

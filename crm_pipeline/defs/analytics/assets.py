@@ -6,8 +6,8 @@ from typing import Any
 import dagster as dg
 
 from crm_pipeline.cache import registry
-from crm_pipeline.cache.kpis import SUMMARY_SCHEMA_VERSION
 from crm_pipeline.cache.rebuild import rebuild_file
+from crm_pipeline.cache.summary_model import SUMMARY_SCHEMA_VERSION
 from crm_pipeline.defs.cache.assets import cache_asset
 from crm_pipeline.defs.cache.publish import rebuilt_metadata
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
