@@ -29,9 +29,11 @@ SELECT v.customer_id, v.id, v.page_id, v.updated_time,
        coalesce(m.messages, '[]'::jsonb) AS messages
 FROM conversations v
 LEFT JOIN LATERAL (
-    SELECT jsonb_agg(jsonb_build_object('id', x.id, 'from_id', x.from_id, 'text', x.text,
-                                        'created_time', x.created_time) ORDER BY x.created_time DESC)
-           AS messages
+    SELECT jsonb_agg(
+               jsonb_build_object('id', x.id, 'from_id', x.from_id, 'text', x.text,
+                                  'created_time', x.created_time)
+               ORDER BY x.created_time DESC
+           ) AS messages
     FROM (SELECT * FROM messages WHERE conversation_id = v.id
           ORDER BY created_time DESC LIMIT :recent) x
 ) m ON true
@@ -61,8 +63,7 @@ def build_profiles(conn: Connection, ids: Sequence[int]) -> dict[int, dict[str, 
     """Customer 360 payloads for the customers in `ids` that exist (missing ids are absent)."""
     params = {"ids": list(ids), "recent": RECENT_MESSAGES}
     grouped: dict[str, dict[int, list]] = {}
-    for name, query in (("leads", _LEADS), ("orders", _ORDERS),
-                        ("conversations", _CONVERSATIONS)):
+    for name, query in (("leads", _LEADS), ("orders", _ORDERS), ("conversations", _CONVERSATIONS)):
         by_customer: dict[int, list] = defaultdict(list)
         for r in conn.execute(text(query), params):
             by_customer[r.customer_id].append(_row(r))
@@ -91,10 +92,14 @@ def all_customer_ids(conn: Connection, batch: int = 1000) -> Iterator[list[int]]
     """Every customer id, in batches (keyset paging keeps memory flat for large tables)."""
     last = 0
     while True:
-        ids = conn.execute(
-            text("SELECT id FROM customers WHERE id > :last ORDER BY id LIMIT :n"),
-            {"last": last, "n": batch},
-        ).scalars().all()
+        ids = (
+            conn.execute(
+                text("SELECT id FROM customers WHERE id > :last ORDER BY id LIMIT :n"),
+                {"last": last, "n": batch},
+            )
+            .scalars()
+            .all()
+        )
         if not ids:
             return
         yield list(ids)

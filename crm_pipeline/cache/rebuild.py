@@ -108,7 +108,7 @@ def rebuild_all_customers(conn: Connection, cache_dir: Path) -> CustomerFiles:
     folder = Path(cache_dir) / CUSTOMER_PROFILES.path
     if folder.exists():
         for path in folder.glob("*.json"):
-            if path.stem.isdigit() and int(path.stem) not in seen:
-                if remove(path, watermark=result.watermark):
-                    result.removed.append(int(path.stem))
+            gone = path.stem.isdigit() and int(path.stem) not in seen
+            if gone and remove(path, watermark=result.watermark):
+                result.removed.append(int(path.stem))
     return result

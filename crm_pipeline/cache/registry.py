@@ -104,7 +104,12 @@ ANALYTICS_SUMMARY = CacheFile(
     ),
 )
 
-FILES: tuple[CacheFile, ...] = (CUSTOMER_PROFILES, CUSTOMER_INDEX, MARKETING_INSIGHTS, ANALYTICS_SUMMARY)
+FILES: tuple[CacheFile, ...] = (
+    CUSTOMER_PROFILES,
+    CUSTOMER_INDEX,
+    MARKETING_INSIGHTS,
+    ANALYTICS_SUMMARY,
+)
 BY_ASSET = {f.asset: f for f in FILES}
 # Every table some file is built from: the change-log entities the sensor and worker follow.
 SOURCE_TABLES = tuple(sorted({t for f in FILES for t in f.reads}))

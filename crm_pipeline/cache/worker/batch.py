@@ -13,10 +13,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
-from crm_pipeline.cache.customers import all_customer_ids
-from crm_pipeline.cache.publish import remove
 from crm_pipeline.cache.rebuild import (
     Rebuilt,
     rebuild_all_customers,
@@ -28,7 +26,6 @@ from crm_pipeline.db.changelog import (
     ChangeWindow,
     changed_customers,
     read_change_window,
-    reflected_watermark,
 )
 from crm_pipeline.db.engine import read_snapshot
 

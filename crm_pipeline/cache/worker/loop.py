@@ -30,11 +30,15 @@ import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from crm_pipeline.cache.worker.batch import (
+    FileReport,
+    read_and_rebuild_customers,
+    rebuild_whole_file,
+)
+from crm_pipeline.cache.worker.progress import Progress
 from crm_pipeline.config import Settings
 from crm_pipeline.db.changelog import CHANNEL, ChangeNotice
 from crm_pipeline.db.worker_state import beat, read_worker_state, retire
-from crm_pipeline.cache.worker.batch import FileReport, read_and_rebuild_customers, rebuild_whole_file
-from crm_pipeline.cache.worker.progress import Progress
 
 log = logging.getLogger("crm_pipeline.cache.worker")
 
@@ -156,7 +160,6 @@ class CacheWorker:
                 retire(db, self.config.name)
         except SQLAlchemyError as exc:
             log.warning("cache worker: could not record the stop (%s)", type(exc).__name__)
-
 
     def _acquire(self, conn: psycopg.Connection, stop: threading.Event) -> bool:
         """Hold this name's advisory lock on `conn`, standing by while another worker has it."""
