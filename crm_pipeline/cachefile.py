@@ -1,18 +1,19 @@
 """JSON cache files: atomic writes, and the envelope every file carries.
 
-Readers (the UI, the API) must never see a torn file (DESIGN.md invariant 2), so a file is
-written to a temporary name in the same directory, fsynced, and renamed over the old one.
+Readers (the UI, the API) must never see a torn file, so a file is written through
+`crm_pipeline.atomic` (temporary name, fsync, rename, fsync of the directory; see
+docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from crm_pipeline.atomic import write_bytes_atomic
 
 _OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
@@ -47,30 +48,6 @@ def dumps(document: dict[str, Any]) -> bytes:
 def write_json_atomic(path: Path, document: dict[str, Any]) -> int:
     """Write `document` to `path` atomically (temp file, fsync, rename); return its size."""
     return write_bytes_atomic(path, dumps(document))
-
-
-def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> int:
-    """Write `data` to `path` atomically with permissions `mode` (0o600: the owner only, for
-    local secrets such as the API's key snapshot); return its size."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)  # mkstemp makes 0600; cache readers may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # Persist the rename itself, or a crash could bring back the old file.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return len(data)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from typing import Any
 
 import orjson
 
-from crm_pipeline.cachefile import dumps, envelope, write_bytes_atomic
+from crm_pipeline.atomic import write_bytes_atomic
+from crm_pipeline.cachefile import dumps, envelope
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import os
@@ -18,22 +17,18 @@ import dagster as dg
 import psycopg
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from crm_pipeline.db import clone, schema
-from crm_pipeline.db.clone import CloneError, clone_database, mask_value
+from crm_pipeline import atomic
+from crm_pipeline.db import schema
+from crm_pipeline.db.clone import CloneError, clone_database, mask_value, to_parquet, to_postgres
 from crm_pipeline.db.engine import libpq_url
-from crm_pipeline.db.upsert import bulk_upsert
 from crm_pipeline.defs.crm.snapshot import local_db_snapshot
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
-from crm_pipeline.demo import seed_demo_crm
+from crm_pipeline_tests.db.clone_seed import populate
 
 CLI = str(Path(sys.executable).with_name("crm-pipeline"))
-N_CUSTOMERS = 3_000
-N_ORDERS = 12_000
-N_LEADS = 3_000
-N_MESSAGES = 6_000
 # Every table but the API keys: credentials of this deployment, never copied.
 TABLES = [
     t.name
@@ -42,125 +37,9 @@ TABLES = [
 ]
 
 
-def _populate(engine) -> None:
-    """Demo data plus a few thousand rows per table, with awkward values (tabs, newlines, NULLs)."""
-    seed_demo_crm(engine)
-    rng = random.Random(7)
-    t0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
-    with engine.begin() as conn:
-        rows = [
-            {
-                "name": f'Cüstomer\t{i} \\ "q"\nline' if i % 97 == 0 else f"Customer {i}",
-                "email": f"user.{i}@example.com",
-                "phone": f"+4420{i:07d}" if i % 3 else None,
-                "tier": rng.choice(["bronze", "gold"]),
-                "fb_psid": f"psid{i}" if i % 2 else None,
-            }
-            for i in range(N_CUSTOMERS)
-        ]
-        bulk_upsert(conn, schema.customers, rows, key=["email"])
-        ids = [r[0] for r in conn.execute(select(schema.customers.c.id)).all()]
-        bulk_upsert(
-            conn,
-            schema.orders,
-            [
-                {
-                    "external_id": f"T-{i:06d}",
-                    "customer_id": rng.choice(ids),
-                    "amount": Decimal(rng.randrange(100, 99_999)) / 100,
-                    "status": "paid",
-                    "created_at": t0 + dt.timedelta(minutes=i),
-                }
-                for i in range(N_ORDERS)
-            ],
-            key=["external_id"],
-        )
-        email_of = dict(conn.execute(select(schema.customers.c.id, schema.customers.c.email)).all())
-        lead_rows = []
-        for i in range(N_LEADS):
-            cid = ids[i % len(ids)] if i % 4 else None
-            email = email_of[cid] if cid else f"anon{i}@example.org"
-            field_data = [
-                {"name": "email", "values": [email]},
-                {"name": "full_name", "values": [f"Lead {i}"]},
-                {"name": "phone_number", "values": [f"+1999{i:07d}"]},
-                {"name": "favourite_colour", "values": ["blue"]},
-            ]
-            lead_rows.append(
-                {
-                    "id": f"L{i}",
-                    "form_id": "F1",
-                    "ad_id": f"A{i % 10}",
-                    "created_time": t0 + dt.timedelta(hours=i),
-                    "email": email,
-                    "phone": f"+1999{i:07d}",
-                    "full_name": f"Lead {i}",
-                    "field_data": json.dumps(field_data),
-                    "customer_id": cid,
-                }
-            )
-        bulk_upsert(conn, schema.leads, lead_rows)
-        bulk_upsert(
-            conn,
-            schema.conversations,
-            [
-                {"id": f"t_{i}", "page_id": "P1", "customer_id": ids[i], "psid": f"psid{i}"}
-                for i in range(500)
-            ],
-        )
-        bulk_upsert(
-            conn,
-            schema.messages,
-            [
-                {
-                    "id": f"m_{i}",
-                    "conversation_id": f"t_{i % 500}",
-                    "from_id": "P1",
-                    "text": "tab\there, newline\nthere, backslash \\ and ünïcode ✓"
-                    if i % 50 == 0
-                    else ("" if i % 51 == 0 else f"message {i}"),
-                    "created_time": t0 + dt.timedelta(seconds=i),
-                }
-                for i in range(N_MESSAGES)
-            ],
-        )
-        bulk_upsert(
-            conn,
-            schema.ad_insights_daily,
-            [
-                {
-                    "account_id": "act_1",
-                    "campaign_id": "C1",
-                    "adset_id": "S1",
-                    "ad_id": f"A{i % 10}",
-                    "date": dt.date(2026, 1, 1) + dt.timedelta(days=i // 10),
-                    "impressions": i * 10,
-                    "clicks": i,
-                    "spend": Decimal(i) / 7,
-                    "reach": None if i % 3 else i,
-                    "actions": json.dumps([{"action_type": "lead", "value": str(i % 4)}]),
-                }
-                for i in range(2_000)
-            ],
-        )
-        conn.execute(
-            text(
-                "INSERT INTO webhook_inbox (source, event_key, payload) "
-                "SELECT 'leadgen', 'e' || g, jsonb_build_object('n', g) "
-                "FROM generate_series(1, 300) g"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO sync_state (stream, scope, state) VALUES "
-                "('leads', 'P1', '{\"cursor\": \"abc\"}')"
-            )
-        )
-
-
 @pytest.fixture
 def populated(clean_db, database_url):
-    _populate(clean_db)
+    populate(clean_db)
     return database_url
 
 
@@ -354,16 +233,39 @@ def test_non_empty_targets_are_refused_and_kept(populated, fresh_database_url, t
 
 
 def test_a_parquet_clone_that_does_not_verify_is_not_published(populated, tmp_path, monkeypatch):
-    real = clone._verify_parquet
+    real = to_parquet.verify_parquet
 
     def corrupt(source_url, folder, result):
         real(source_url, folder, result)
         result.tables[3].target_checksum += 1
 
-    monkeypatch.setattr(clone, "_verify_parquet", corrupt)
+    monkeypatch.setattr(to_parquet, "verify_parquet", corrupt)
     with pytest.raises(CloneError, match="did not verify"):
         clone_database(populated, tmp_path / "snap", progress=None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_parquet_clone_is_published_by_the_atomic_helper(clean_db, database_url, tmp_path):
+    """The directory is renamed into place by `atomic.replace_dir`, which fsyncs the parent so
+    the rename survives a crash; the manifest goes through the same helper."""
+    calls: list[tuple[str, Path]] = []
+    real_replace, real_write = atomic.replace_dir, atomic.write_bytes_atomic
+
+    def replace_dir(tmp: Path, target: Path) -> None:
+        calls.append(("replace_dir", target))
+        real_replace(tmp, target)
+
+    def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> int:
+        calls.append(("write", path.name))
+        return real_write(path, data, mode)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(atomic, "replace_dir", replace_dir)
+        mp.setattr(atomic, "write_bytes_atomic", write_bytes_atomic)
+        clone_database(database_url, tmp_path / "snap", progress=None)
+
+    assert calls == [("write", "manifest.json"), ("replace_dir", tmp_path / "snap")]
+    assert (tmp_path / "snap" / "manifest.json").exists()
 
 
 def test_mask_pii_hides_originals_and_keeps_joins(populated, fresh_database_url, monkeypatch):
@@ -412,7 +314,7 @@ def test_mask_pii_hides_originals_and_keeps_joins(populated, fresh_database_url,
 
 def _user_tables(url: str) -> list[str]:
     with psycopg.connect(libpq_url(url)) as conn:
-        return clone._user_tables(conn)
+        return to_postgres.user_tables(conn)
 
 
 def _rows(url: str, query: str) -> list[tuple]:
