@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 
 from crm_pipeline.api import cache_reads, problems, webhooks, writes
 from crm_pipeline.api.auth import KeyRing
-from crm_pipeline.api.cache_reads import CacheStore
+from crm_pipeline.api.cache_store import CacheStore
 from crm_pipeline.api.change_listener import ChangeListener
 from crm_pipeline.api.database import Database
 from crm_pipeline.api.hosts import LOOPBACK_HOSTS, TrustedHosts
@@ -27,6 +28,28 @@ from crm_pipeline.config import Settings, load_settings, normalize_database_url
 from crm_pipeline.db.engine import libpq_url, resolve_database_url
 
 log = logging.getLogger("crm_pipeline.api")
+
+
+@dataclass(frozen=True)
+class _Services:
+    """What one API process holds: the database, the cache and its two listener threads."""
+
+    db: Database
+    cache: CacheStore
+    changes: ChangeListener
+    keys: KeyRing
+
+    def attach(self, app: FastAPI) -> None:
+        app.state.db = self.db
+        app.state.cache = self.cache
+        app.state.changes = self.changes
+        app.state.keys = self.keys
+
+    def close(self) -> None:
+        self.changes.stop()
+        self.keys.stop()
+        self.cache.close()
+        self.db.dispose()
 
 
 def create_app(
@@ -44,6 +67,45 @@ def create_app(
     loopback names; `crm-pipeline serve` refuses a non-loopback bind without the setting).
     """
     settings = settings or load_settings()
+    services = _services(settings, database_url, cache_dir, cache_ttl_seconds)
+    app = FastAPI(
+        title="crm-pipeline API",
+        version="1",
+        description=(
+            "Facebook webhooks, CRM write routes and cache-first reads of the JSON cache files."
+        ),
+        lifespan=_lifespan(settings, services),
+    )
+    app.state.settings = settings
+    services.attach(app)
+    problems.install(app)
+    app.include_router(webhooks.router)
+    app.include_router(writes.router)
+    app.include_router(cache_reads.router)
+    app.add_api_route(
+        "/health",
+        health,
+        methods=["GET"],
+        tags=["ops"],
+        summary="Liveness and database reachability",
+    )
+    limit = max_body_bytes or settings.api.max_body_bytes
+    app.add_middleware(
+        BodySizeLimit, max_bytes=limit, body_timeout=settings.api.body_timeout_seconds
+    )
+    # Added last, so it runs first: a foreign Host is refused before anything else happens.
+    app.add_middleware(
+        TrustedHosts, allowed=allowed_hosts or settings.api.allowed_hosts or LOOPBACK_HOSTS
+    )
+    return app
+
+
+def _services(
+    settings: Settings,
+    database_url: str | None,
+    cache_dir: Path | str | None,
+    cache_ttl_seconds: int | None,
+) -> _Services:
     if database_url is not None:
         database_url = normalize_database_url(database_url)
 
@@ -60,16 +122,22 @@ def create_app(
         recent=recent,
     )
     changes = ChangeListener(lambda: libpq_url(url()), recent)
-
     keys = KeyRing(lambda: libpq_url(url()), settings.data_dir / "api" / "keyring.json")
+    return _Services(db, store, changes, keys)
 
+
+def _lifespan(
+    settings: Settings, services: _Services
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from starlette.concurrency import run_in_threadpool
 
         # Side by side: each waits (bounded) for its first load, or its failure.
-        await asyncio.gather(run_in_threadpool(keys.start), run_in_threadpool(changes.start))
-        if settings.production and keys.count() == 0:
+        await asyncio.gather(
+            run_in_threadpool(services.keys.start), run_in_threadpool(services.changes.start)
+        )
+        if settings.production and services.keys.count() == 0:
             log.warning(
                 "no active API key: every /api/ route answers 401 until one is created "
                 "(crm-pipeline api-keys create --name NAME --scopes ...)"
@@ -77,43 +145,16 @@ def create_app(
         # Before the server accepts connections, so no request waits for these imports.
         cache_reads.preload()
         yield
-        changes.stop()
-        keys.stop()
-        store.close()
-        db.dispose()
+        services.close()
 
-    app = FastAPI(
-        title="crm-pipeline API",
-        version="1",
-        description=(
-            "Facebook webhooks, CRM write routes and cache-first reads of the JSON cache files."
-        ),
-        lifespan=lifespan,
-    )
-    app.state.settings = settings
-    app.state.db = db
-    app.state.cache = store
-    app.state.changes = changes
-    app.state.keys = keys
-    problems.install(app)
-    app.include_router(webhooks.router)
-    app.include_router(writes.router)
-    app.include_router(cache_reads.router)
+    return lifespan
 
-    @app.get("/health", tags=["ops"], summary="Liveness and database reachability")
-    def health(request: Request) -> dict:
-        up = request.app.state.db.ping()
-        body: dict = {"status": "ok", "database": "up" if up else "down"}
-        if not up and db.down_since_iso():
-            body["database_unavailable_since"] = db.down_since_iso()
-        return body
 
-    limit = max_body_bytes or settings.api.max_body_bytes
-    app.add_middleware(
-        BodySizeLimit, max_bytes=limit, body_timeout=settings.api.body_timeout_seconds
-    )
-    # Added last, so it runs first: a foreign Host is refused before anything else happens.
-    app.add_middleware(
-        TrustedHosts, allowed=allowed_hosts or settings.api.allowed_hosts or LOOPBACK_HOSTS
-    )
-    return app
+def health(request: Request) -> dict:
+    """Liveness, and whether the database answers."""
+    db: Database = request.app.state.db
+    up = db.ping()
+    body: dict = {"status": "ok", "database": "up" if up else "down"}
+    if not up and db.down_since_iso():
+        body["database_unavailable_since"] = db.down_since_iso()
+    return body

@@ -25,8 +25,9 @@ import psycopg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
+from crm_pipeline.api.pg_listener import PgListener
 from crm_pipeline.api.problems import Problem
-from crm_pipeline.cachefile import write_bytes_atomic
+from crm_pipeline.atomic import write_bytes_atomic
 from crm_pipeline.db import api_keys
 from crm_pipeline.db.api_keys import ActiveKey, hash_key
 
@@ -34,7 +35,8 @@ log = logging.getLogger("crm_pipeline.api.auth")
 
 FULL_RELOAD_SECONDS = 60.0
 TOUCH_SECONDS = 10.0  # how often last_used_at is written
-RETRY_SECONDS = 1.0
+RETRY_SECONDS = 1.0  # between attempts, without backoff: keys changed in an outage apply soon
+APPLICATION_NAME = "crm-pipeline-api-keys"  # how the listener shows in pg_stat_activity
 ACTOR_PREFIX = "api_key:"
 
 bearer = HTTPBearer(
@@ -59,14 +61,24 @@ class KeyRing:
     """The active API keys of this process, by hash, kept current by a listener thread."""
 
     def __init__(self, conninfo: Callable[[], str], snapshot: Path | None = None) -> None:
-        self._conninfo = conninfo
         self._snapshot = snapshot
         self._keys: dict[str, ActiveKey] = {}
         self._used: set[int] = set()
         self._used_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._first_attempt = threading.Event()  # set after the first load, or its failure
+        self._last_full = self._last_touch = 0.0  # monotonic: the last full reload, last touch
+        self._listener = PgListener(
+            api_keys.CHANNEL,
+            conninfo,
+            name="api-keys",
+            application_name=APPLICATION_NAME,
+            on_connect=self._connected,
+            on_wake=self._wake,
+            on_stop=self._touch,  # the uses since the last batch
+            on_outage=self._report_outage,
+            on_recovery=_report_recovery,
+            retry_seconds=RETRY_SECONDS,
+            max_retry_seconds=RETRY_SECONDS,
+        )
 
     def lookup(self, key: str) -> ActiveKey | None:
         """The active key `key`, or None (unknown or revoked). No I/O."""
@@ -77,26 +89,46 @@ class KeyRing:
         return len(self._keys)
 
     def mark_used(self, key: ActiveKey) -> None:
+        """Note a use of `key`; the listener thread records it in the next batch."""
         with self._used_lock:
             self._used.add(key.id)
 
     def start(self, wait_seconds: float = 5.0) -> None:
         """Start the listener and wait (bounded) for its first load, so startup sees the keys."""
-        self._thread = threading.Thread(target=self._run, name="api-keys", daemon=True)
-        self._thread.start()
-        self._first_attempt.wait(wait_seconds)
+        self._listener.start(wait_seconds)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        """Stop the listener, recording the last uses first."""
+        self._listener.stop()
+
+    def _connected(self, conn: psycopg.Connection) -> None:
+        self._load(conn)  # after LISTEN: a change between the two is not missed
+        self._last_full = self._last_touch = time.monotonic()
+
+    def _wake(self, conn: psycopg.Connection, notifies: list[psycopg.Notify]) -> None:
+        now = time.monotonic()
+        if notifies or now - self._last_full >= FULL_RELOAD_SECONDS:
+            self._load(conn)
+            self._last_full = now
+        if now - self._last_touch >= TOUCH_SECONDS:
+            self._touch(conn)
+            self._last_touch = now
 
     def _load(self, conn: psycopg.Connection) -> None:
         keys = api_keys.active_keys(conn)
-        if keys != self._keys or not self._first_attempt.is_set():
+        # The first load always writes the snapshot: it replaces what an older process left.
+        if keys != self._keys or not self._listener.ready.is_set():
             self._keys = keys
             self._save_snapshot()
-        self._first_attempt.set()
+
+    def _report_outage(self, exc: Exception) -> None:
+        log.warning(
+            "API keys cannot be refreshed (%s); the %d known keys stay in force",
+            type(exc).__name__,
+            len(self._keys),
+        )
+        if not self._listener.ready.is_set():  # starting during an outage
+            self._load_snapshot()
 
     def _save_snapshot(self) -> None:
         if self._snapshot is None:
@@ -132,42 +164,9 @@ class KeyRing:
             used, self._used = self._used, set()
         api_keys.touch_keys(conn, used)
 
-    def _run(self) -> None:
-        reported = False
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self._conninfo(), autocommit=True, connect_timeout=3) as conn:
-                    conn.execute(f"LISTEN {api_keys.CHANNEL}")
-                    self._load(conn)  # after LISTEN: a change between the two is not missed
-                    if reported:
-                        log.info("API keys reloaded; database reachable again")
-                    reported = False
-                    self._listen(conn)
-            except Exception as exc:  # unreachable database, dropped connection, ...
-                if not reported:
-                    log.warning(
-                        "API keys cannot be refreshed (%s); the %d known keys stay in force",
-                        type(exc).__name__,
-                        len(self._keys),
-                    )
-                    reported = True
-                if not self._first_attempt.is_set():
-                    self._load_snapshot()
-                self._first_attempt.set()
-                self._stop.wait(RETRY_SECONDS)
 
-    def _listen(self, conn: psycopg.Connection) -> None:
-        last_full = last_touch = time.monotonic()
-        while not self._stop.is_set():
-            changed = any(True for _ in conn.notifies(timeout=0.5, stop_after=1))
-            now = time.monotonic()
-            if changed or now - last_full >= FULL_RELOAD_SECONDS:
-                self._load(conn)
-                last_full = now
-            if now - last_touch >= TOUCH_SECONDS:
-                self._touch(conn)
-                last_touch = now
-        self._touch(conn)
+def _report_recovery() -> None:
+    log.info("API keys reloaded; database reachable again")
 
 
 def _unauthorized(detail: str, error: str | None = None) -> Problem:

@@ -1,12 +1,12 @@
 """Each API process follows `crm_changes` so cache hits need no database round trip.
 
-`ChangeListener` runs a thread with its own autocommit psycopg connection: `LISTEN crm_changes`,
-then a catch-up in one snapshot (its `pg_snapshot_xmin` becomes the coverage floor of the
-process's `RecentChanges`, and the change rows at or above it are loaded), then every
-notification is recorded as it arrives. While the connection is down, memory covers nothing and
-the cache routes fall back to the batched change-log query; the thread reconnects with backoff
-and catches up again. Nothing is sent on this connection per request: only LISTEN and the
-catch-up, once per connection.
+`ChangeListener` runs a thread with its own autocommit psycopg connection (`pg_listener.py`):
+`LISTEN crm_changes`, then a catch-up in one snapshot (its `pg_snapshot_xmin` becomes the
+coverage floor of the process's `RecentChanges`, and the change rows at or above it are loaded),
+then every notification is recorded as it arrives. While the connection is down, memory covers
+nothing and the cache routes fall back to the batched change-log query; the thread reconnects
+with backoff and catches up again. Nothing is sent on this connection per request: only LISTEN
+and the catch-up, once per connection.
 
 `own_changes` is the read-your-writes half: inside a write's transaction it reads the change
 rows that transaction produced, so the route can record them the moment it commits instead of
@@ -16,12 +16,12 @@ waiting for its own notification.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 import psycopg
 from sqlalchemy import Connection, text
 
+from crm_pipeline.api.pg_listener import PgListener
 from crm_pipeline.cache.recent_changes import Change, RecentChanges
 from crm_pipeline.db.changelog import CHANNEL, ChangeNotice
 
@@ -68,72 +68,50 @@ class ChangeListener:
         retry_seconds: float = RETRY_SECONDS,
         max_retry_seconds: float = MAX_RETRY_SECONDS,
     ) -> None:
-        self._conninfo = conninfo
         self.recent = recent
-        self.retry_seconds = retry_seconds
-        self.max_retry_seconds = max_retry_seconds
-        self.connections = 0  # successful catch-ups so far (tests and diagnostics)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._first_attempt = threading.Event()
+        self._listener = PgListener(
+            CHANNEL,
+            conninfo,
+            name="crm-changes",
+            application_name=APPLICATION_NAME,
+            on_connect=self._catch_up,
+            on_wake=self._record,
+            # Notifications may have been missed from here on: never answer from memory.
+            on_disconnect=self.recent.uncover,
+            on_outage=_report_outage,
+            on_recovery=_report_recovery,
+            retry_seconds=retry_seconds,
+            max_retry_seconds=max_retry_seconds,
+        )
 
     @property
     def covering(self) -> bool:
         """True while memory may answer (connected and caught up)."""
         return self.recent.floor is not None
 
+    @property
+    def connections(self) -> int:
+        """Successful catch-ups so far (tests and diagnostics)."""
+        return self._listener.connections
+
+    @property
+    def retry_seconds(self) -> float:
+        """The first reconnect delay (doubled while attempts fail)."""
+        return self._listener.retry_seconds
+
+    @retry_seconds.setter
+    def retry_seconds(self, seconds: float) -> None:
+        self._listener.retry_seconds = seconds
+
     def start(self, wait_seconds: float = 5.0) -> None:
         """Start the thread and wait (bounded) for its first catch-up or failure, so the first
         requests can already be answered from memory."""
-        self._thread = threading.Thread(target=self._run, name="crm-changes", daemon=True)
-        self._thread.start()
-        self._first_attempt.wait(wait_seconds)
+        self._listener.start(wait_seconds)
 
     def stop(self) -> None:
         """Stop the thread (within about half a second) and stop answering from memory."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        self._listener.stop()
         self.recent.uncover()
-
-    def _run(self) -> None:
-        delay: float | None = None  # None: the next failure is the first of an outage
-        reported = False
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(
-                    self._conninfo(),
-                    autocommit=True,
-                    connect_timeout=3,
-                    application_name=APPLICATION_NAME,
-                    # A peer that vanished without closing (TCP only) is noticed in seconds.
-                    keepalives=1,
-                    keepalives_idle=5,
-                    keepalives_interval=2,
-                    keepalives_count=2,
-                ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")  # autocommit: in effect from here on
-                    self._catch_up(conn)
-                    self.connections += 1
-                    if reported:
-                        log.info("change notifications resumed; cache hits answered in memory")
-                    reported = False
-                    delay = None
-                    self._first_attempt.set()
-                    self._listen(conn)
-            except Exception as exc:  # unreachable database, dropped connection, ...
-                if not reported:
-                    log.warning(
-                        "change notifications unavailable (%s); cache hits ask the database",
-                        type(exc).__name__,
-                    )
-                    reported = True
-            finally:
-                # Notifications may have been missed from here on: never answer from memory.
-                self.recent.uncover()
-            self._first_attempt.set()
-            delay = self.retry_seconds if delay is None else min(delay * 2, self.max_retry_seconds)
-            self._stop.wait(delay)
 
     def _catch_up(self, conn: psycopg.Connection) -> None:
         rows = conn.execute(_CATCH_UP).fetchall()
@@ -145,11 +123,20 @@ class ChangeListener:
         ]
         self.recent.cover(floor, changes)
 
-    def _listen(self, conn: psycopg.Connection) -> None:
-        while not self._stop.is_set():
-            for notify in conn.notifies(timeout=0.5):
-                notice = ChangeNotice.parse(notify.payload)
-                if notice is not None:
-                    self.recent.record(
-                        Change(notice.txid, notice.entity, notice.customer_id, notice.all_customers)
-                    )
+    def _record(self, conn: psycopg.Connection, notifies: list[psycopg.Notify]) -> None:
+        for notify in notifies:
+            notice = ChangeNotice.parse(notify.payload)
+            if notice is not None:
+                self.recent.record(
+                    Change(notice.txid, notice.entity, notice.customer_id, notice.all_customers)
+                )
+
+
+def _report_outage(exc: Exception) -> None:
+    log.warning(
+        "change notifications unavailable (%s); cache hits ask the database", type(exc).__name__
+    )
+
+
+def _report_recovery() -> None:
+    log.info("change notifications resumed; cache hits answered in memory")

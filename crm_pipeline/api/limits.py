@@ -29,6 +29,64 @@ class _BodyError(Exception):
     """The body broke a limit; raised into the app from `receive`, answered by the middleware."""
 
 
+def _declared_body(scope: Scope) -> tuple[int | None, bool]:
+    """(Content-Length, or None when absent or malformed; whether it expects `100 Continue`)."""
+    declared: int | None = None
+    expects_continue = False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = None
+        elif name == b"expect" and value.lower() == b"100-continue":
+            expects_continue = True
+    return declared, expects_continue
+
+
+class _BodyGuard:
+    """One request's `receive` and `send`, as the app sees them: the body counted and timed
+    as it arrives, and, once it broke a limit, the app's own answer held back."""
+
+    def __init__(self, receive: Receive, send: Send, max_bytes: int, timeout: float) -> None:
+        self._receive = receive
+        self._send = send
+        self._max_bytes = max_bytes
+        self._timeout = timeout
+        self.received = 0
+        self.complete = False  # the whole body arrived: later receives only wait for a disconnect
+        self.failure: int | None = None  # 413 or 408 once the body broke a limit
+        self.started = False  # the app's response has started
+
+    async def receive(self) -> Message:
+        """The next message, or `_BodyError` once the body is too large or too slow."""
+        if self.failure is not None:
+            raise _BodyError
+        if self.complete:
+            return await self._receive()
+        try:
+            async with asyncio.timeout(self._timeout):
+                message = await self._receive()
+        except TimeoutError:
+            self.failure = 408
+            raise _BodyError from None
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+            if self.received > self._max_bytes:
+                self.failure = 413
+                raise _BodyError
+        return message
+
+    async def send(self, message: Message) -> None:
+        """Pass the app's message on, unless the body broke a limit (then the answer is ours)."""
+        if self.failure is not None:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
 class BodySizeLimit:
     """Answer 413 when a body exceeds `max_bytes` (declared Content-Length or streamed), and
     408 when the client stops sending its body for `body_timeout` seconds."""
@@ -49,66 +107,24 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared: int | None = None
-        expects_continue = False
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = None
-            elif name == b"expect" and value.lower() == b"100-continue":
-                expects_continue = True
+        declared, expects_continue = _declared_body(scope)
         if declared is not None and declared > self.max_bytes:
             # Reading would make the server send `100 Continue` to a client that waits for it.
             if not expects_continue and declared <= self.linger_bytes:
                 await self._discard_rest(receive)
             await self._too_large(send)
             return
-
-        received = 0
-        complete = False  # the whole body arrived: later receives only wait for a disconnect
-        failure: int | None = None  # 413 or 408 once the body broke a limit
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, complete, failure
-            if failure is not None:
-                raise _BodyError
-            if complete:
-                return await receive()
-            try:
-                async with asyncio.timeout(self.body_timeout):
-                    message = await receive()
-            except TimeoutError:
-                failure = 408
-                raise _BodyError from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                complete = not message.get("more_body", False)
-                if received > self.max_bytes:
-                    failure = 413
-                    raise _BodyError
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if failure is not None:
-                return  # whatever the app makes of the error, the answer is ours
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        guard = _BodyGuard(receive, send, self.max_bytes, self.body_timeout)
         try:
-            await self.app(scope, limited_receive, guarded_send)
+            await self.app(scope, guard.receive, guard.send)
         except Exception:
             # The app may let our error through, or wrap it in one of its own.
-            if failure is None:
+            if guard.failure is None:
                 raise
-        if failure is None or started:
+        if guard.failure is None or guard.started:
             return
-        if failure == 413:
-            if not complete:  # the last chunk may be the one that broke the limit
+        if guard.failure == 413:
+            if not guard.complete:  # the last chunk may be the one that broke the limit
                 await self._discard_rest(receive)
             await self._too_large(send)
         else:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
@@ -73,64 +74,13 @@ def bulk_upsert(
         return UpsertResult(0, 0, 0)
     key = list(key or [c.name for c in table.primary_key.columns])
     columns = list(data.column_names)
-    unknown = [c for c in columns if c not in table.c]
-    if unknown:
-        raise ValueError(f"{table.name} has no column(s) {', '.join(sorted(unknown))}")
-    missing_key = [c for c in key if c not in columns]
-    if missing_key:
-        raise ValueError(f"upsert into {table.name} needs key column(s) {', '.join(missing_key)}")
-
+    _check_columns(table, columns, key)
     stage = sql.Identifier(f"_stage_{table.name}_{next(_stage_names)}")
     target = sql.Identifier(table.name)
-    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-    keys = sql.SQL(", ").join(map(sql.Identifier, key))
-    updatable = [c for c in columns if c not in key]
-
     raw = conn.connection.driver_connection  # psycopg 3 connection, same transaction
     with raw.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE {stage} ON COMMIT DROP"
-                " AS SELECT {cols} FROM {target} WITH NO DATA"
-            ).format(stage=stage, cols=cols, target=target)
-        )
-        with cur.copy(
-            sql.SQL("COPY {stage} ({cols}) FROM STDIN WITH (FORMAT csv)").format(
-                stage=stage, cols=cols
-            )
-        ) as copy:
-            for chunk in _csv_chunks(data):
-                copy.write(chunk)
-
-        if updatable:
-            assignments = sql.SQL(", ").join(
-                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updatable
-            )
-            changed = sql.SQL("({old}) IS DISTINCT FROM ({new})").format(
-                old=sql.SQL(", ").join(
-                    sql.SQL("{t}.{c}").format(t=target, c=sql.Identifier(c)) for c in updatable
-                ),
-                new=sql.SQL(", ").join(
-                    sql.SQL("EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updatable
-                ),
-            )
-            on_conflict = sql.SQL("DO UPDATE SET {a} WHERE {w}").format(a=assignments, w=changed)
-        else:
-            on_conflict = sql.SQL("DO NOTHING")
-
-        # DISTINCT ON keeps one row per key (ctid DESC: the last one copied), because
-        # ON CONFLICT cannot touch the same target row twice in one statement.
-        cur.execute(
-            sql.SQL(
-                "WITH up AS ("
-                " INSERT INTO {target} ({cols})"
-                " SELECT DISTINCT ON ({keys}) {cols} FROM {stage} ORDER BY {keys}, ctid DESC"
-                " ON CONFLICT ({keys}) {on_conflict}"
-                " RETURNING (xmax = 0) AS inserted"
-                ") SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
-                " FROM up"
-            ).format(target=target, cols=cols, keys=keys, stage=stage, on_conflict=on_conflict)
-        )
+        _copy_to_stage(cur, stage, target, columns, data)
+        cur.execute(_merge_statement(stage, target, columns, key))
         inserted, updated = cur.fetchone()
         cur.execute(sql.SQL("DROP TABLE {stage}").format(stage=stage))
     return UpsertResult(
@@ -139,3 +89,79 @@ def bulk_upsert(
         updated=updated,
         seconds=time.perf_counter() - started,
     )
+
+
+def _check_columns(table: Table, columns: list[str], key: list[str]) -> None:
+    unknown = [c for c in columns if c not in table.c]
+    if unknown:
+        raise ValueError(f"{table.name} has no column(s) {', '.join(sorted(unknown))}")
+    missing_key = [c for c in key if c not in columns]
+    if missing_key:
+        raise ValueError(f"upsert into {table.name} needs key column(s) {', '.join(missing_key)}")
+
+
+def _copy_to_stage(
+    cur: psycopg.Cursor,
+    stage: sql.Identifier,
+    target: sql.Identifier,
+    columns: list[str],
+    data: pa.Table,
+) -> None:
+    """A temporary table shaped like `columns` of `target`, filled by COPY."""
+    cols = _column_list(columns)
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {target} WITH NO DATA"
+        ).format(stage=stage, cols=cols, target=target)
+    )
+    copy_sql = sql.SQL("COPY {stage} ({cols}) FROM STDIN WITH (FORMAT csv)")
+    with cur.copy(copy_sql.format(stage=stage, cols=cols)) as copy:
+        for chunk in _csv_chunks(data):
+            copy.write(chunk)
+
+
+def _merge_statement(
+    stage: sql.Identifier, target: sql.Identifier, columns: list[str], key: list[str]
+) -> sql.Composed:
+    """One INSERT ... ON CONFLICT from the stage; it returns (inserted, updated) counts."""
+    cols, keys = _column_list(columns), _column_list(key)
+    # DISTINCT ON keeps one row per key (ctid DESC: the last one copied), because
+    # ON CONFLICT cannot touch the same target row twice in one statement.
+    return sql.SQL(
+        "WITH up AS ("
+        " INSERT INTO {target} ({cols})"
+        " SELECT DISTINCT ON ({keys}) {cols} FROM {stage} ORDER BY {keys}, ctid DESC"
+        " ON CONFLICT ({keys}) {on_conflict}"
+        " RETURNING (xmax = 0) AS inserted"
+        ") SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
+        " FROM up"
+    ).format(
+        target=target,
+        cols=cols,
+        keys=keys,
+        stage=stage,
+        on_conflict=_on_conflict(target, [c for c in columns if c not in key]),
+    )
+
+
+def _on_conflict(target: sql.Identifier, updatable: list[str]) -> sql.Composable:
+    """Update the non-key columns, only where a value changed (unchanged rows stay as they are:
+    no new row version, no change-log row)."""
+    if not updatable:
+        return sql.SQL("DO NOTHING")
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updatable
+    )
+    changed = sql.SQL("({old}) IS DISTINCT FROM ({new})").format(
+        old=sql.SQL(", ").join(
+            sql.SQL("{t}.{c}").format(t=target, c=sql.Identifier(c)) for c in updatable
+        ),
+        new=sql.SQL(", ").join(
+            sql.SQL("EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updatable
+        ),
+    )
+    return sql.SQL("DO UPDATE SET {a} WHERE {w}").format(a=assignments, w=changed)
+
+
+def _column_list(names: Sequence[str]) -> sql.Composed:
+    return sql.SQL(", ").join(map(sql.Identifier, names))

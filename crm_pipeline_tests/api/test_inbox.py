@@ -64,19 +64,9 @@ def test_signed_leadgen_ends_as_enriched_lead_and_customer_360(
     metadata = result.asset_materializations_for_node("webhook_leads")[0].metadata
     assert metadata["processed"].value == 1
 
-    with clean_db.connect() as conn:
-        row = conn.execute(
-            text(
-                "SELECT id, form_id, email, full_name, phone, page_id, customer_id, field_data"
-                " FROM leads"
-            )
-        ).one()
-        inbox = conn.execute(text("SELECT processed_at, error FROM webhook_inbox")).one()
-    assert row.id == lead["id"]
-    assert row.form_id == form_id
-    assert row.email == "Dee@Example.com"
-    assert row.full_name == "Dee Webhook"
-    assert row.page_id == data.page_id
+    row, inbox = _stored_lead(clean_db)
+    assert (row.id, row.form_id, row.page_id) == (lead["id"], form_id, data.page_id)
+    assert (row.email, row.full_name) == ("Dee@Example.com", "Dee Webhook")
     assert row.customer_id is not None
     assert isinstance(row.field_data, list)
     assert inbox.processed_at is not None and inbox.error is None
@@ -85,22 +75,37 @@ def test_signed_leadgen_ends_as_enriched_lead_and_customer_360(
     assert isinstance(done, dg.SkipReason)
 
     # The leads/customers change rows drive the change-log sensor: a targeted 360 rebuild.
+    profile = _targeted_profile_rebuild(resources, since, row.customer_id, dirs["cache"])
+    assert [x["id"] for x in profile["leads"]] == [lead["id"]]
+
+
+def _stored_lead(engine):
+    """The one lead row and the one inbox row."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT id, form_id, email, full_name, phone, page_id, customer_id, field_data"
+                " FROM leads"
+            )
+        ).one()
+        inbox = conn.execute(text("SELECT processed_at, error FROM webhook_inbox")).one()
+    return row, inbox
+
+
+def _targeted_profile_rebuild(resources, since: str, customer_id: int, cache_dir) -> dict:
+    """Tick the change-log sensor from `since`, check it targets exactly `customer_id`, run
+    what it asks for, and return that customer's 360 file."""
     cache_request, _ = _sensor_tick(change_log_sensor, resources, f'{{"upto": "{since}"}}')
     (run_request,) = cache_request.run_requests
-    run_config = run_request.run_config
-    assert run_config["ops"]["customer_profiles_cache"]["config"]["customer_ids"] == [
-        row.customer_id
-    ]
+    op_config = run_request.run_config["ops"]["customer_profiles_cache"]
+    assert op_config["config"]["customer_ids"] == [customer_id]
     result = dg.materialize(
         [customer_profiles_cache],
         resources=resources,
-        run_config={
-            "ops": {"customer_profiles_cache": run_config["ops"]["customer_profiles_cache"]}
-        },
+        run_config={"ops": {"customer_profiles_cache": op_config}},
     )
     assert result.success
-    profile = read_json(dirs["cache"] / "customers" / f"{row.customer_id}.json")
-    assert [x["id"] for x in profile["leads"]] == [lead["id"]]
+    return read_json(cache_dir / "customers" / f"{customer_id}.json")
 
 
 def test_unknown_lead_is_marked_failed_not_retried_forever(

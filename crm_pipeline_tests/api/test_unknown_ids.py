@@ -88,14 +88,14 @@ def test_an_unknown_id_is_remembered_until_the_customer_is_created(api, clean_db
 
 def test_remembered_misses_and_build_locks_stay_bounded(api, clean_db):
     store = api.app.state.cache
-    store.max_remembered_absent = 5
+    store.memory.max_absent = 5
     built = _count_builds(store)
     sizes: list[tuple[int, int]] = []
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
-            sizes.append((len(store._absent), len(store._build_locks)))
+            sizes.append((len(store.memory.absent_names()), len(store.build_locks)))
             stop.wait(0.001)
 
     def ask(ids) -> None:
@@ -119,11 +119,11 @@ def test_remembered_misses_and_build_locks_stay_bounded(api, clean_db):
     assert max(absent for absent, _ in sizes) <= 5
     # A lock exists only while a build runs or waits: at most one per client here.
     assert max(locks for _, locks in sizes) <= 4
-    assert len(store._build_locks) == 0
-    assert len(store._absent) == 5
+    assert len(store.build_locks) == 0
+    assert len(store.memory.absent_names()) == 5
 
     # Least recently used goes first: the last five are remembered, the others build again.
-    recent = [int(name.split(":")[1]) for name in store._absent]
+    recent = [int(name.split(":")[1]) for name in store.memory.absent_names()]
     with api.client() as client:
         for cid in recent:
             assert client.get(f"/api/customers/{cid}").status_code == 404
@@ -131,4 +131,4 @@ def test_remembered_misses_and_build_locks_stay_bounded(api, clean_db):
         forgotten = next(cid for cid in ids if cid not in recent)
         assert client.get(f"/api/customers/{forgotten}").status_code == 404
         assert built[-1] == f"customer:{forgotten}" and len(built) == 41
-    assert len(store._absent) == 5
+    assert len(store.memory.absent_names()) == 5
