@@ -36,13 +36,13 @@ from crm_pipeline.defs.facebook.assets import (
     fb_leads_raw,
 )
 from crm_pipeline.defs.facebook.resources import GraphApiResource
-from crm_pipeline.defs.facebook.schedules import (
+from crm_pipeline.defs.resources import PostgresResource, StorageResource
+from crm_pipeline.defs.sync_schedules import (
     daily_attribution_resync,
     facebook_insights_job,
     facebook_streams_job,
     hourly_facebook_sync,
 )
-from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
 
 def default_resources() -> dict:
@@ -76,11 +76,14 @@ FRESHNESS_BY_SELECTION = (
 
 
 def _domains() -> list[dg.Definitions]:
-    """One Definitions per domain folder (built here, not at module scope: the code location
-    must hold exactly one module-level Definitions)."""
+    """One Definitions per domain folder, and the sync schedules that span two of them (built
+    here, not at module scope: the code location must hold exactly one module-level
+    Definitions)."""
     return [
         dg.Definitions(
             assets=[fb_ad_insights_raw, fb_ad_objects_raw, fb_leads_raw, fb_conversations_raw],
+        ),
+        dg.Definitions(
             jobs=[facebook_insights_job, facebook_streams_job],
             schedules=[hourly_facebook_sync, daily_attribution_resync],
         ),

@@ -7,6 +7,7 @@ run history and asset catalog exactly like scheduled runs.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
+from sqlalchemy.engine import Engine
 
 from crm_pipeline.config import Settings, load_settings
 from crm_pipeline.db.engine import get_engine
@@ -38,10 +40,16 @@ from crm_pipeline.defs.facebook.partitions import (
     partitioned_account_ids,
 )
 from crm_pipeline.defs.facebook.resources import GraphApiResource
-from crm_pipeline.defs.facebook.schedules import STREAM_ASSETS
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
+from crm_pipeline.defs.sync_schedules import STREAM_ASSETS
+from crm_pipeline.local_emulator import emulator_for
 
+log = logging.getLogger(__name__)
+
+# The checkout's instance config: local storage, the production queue, pools and retention.
 REPO_INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "dagster.yaml"
+# Local instances written by earlier versions name this storage class, which is gone: rewritten.
+RETIRED_STORAGE_MODULE = "crm_pipeline.dagster_storage"
 
 CHECKPOINT_STREAM = "cli_insights_sync"
 # Event-level DEBUG lines belong in the UI's run view, not on the terminal.
@@ -75,49 +83,59 @@ def local_instance(settings: Settings) -> dg.DagsterInstance:
 
 
 def instance_home(settings: Settings) -> Path:
-    """`DAGSTER_HOME`, or `CRM_DATA_DIR/dagster` holding a copy of the repo's `dagster.yaml`.
+    """`DAGSTER_HOME`, or `CRM_DATA_DIR/dagster` holding a local copy of the repo's `dagster.yaml`.
 
-    The copy gives the local instance the production run queue, pools and retention; an
-    existing `dagster.yaml` there is left as the user edited it.
+    The copy gives the local instance the production run queue, pools and retention, with
+    Dagster's local storage in that folder. An existing `dagster.yaml` there is left as the user
+    edited it, unless it names the storage class earlier versions wrote (it cannot load now).
     """
     if settings.dagster_home:
         return settings.dagster_home.resolve()
     home = (settings.data_dir / "dagster").resolve()
+    if settings.dagster_pg_url:
+        log.warning(
+            "DAGSTER_PG_URL is set but DAGSTER_HOME is not: runs go to the local instance in %s; "
+            "point DAGSTER_HOME at a folder holding deploy/server/dagster.yaml for PostgreSQL",
+            home,
+        )
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        if REPO_INSTANCE_CONFIG.exists():
-            instance = yaml.safe_load(REPO_INSTANCE_CONFIG.read_text())
-            # Without DAGSTER_PG_URL, local storage goes right here, whatever CRM_DATA_DIR a
-            # later reader of this instance has set.
-            instance["storage"]["custom"]["config"]["local_base_dir"] = str(home)
-            config.write_text(
-                f"# Written by crm-pipeline from {REPO_INSTANCE_CONFIG}; edit freely.\n"
-                + yaml.safe_dump(instance, sort_keys=False)
-            )
-        else:  # installed without the repository around it
-            config.write_text("telemetry:\n  enabled: false\n")
+    if not config.exists() or RETIRED_STORAGE_MODULE in config.read_text():
+        config.write_text(local_instance_config())
     return home
 
 
+def local_instance_config() -> str:
+    """The repo's `dagster.yaml` without any storage block: Dagster then keeps runs, events and
+    ticks in its local storage under `DAGSTER_HOME`, with nothing to set up."""
+    if not REPO_INSTANCE_CONFIG.exists():  # installed without the repository around it
+        return "telemetry:\n  enabled: false\n"
+    instance = yaml.safe_load(REPO_INSTANCE_CONFIG.read_text())
+    for key in ("storage", "run_storage", "event_log_storage", "schedule_storage"):
+        instance.pop(key, None)
+    return (
+        f"# Written by crm-pipeline from {REPO_INSTANCE_CONFIG}; edit freely.\n"
+        + yaml.safe_dump(instance, sort_keys=False)
+    )
+
+
 @contextmanager
-def graph_resource(settings: Settings, *, emulator: bool = False) -> Iterator[GraphApiResource]:
+def graph_resource(settings: Settings) -> Iterator[GraphApiResource]:
     """The Graph API resource for one command's runs.
 
-    With `emulator` (the demo) or `FB_GRAPH_URL=emulator`, one bundled emulator serves every
-    run of the call (the one at `CRM_EMULATOR_URL` when set); otherwise the resource reads
-    Meta's credentials from the environment, and refuses to run without them.
+    With `FB_GRAPH_URL=emulator`, one emulator process serves every run of the call: the one
+    the command started before loading the definitions (its URL, accounts and Page are in the
+    environment, see `crm_pipeline.local_emulator`), else one started here for the call.
+    Otherwise the resource reads Meta's credentials from the environment at run time, and
+    refuses to run without them.
     """
     with ExitStack() as stack:
-        if emulator or settings.uses_emulator:
-            from graph_emulator import EmulatorData, GraphEmulator
-
-            data = EmulatorData()
-            url = settings.emulator_url or stack.enter_context(GraphEmulator(data)).url
+        if settings.uses_emulator:
+            emulator = stack.enter_context(emulator_for(settings))
             yield GraphApiResource(
-                graph_url=url,
-                ad_account_ids=",".join(data.account_ids),
-                page_id=data.page_id,
+                graph_url=emulator.url,
+                ad_account_ids=",".join(emulator.ad_account_ids),
+                page_id=emulator.page_id,
             )
         else:
             yield GraphApiResource()
@@ -176,46 +194,73 @@ def sync_facebook(
     # FB_AD_ACCOUNT_IDS when set (it may narrow a sync), else the loaded partitions' accounts.
     accounts = list(load_settings().ad_account_ids) or partitioned_account_ids()
     _check_partitions(accounts, days)
-    scope = f"{days[0]}..{days[-1]}|{','.join(accounts)}"
-    engine = get_engine(database_url)
-    with engine.connect() as conn:
-        done = set(get_state(conn, CHECKPOINT_STREAM, scope).get("done", []))
+    checkpoint = _Checkpoint(
+        get_engine(database_url), f"{days[0]}..{days[-1]}|{','.join(accounts)}"
+    )
+    done = checkpoint.load()
     report.resumed = len(done)
 
     result = _run(STREAM_ASSETS, None, resources, instance, "facebook streams sync")
-    for asset in STREAM_ASSETS:
-        report.api_calls += _metadata(result, asset).get("api_calls", 0)
+    report.api_calls += sum(_metadata(result, a).get("api_calls", 0) for a in STREAM_ASSETS)
     for account in accounts:
         pending = [d for d in days if str(insights_partition_key(account, d)) not in done]
         for run_days in contiguous_days(pending):
-            what = f"insights sync for {account} {run_days[0]}" + (
-                f"..{run_days[-1]}" if len(run_days) > 1 else ""
-            )
-            result = _run(
-                [fb_ad_insights_raw, ad_insights_daily],
-                insights_partition_range(account, run_days[0], run_days[-1]),
-                resources,
-                instance,
-                what,
-            )
-            # The API usage is the run's, on every partition's event: count it once.
-            report.api_calls += _metadata(result, fb_ad_insights_raw).get("api_calls", 0)
-            db = _partition_totals(result, ad_insights_daily)
-            report.insight_rows += db.get("rows", 0)
-            report.inserted += db.get("inserted", 0)
-            report.updated += db.get("updated", 0)
+            _sync_insights(account, run_days, report, resources=resources, instance=instance)
             done.update(str(insights_partition_key(account, day)) for day in run_days)
-            with engine.begin() as conn:
-                put_state(conn, CHECKPOINT_STREAM, scope, {"done": sorted(done)})
-    with engine.begin() as conn:
-        conn.execute(
-            sync_state.delete().where(
-                sync_state.c.stream == CHECKPOINT_STREAM, sync_state.c.scope == scope
-            )
-        )
+            checkpoint.save(done)
+    checkpoint.clear()
     if refresh_caches:
         report.cache_files = refresh_cache_files(resources=resources, instance=instance)
     return report
+
+
+def _sync_insights(
+    account: str, run_days: list[str], report: SyncReport, *, resources, instance
+) -> None:
+    """One insights run over an account's consecutive days; its counts go into `report`."""
+    what = f"insights sync for {account} {run_days[0]}" + (
+        f"..{run_days[-1]}" if len(run_days) > 1 else ""
+    )
+    result = _run(
+        [fb_ad_insights_raw, ad_insights_daily],
+        insights_partition_range(account, run_days[0], run_days[-1]),
+        resources,
+        instance,
+        what,
+    )
+    # The API usage is the run's, on every partition's event: count it once.
+    report.api_calls += _metadata(result, fb_ad_insights_raw).get("api_calls", 0)
+    db = _partition_totals(result, ad_insights_daily)
+    report.insight_rows += db.get("rows", 0)
+    report.inserted += db.get("inserted", 0)
+    report.updated += db.get("updated", 0)
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    """The account-days one sync has finished, kept in `sync_state` under the sync's scope."""
+
+    engine: Engine
+    scope: str
+
+    def load(self) -> set[str]:
+        """The partition keys finished by earlier attempts of the same sync."""
+        with self.engine.connect() as conn:
+            return set(get_state(conn, CHECKPOINT_STREAM, self.scope).get("done", []))
+
+    def save(self, done: set[str]) -> None:
+        """Record `done` (committed at once: a crash after this does not redo them)."""
+        with self.engine.begin() as conn:
+            put_state(conn, CHECKPOINT_STREAM, self.scope, {"done": sorted(done)})
+
+    def clear(self) -> None:
+        """Forget the checkpoint: the sync is complete."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sync_state.delete().where(
+                    sync_state.c.stream == CHECKPOINT_STREAM, sync_state.c.scope == self.scope
+                )
+            )
 
 
 def _check_partitions(accounts: list[str], days: list[str]) -> None:
@@ -245,8 +290,8 @@ def _run(
 ) -> dg.ExecuteInProcessResult:
     """One in-process run; `partitions` is a key or a key range (a single-run backfill).
 
-    `materialize` takes one partition key; a range is given the way Dagster's own single-run
-    backfills give it, as the run's partition range tags.
+    `materialize` takes one partition key; Dagster 1.13 has no keyword for a range, so a range
+    is given as the run tags Dagster reads for it (`partition_range_tags`).
     """
     tags = {"crm/trigger": "cli"}
     partition_key = partitions if isinstance(partitions, str) else None

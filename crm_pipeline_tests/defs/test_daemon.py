@@ -1,6 +1,6 @@
 """End to end through a real `dagster-daemon`: a psql-style write reaches the cache file.
 
-The daemon runs on the production instance config (the repo-root `dagster.yaml`, storage in
+The daemon runs on the production instance config (`deploy/server/dagster.yaml`, storage in
 PostgreSQL through `DAGSTER_PG_URL`). It evaluates `change_log_sensor` and the schedules (on by
 default) in its code server, the queued run coordinator launches the run in a fresh process,
 and `analytics_summary` rewrites summary.json.
@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from crm_pipeline.db.engine import libpq_url
 from crm_pipeline.processes import stop_session_leader
@@ -51,12 +52,15 @@ def running_daemon(
     """A real `dagster-daemon run` on a fresh PostgreSQL instance; yields (cache dir, log)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(ROOT / "deploy" / "server" / "dagster.yaml", home / "dagster.yaml")
     cache = tmp_path / "cache"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "FB_", "DAGSTER_"))},
         "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_URL": libpq_url(dagster_pg_url),
+        # As an operator sets it: the psycopg2 driver named (the instance file says why).
+        "DAGSTER_PG_URL": make_url(dagster_pg_url)
+        .set(drivername="postgresql+psycopg2")
+        .render_as_string(hide_password=False),
         "CRM_DATABASE_URL": database_url,
         "CRM_CACHE_DIR": str(cache),
         "CRM_DATA_DIR": str(tmp_path / "data"),

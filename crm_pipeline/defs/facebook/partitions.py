@@ -18,29 +18,36 @@ from crm_pipeline.config import load_settings
 # The first day insights may be backfilled from; override for older accounts.
 INSIGHTS_START_DATE = load_settings().graph.insights_start_date.isoformat()
 
-# The run tags Dagster itself writes for a run over a range of partitions (backfills with a
-# single-run BackfillPolicy); `context.partition_keys` and the asset catalog read them.
+# Dagster runs a partition range in one run when the run carries these two tags: its single-run
+# backfills and `dagster asset materialize --partition-range` set them, and
+# `context.partition_key_range`, `context.partition_keys` and the asset catalog read them.
+# Dagster 1.13 has no public constant or keyword for them (`RunRequest`, `materialize` and
+# `execute_in_process` take one partition key), so they are named here and nowhere else;
+# crm_pipeline_tests/defs/test_sensor_and_schedule.py checks that Dagster still reads them.
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 ONE_DAY = dt.timedelta(days=1)
 
-# The insights assets take a single-run BackfillPolicy, a parameter Dagster marks as beta; the
-# warning would be printed by every command that loads them (`crm-pipeline sync`, `dagster dev`).
-warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
+# The insights assets take a single-run BackfillPolicy, a parameter of `@asset` Dagster marks as
+# beta; the warning would be printed by every command that loads them (`crm-pipeline sync`,
+# `dagster dev`). Only that one warning is silenced: any other beta or deprecation still shows.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Parameter `backfill_policy` of function `asset` is currently in beta",
+    category=dg.BetaWarning,
+)
 
 
 def configured_account_ids() -> list[str]:
-    """`FB_AD_ACCOUNT_IDS`; the bundled emulator's accounts only with `FB_GRAPH_URL=emulator`.
+    """`FB_AD_ACCOUNT_IDS`: the account partitions, read once when the definitions load.
 
-    With neither, there are no account partitions: the code location still loads and shows
-    every asset, and a run fails at once naming the missing variables.
+    With `FB_GRAPH_URL=emulator`, the command that started the emulator has set them to the
+    accounts it serves before loading the definitions (`crm_pipeline.local_emulator`): loading
+    never starts or asks an emulator. With none set, there are no account partitions: the code
+    location still loads and shows every asset, and a run fails at once naming the missing
+    variables.
     """
-    settings = load_settings()
-    if settings.ad_account_ids or not settings.uses_emulator:
-        return list(settings.ad_account_ids)
-    from graph_emulator.data import EmulatorData
-
-    return list(EmulatorData().account_ids)
+    return list(load_settings().ad_account_ids)
 
 
 # end_offset=1 adds today's partition: the hourly run refreshes today while it is still going.

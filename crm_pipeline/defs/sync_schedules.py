@@ -1,4 +1,8 @@
-"""Facebook schedules: the hourly bulk sync and the daily attribution re-sync."""
+"""The Facebook sync's jobs and schedules: the hourly bulk sync and the daily attribution re-sync.
+
+They run Facebook assets and the CRM tables loaded from them together, so they live above both
+domain folders (`defs/facebook`, `defs/crm`), which then never import each other both ways.
+"""
 
 import datetime as dt
 
@@ -19,19 +23,18 @@ from crm_pipeline.defs.facebook.assets import (
 )
 from crm_pipeline.defs.facebook.partitions import (
     insights_partition_range,
-    insights_partitions,
     partition_range_tags,
     partitioned_account_ids,
 )
 
 # Meta revises insights for days after they happened (attribution windows up to 28 days).
 ATTRIBUTION_LOOKBACK_DAYS = load_settings().graph.attribution_lookback_days
-GRAPH_TAGS = {"crm/graph_api": "true"}  # the run queue limits these (dagster.yaml)
+# Marks the runs that call Meta (filter on it in the UI); the graph_api pool limits their steps.
+GRAPH_TAGS = {"crm/graph_api": "true"}
 
 facebook_insights_job = dg.define_asset_job(
     "facebook_insights_job",
-    selection=[fb_ad_insights_raw, ad_insights_daily],
-    partitions_def=insights_partitions,
+    selection=[fb_ad_insights_raw, ad_insights_daily],  # partitioned like them (inferred)
     tags=GRAPH_TAGS,
     description=(
         "Fetch Facebook insights of account-days and upsert them into PostgreSQL; a run over a "
@@ -60,7 +63,11 @@ def _keys(assets) -> list[dg.AssetKey]:
 
 
 def _insights_requests(days: list[dt.date], stamp: str, **selection):
-    """One run per account over its days (a partition range): one /insights query each."""
+    """One run per account over its days (a partition range): one /insights query each.
+
+    The range travels as run tags (`partition_range_tags`): Dagster 1.13's `RunRequest` takes
+    one partition key, and schedules cannot request a backfill.
+    """
     first, last = min(days).isoformat(), max(days).isoformat()
     for account in partitioned_account_ids():
         key_range = insights_partition_range(account, first, last)
