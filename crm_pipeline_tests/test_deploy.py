@@ -1,6 +1,6 @@
 """The scale-out examples under deploy/ are valid for the Dagster we ship, not just YAML.
 
-- The instance files (deploy/server, deploy/k8s, the Helm values' instance parts) are checked
+- The instance files (the repo-root dagster.yaml, deploy/k8s, the Helm values' instance parts) are checked
   in test_instance.py: one convention with the repo-root dagster.yaml, and Dagster loads each.
 - deploy/helm/values.yaml uses launcher fields dagster-k8s knows and points at a code location
   that loads.
@@ -87,7 +87,7 @@ def test_celery_run_config_is_valid_for_our_job_on_dagster_celery(monkeypatch):
 
 @pytest.mark.parametrize(
     "relative",
-    ["server/dagster.yaml", "k8s/dagster.yaml", "helm/values.yaml", "celery/run_config.yaml"],
+    ["../dagster.yaml", "k8s/dagster.yaml", "helm/values.yaml", "celery/run_config.yaml"],
 )
 def test_no_literal_secrets(relative):
     assert _literal_secrets(_load(relative)) == []

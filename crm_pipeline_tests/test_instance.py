@@ -1,8 +1,8 @@
 """Dagster instance configs: one convention, each one loaded by Dagster itself.
 
-- The repo-root `dagster.yaml` (a checkout: Dagster's local storage), `deploy/server/dagster.yaml`
-  and `deploy/k8s/dagster.yaml` (production: stock `storage: postgres` from `DAGSTER_PG_URL`), and
-  the instance the Helm values render share their queue, pools, retention and logging blocks.
+- The repo-root `dagster.yaml` and `deploy/k8s/dagster.yaml` (production: stock `storage:
+  postgres` from `DAGSTER_PG_URL`), the instance the Helm values render, and the local instance a
+  checkout generates from the repo-root file share their queue, pools, retention and logging.
 - `DagsterInstance.from_config` loads each of them; the production ones store runs in a fresh
   database on the server under test (the machine's PostgreSQL 15 in CI's second pass), exactly
   as an operator sets `DAGSTER_PG_URL`.
@@ -26,7 +26,7 @@ from crm_pipeline.config import ConfigError, load_settings
 from crm_pipeline.db.engine import libpq_url
 from crm_pipeline.defs.analytics.assets import analytics_summary
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
-from crm_pipeline.orchestrate import RETIRED_STORAGE_MODULE, instance_home
+from crm_pipeline.orchestrate import RETIRED_STORAGE_MODULE, instance_home, local_instance_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -92,7 +92,7 @@ def helm_instance(values: dict) -> dict:
 def _instances() -> dict[str, dict]:
     return {
         "repo": _yaml("dagster.yaml"),
-        "server": _yaml("deploy/server/dagster.yaml"),
+        "local": yaml.safe_load(local_instance_config()),
         "k8s": _yaml("deploy/k8s/dagster.yaml"),
         "helm": helm_instance(_yaml("deploy/helm/values.yaml")),
     }
@@ -118,13 +118,14 @@ def test_instance_files_share_one_convention():
         # Public module paths only: no `_private` segment in any `module:`.
         assert not [m for m in _modules(config) if any(p.startswith("_") for p in m.split("."))]
     assert repo["run_coordinator"]["module"] == "dagster"
-    # Capacity: one host and its production twin agree, and so do the two Kubernetes forms.
-    for a, b in (("repo", "server"), ("k8s", "helm")):
+    # Capacity: one host and its local twin agree, and so do the two Kubernetes forms.
+    for a, b in (("repo", "local"), ("k8s", "helm")):
         for block in ("concurrency", "run_monitoring"):
             assert instances[a][block] == instances[b][block], f"{a}/{b}: {block}"
-    # Storage: none in a checkout (a fresh clone needs nothing), PostgreSQL in production.
-    assert "storage" not in repo and "run_storage" not in repo
-    assert instances["server"]["storage"] == instances["k8s"]["storage"] == PG_URL_STORAGE
+    # Storage: PostgreSQL in production, none in a checkout's local instance (nothing to set up).
+    local = instances["local"]
+    assert "storage" not in local and "run_storage" not in local
+    assert repo["storage"] == instances["k8s"]["storage"] == PG_URL_STORAGE
     helm_db = instances["helm"]["run_storage"]["config"]["postgres_db"]
     assert helm_db["scheme"] == "postgresql+psycopg2"  # what DAGSTER_PG_URL must name
 
@@ -171,7 +172,7 @@ def test_dagster_loads_every_instance_file(fresh_database_url, tmp_path, monkeyp
     for name, config in _instances().items():
         home = _home(tmp_path, name, _on_server(config, fresh_database_url))
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            production = name != "repo"
+            production = name != "local"
             assert isinstance(instance.run_storage, PostgresRunStorage) == production, name
             assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator), name
             queue = instance.get_concurrency_config()
@@ -210,7 +211,7 @@ def test_dagster_instance_info_shows_postgres_storage(fresh_database_url, tmp_pa
     dagster_pg_url = _pg_url(fresh_database_url, password)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")},
-        "DAGSTER_HOME": str(_home(tmp_path, "home", _yaml("deploy/server/dagster.yaml"))),
+        "DAGSTER_HOME": str(_home(tmp_path, "home", _yaml("dagster.yaml"))),
         "DAGSTER_PG_URL": dagster_pg_url,
     }
     done = subprocess.run(
@@ -227,7 +228,7 @@ def test_dagster_instance_info_shows_postgres_storage(fresh_database_url, tmp_pa
 def test_materialisation_through_the_production_instance_lands_in_postgres(
     clean_db, database_url, fresh_database_url, tmp_path, monkeypatch
 ):
-    home = _home(tmp_path, "home", _yaml("deploy/server/dagster.yaml"))
+    home = _home(tmp_path, "home", _yaml("dagster.yaml"))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("DAGSTER_PG_URL", _pg_url(fresh_database_url))
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -279,8 +280,8 @@ def test_the_local_instance_is_plain_local_storage(tmp_path):
     home, config = _local_home(tmp_path)
     assert home == (tmp_path / "data" / "dagster").resolve()
     written = yaml.safe_load(config.read_text())
-    repo = _yaml("dagster.yaml")
-    assert {k: written[k] for k in repo} == repo and written.keys() == repo.keys()
+    repo = {k: v for k, v in _yaml("dagster.yaml").items() if k != "storage"}
+    assert written == repo, "the repo-root instance minus its PostgreSQL storage"
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert not isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
@@ -303,7 +304,7 @@ def test_a_throttle_wait_is_in_the_run_log_through_the_repo_instance(
     from crm_pipeline.defs.facebook.resources import GraphApiResource
 
     monkeypatch.setenv("CRM_GRAPH_BACKOFF_BASE_SECONDS", "0.01")
-    home = _home(tmp_path, "home", _yaml("dagster.yaml"))
+    home = _home(tmp_path, "home", yaml.safe_load(local_instance_config()))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     faults = FaultPlan()
     faults.add(Fault(kind="throttle", code=17, subcode=2446079, count=1, path="/insights"))

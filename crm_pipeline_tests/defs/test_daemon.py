@@ -1,6 +1,6 @@
 """End to end through a real `dagster-daemon`: a psql-style write reaches the cache file.
 
-The daemon runs on the production instance config (`deploy/server/dagster.yaml`, storage in
+The daemon runs on the production instance config (the repo-root `dagster.yaml`, storage in
 PostgreSQL through `DAGSTER_PG_URL`). It evaluates `change_log_sensor` and the schedules (on by
 default) in its code server, the queued run coordinator launches the run in a fresh process,
 and `analytics_summary` rewrites summary.json.
@@ -52,7 +52,7 @@ def running_daemon(
     """A real `dagster-daemon run` on a fresh PostgreSQL instance; yields (cache dir, log)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copyfile(ROOT / "deploy" / "server" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
     cache = tmp_path / "cache"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "FB_", "DAGSTER_"))},

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -6,6 +7,7 @@ import dagster as dg
 
 from crm_pipeline.cache import registry
 from crm_pipeline.definitions import defs
+from crm_pipeline.orchestrate import local_instance_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,11 +53,16 @@ def test_graph_shape_kinds_schedule_and_sensor():
     assert sensors and all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors)
 
 
-def test_dagster_cli_validates_the_workspace():
+def test_dagster_cli_validates_the_workspace(tmp_path):
+    """As a developer runs it: on a checkout's local instance (the repo-root dagster.yaml is the
+    production one and needs DAGSTER_PG_URL)."""
     dagster = Path(sys.executable).with_name("dagster")
+    (tmp_path / "dagster.yaml").write_text(local_instance_config())
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     result = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
