@@ -1,1 +1,4 @@
-"""Meta (Facebook) Marketing API access: the SDK-backed client and a local Graph API emulator."""
+"""Meta (Facebook) Marketing API access: the SDK-backed client, its governor and streams.
+
+Dagster-free and configuration-free: callers hand it settings (see docs/architecture.md).
+"""

@@ -11,22 +11,21 @@ goes through the client's rate-limit governor.
 
 from __future__ import annotations
 
-import threading
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from facebook_business.adobjects.ad import Ad
 from facebook_business.adobjects.adreportrun import AdReportRun
 from facebook_business.adobjects.adset import AdSet
 from facebook_business.adobjects.campaign import Campaign
 
+from crm_pipeline.facebook.client import GraphClient
 from crm_pipeline.facebook.errors import GraphApiError
-
-if TYPE_CHECKING:
-    from crm_pipeline.facebook.client import GraphClient
+from crm_pipeline.facebook.fields import INSIGHT_FIELDS, insight_params
 
 __all__ = ["AsyncInsightsRun", "AsyncReportStats", "ReportSlice"]
 
@@ -43,7 +42,7 @@ def _statuses(cls: type) -> list[str]:
 
 @dataclass
 class AsyncReportStats:
-    """What the report runs of one (or, on ``client.async_stats``, every) read did.
+    """What the report runs of one read did.
 
     ``jobs_started``: report runs created; ``jobs_completed``; ``jobs_failed``: runs that ended
     ``Job Failed``/``Job Skipped`` or timed out; ``job_retries``: failed jobs started again as
@@ -73,16 +72,12 @@ class ReportSlice:
     object_id: str | None = None
 
     def params(self) -> dict[str, Any]:
-        from crm_pipeline.facebook.client import GraphClient
-
-        params = GraphClient.insight_params(self.since, self.until)
-        if self.level != "account":
-            params["filtering"] = [
-                {"field": f"{self.level}.id", "operator": "IN", "value": [self.object_id]}
-            ]
-        return params
+        """The insight parameters of this job's read."""
+        only = None if self.level == "account" else (self.level, str(self.object_id))
+        return insight_params(self.since, self.until, only=only)
 
     def describe(self) -> str:
+        """The slice in words, for error messages."""
         scope = "the account" if self.level == "account" else f"{self.level} {self.object_id}"
         return f"{scope}, {self.since.isoformat()}..{self.until.isoformat()}"
 
@@ -98,7 +93,13 @@ class _Job:
 
 
 class AsyncInsightsRun(Iterator[dict]):
-    """An iterator of insight rows fetched through async report runs; see ``stats``."""
+    """An iterator of insight rows of ``since..until`` fetched through async report runs.
+
+    Rows are deduplicated on ``(ad_id, date_start)``; ``stats`` (:class:`AsyncReportStats`)
+    describe the jobs. A failed or skipped job is retried ``job_retries`` times, then split
+    (campaigns, ad sets, ads, then date halves); at most ``max_in_flight`` jobs are unfinished
+    at once. ``sleep`` and ``clock`` pace the status polls (tests pass fakes).
+    """
 
     def __init__(
         self,
@@ -107,12 +108,14 @@ class AsyncInsightsRun(Iterator[dict]):
         since: date,
         until: date,
         *,
-        fields: tuple[str, ...],
+        fields: tuple[str, ...] = INSIGHT_FIELDS,
         limit: int = 500,
         max_in_flight: int = 3,
         job_retries: int = 2,
         job_timeout_seconds: float = 3600.0,
         poll_seconds: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
@@ -129,13 +132,15 @@ class AsyncInsightsRun(Iterator[dict]):
         self.max_in_flight = max_in_flight
         self.job_retries = job_retries
         self.job_timeout_seconds = job_timeout_seconds
+        # Polls back off like the governor does: from its base backoff up to 30 s.
         settings = getattr(client.governor, "settings", None)
         base = settings.base_backoff_seconds if settings is not None else 1.0
         self.poll_seconds = base if poll_seconds is None else poll_seconds
         self.max_poll_seconds = max(self.poll_seconds, _MAX_POLL_SECONDS * min(1.0, base))
+        self.sleep, self.clock = sleep, clock
         self.stats = AsyncReportStats()
         self._children: dict[str, dict[str, list[str]]] = {}
-        self._lock = threading.Lock()
+        self._seen: set[tuple[Any, Any]] = set()
         self._rows = self._generate()
 
     def __iter__(self) -> AsyncInsightsRun:
@@ -147,47 +152,56 @@ class AsyncInsightsRun(Iterator[dict]):
     # -- the polling loop ------------------------------------------------------------------------
 
     def _generate(self) -> Iterator[dict]:
-        sleep, clock = self.client._sleep, self.client._clock
         pending: deque[tuple[ReportSlice, int]] = deque([(ReportSlice(self.since, self.until), 0)])
         in_flight: list[_Job] = []
-        seen: set[tuple[Any, Any]] = set()
         while pending or in_flight:
             while pending and len(in_flight) < self.max_in_flight:
                 part, attempt = pending.popleft()
-                in_flight.append(self._start(part, attempt, clock()))
-                self._bump(max_in_flight=len(in_flight), _max=True)
-            now = clock()
+                in_flight.append(self._start(part, attempt, self.clock()))
+                self.stats.max_in_flight = max(self.stats.max_in_flight, len(in_flight))
+            now = self.clock()
             due = [job for job in in_flight if job.next_poll <= now]
             if not due:
-                sleep(max(0.0, min(job.next_poll for job in in_flight) - now))
+                self.sleep(max(0.0, min(job.next_poll for job in in_flight) - now))
                 continue
             for job in due:
                 status, percent = self._poll(job)
                 if status == COMPLETED and percent >= 100:
                     in_flight.remove(job)
-                    self._bump(jobs_completed=1)
-                    for row in self._results(job):
-                        key = (row.get("ad_id"), row.get("date_start"))
-                        if "ad_id" in row:
-                            if key in seen:
-                                self._bump(duplicates_dropped=1)
-                                continue
-                            seen.add(key)
-                        self._bump(rows=1)
-                        yield row
-                elif status in FAILED_STATUSES or clock() - job.started > self.job_timeout_seconds:
+                    self.stats.jobs_completed += 1
+                    yield from self._new_rows(job)
+                elif (
+                    status in FAILED_STATUSES
+                    or self.clock() - job.started > self.job_timeout_seconds
+                ):
                     in_flight.remove(job)
-                    self._bump(jobs_failed=1)
-                    if job.attempt < self.job_retries:
-                        self._bump(job_retries=1)
-                        pending.appendleft((job.slice, job.attempt + 1))
-                    else:
-                        parts = self._split(job.slice, status)
-                        self._bump(splits=1)
-                        pending.extendleft((part, 0) for part in reversed(parts))
+                    self._failed(job, status, pending)
                 else:
                     job.interval = min(self.max_poll_seconds, job.interval * 1.5)
-                    job.next_poll = clock() + job.interval
+                    job.next_poll = self.clock() + job.interval
+
+    def _new_rows(self, job: _Job) -> Iterator[dict]:
+        """The finished job's rows not yielded before (split jobs may overlap)."""
+        for row in self._results(job):
+            if "ad_id" in row:
+                key = (row.get("ad_id"), row.get("date_start"))
+                if key in self._seen:
+                    self.stats.duplicates_dropped += 1
+                    continue
+                self._seen.add(key)
+            self.stats.rows += 1
+            yield row
+
+    def _failed(self, job: _Job, status: str, pending: deque[tuple[ReportSlice, int]]) -> None:
+        """Queue a failed job again, or (out of retries) the smaller jobs that replace it."""
+        self.stats.jobs_failed += 1
+        if job.attempt < self.job_retries:
+            self.stats.job_retries += 1
+            pending.appendleft((job.slice, job.attempt + 1))
+        else:
+            parts = self._split(job.slice, status)
+            self.stats.splits += 1
+            pending.extendleft((part, 0) for part in reversed(parts))
 
     def _start(self, part: ReportSlice, attempt: int, now: float) -> _Job:
         run = self.client.request(
@@ -199,13 +213,13 @@ class AsyncInsightsRun(Iterator[dict]):
         if not run_id:
             raise GraphApiError("Graph API did not return a report_run_id for an async report")
         self.client.bind_node(run_id, self.account_id)
-        self._bump(jobs_started=1)
+        self.stats.jobs_started += 1
         return _Job(part, attempt, run, now, now + self.poll_seconds, self.poll_seconds)
 
     def _poll(self, job: _Job) -> tuple[str, float]:
         fields = [AdReportRun.Field.async_status, AdReportRun.Field.async_percent_completion]
         self.client.request(lambda: job.run.api_get(fields=fields))
-        self._bump(polls=1)
+        self.stats.polls += 1
         status = str(job.run.get(AdReportRun.Field.async_status) or "")
         try:
             percent = float(job.run.get(AdReportRun.Field.async_percent_completion) or 0)
@@ -266,14 +280,3 @@ class AsyncInsightsRun(Iterator[dict]):
             )
         self._children[level] = grouped
         return grouped
-
-    def _bump(self, *, _max: bool = False, **deltas: int) -> None:
-        targets = [self.stats]
-        if self.client.async_stats is None:
-            self.client.async_stats = AsyncReportStats()
-        targets.append(self.client.async_stats)
-        with self._lock:
-            for stats in targets:
-                for name, value in deltas.items():
-                    current = getattr(stats, name)
-                    setattr(stats, name, max(current, value) if _max else current + value)

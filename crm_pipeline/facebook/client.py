@@ -7,9 +7,7 @@ clients (for example one against Meta and one against the local emulator) can co
 
 from __future__ import annotations
 
-import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -21,78 +19,25 @@ from facebook_business.adobjects.adaccount import AdAccount
 from facebook_business.api import FacebookAdsApi, FacebookSession
 from facebook_business.exceptions import FacebookRequestError
 
-from crm_pipeline.facebook.errors import GraphApiError, RateLimitBudgetExceeded
-from crm_pipeline.facebook.governor import (
-    PERMISSION_CODES,
-    TOKEN_CODES,
-    GovernorRegistry,
-    GovernorRouter,
-    GovernorSettings,
-    RateLimitGovernor,
+from crm_pipeline.facebook.error_kinds import PERMISSION_CODES, TOKEN_CODES
+from crm_pipeline.facebook.errors import GraphApiError
+from crm_pipeline.facebook.fields import (
+    AD_ACCOUNT_FIELDS,
+    INSIGHT_FIELDS,
+    OBJECT_FIELDS,
+    insight_params,
 )
+from crm_pipeline.facebook.governor import RateLimitGovernor
+from crm_pipeline.facebook.governor_registry import GovernorRegistry, GovernorRouter
+from crm_pipeline.facebook.governor_settings import GovernorSettings
+from crm_pipeline.facebook.ids import API_VERSION, account_node
 
-__all__ = [
-    "AD_FIELDS",
-    "ADSET_FIELDS",
-    "CAMPAIGN_FIELDS",
-    "INSIGHT_FIELDS",
-    "GovernedAdsApi",
-    "GraphApiError",
-    "GraphClient",
-    "RateLimitBudgetExceeded",
-]
+__all__ = ["GovernedAdsApi", "GraphClient"]
 
 T = TypeVar("T")
 
-INSIGHT_FIELDS = (
-    "account_id",
-    "campaign_id",
-    "adset_id",
-    "ad_id",
-    "date_start",
-    "date_stop",
-    "impressions",
-    "clicks",
-    "spend",
-    "reach",
-    "actions",  # kept whole; lead counts are extracted from it
-)
-CAMPAIGN_FIELDS = (
-    "id",
-    "account_id",
-    "name",
-    "status",
-    "objective",
-    "created_time",
-    "updated_time",
-)
-ADSET_FIELDS = (
-    "id",
-    "account_id",
-    "campaign_id",
-    "name",
-    "status",
-    "created_time",
-    "updated_time",
-)
-AD_FIELDS = (
-    "id",
-    "account_id",
-    "campaign_id",
-    "adset_id",
-    "name",
-    "status",
-    "created_time",
-    "updated_time",
-)
-
-# kind -> (SDK AdAccount edge method, default fields)
-_OBJECT_EDGES = {
-    "campaigns": ("get_campaigns", CAMPAIGN_FIELDS),
-    "adsets": ("get_ad_sets", ADSET_FIELDS),
-    "ads": ("get_ads", AD_FIELDS),
-}
-_API_VERSION = re.compile(r"^v\d+\.\d+$")
+# kind -> the SDK AdAccount edge method that lists it
+_OBJECT_EDGES = {"campaigns": "get_campaigns", "adsets": "get_ad_sets", "ads": "get_ads"}
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _REDACTED = "[REDACTED]"
 
@@ -114,11 +59,9 @@ class GovernedAdsApi(FacebookAdsApi):
 
     @property
     def attempts(self) -> int:
+        """HTTP requests sent so far, retries included (thread-safe, unlike the SDK's count)."""
         with self._attempts_lock:
             return self._attempts
-
-    def get_num_requests_attempted(self) -> int:
-        return self.attempts
 
     def call(
         self,
@@ -130,6 +73,7 @@ class GovernedAdsApi(FacebookAdsApi):
         url_override=None,
         api_version=None,
     ):
+        """The SDK's request, sent (and re-sent) by the governor that ``path`` routes to."""
         governor, ledger = self._route(path)
         # The same dict the caller (e.g. an SDK Cursor) holds: a reduced `limit` sticks to it.
         params = params if params is not None else {}
@@ -152,12 +96,14 @@ class GraphClient:
     ``governor`` decides how calls are paced and retried:
 
     - None (the default): each call goes to the process-wide governor of the ad account it is
-      billed to (:func:`~crm_pipeline.facebook.governor.governor_for`), so every client calling
-      an account shares its usage and throttle state; settings come from
-      :meth:`GovernorSettings.from_env`, the wait budget and :attr:`governor`'s ``stats`` are
-      this client's own;
+      billed to (:func:`~crm_pipeline.facebook.governor_registry.governor_for`), so every client
+      calling an account shares its usage and throttle state; the wait budget and
+      :attr:`governor`'s ``stats`` are this client's own;
     - a :class:`GovernorRegistry`: the same, with that registry's governors (tests);
     - a :class:`RateLimitGovernor`: every call of this client goes through that one governor.
+
+    ``governor_settings`` (default: :class:`GovernorSettings`' defaults) apply to the shared
+    governors; the product passes those of ``CRM_GRAPH_*`` (``GraphSettings.governor_settings``).
     """
 
     def __init__(
@@ -170,8 +116,9 @@ class GraphClient:
         app_id: str | None = None,
         timeout: float = 60,
         governor: RateLimitGovernor | GovernorRegistry | None = None,
+        governor_settings: GovernorSettings | None = None,
     ) -> None:
-        if api_version is not None and not _API_VERSION.match(api_version):
+        if api_version is not None and not API_VERSION.match(api_version):
             raise ValueError(f"api_version must look like 'v19.0', got {api_version!r}")
         self._secrets = [s for s in (access_token, app_secret) if s]
         session = FacebookSession(app_id, app_secret, access_token, timeout=timeout)
@@ -189,20 +136,12 @@ class GraphClient:
             self._governor: RateLimitGovernor | GovernorRouter = governor
             route = lambda path: (governor, None)  # noqa: E731 - one governor for every call
         else:
-            router = GovernorRouter(governor, GovernorSettings.from_env())
+            router = GovernorRouter(governor, governor_settings)
             self._governor = router
             route = router.route
-        self._sleep: Callable[[float], None] = getattr(self._governor, "sleep", time.sleep)
-        self._clock: Callable[[], float] = getattr(self._governor, "clock", time.monotonic)
         # Built directly rather than via FacebookAdsApi.init(): init() would install a process-wide
         # default API and, unless told otherwise, enable the SDK's crash reporter.
         self._api = GovernedAdsApi(session, api_version, route)
-        self.async_stats = None  # AsyncReportStats of every iter_insights_async, once used
-
-    @property
-    def api_version(self) -> str:
-        """The Graph API version requests are sent to, e.g. ``v26.0``."""
-        return self._api.get_api_version()
 
     @property
     def api(self) -> FacebookAdsApi:
@@ -213,8 +152,9 @@ class GraphClient:
     def governor(self) -> RateLimitGovernor | GovernorRouter:
         """The governor (or, by default, the router to the per-account governors) in use.
 
-        Its ``stats`` (:class:`~crm_pipeline.facebook.governor.GovernorStats`) count calls,
-        retries, throttle waits, waited seconds, page-size reductions and the highest usage.
+        Its ``stats`` (:class:`~crm_pipeline.facebook.governor_stats.GovernorStats`) count
+        calls, retries, throttle waits, waited seconds, page-size reductions and the highest
+        usage.
         """
         return self._governor
 
@@ -234,44 +174,20 @@ class GraphClient:
     ) -> Iterator[dict]:
         """Yield daily ad-level insight rows for ``since..until`` (inclusive) as plain dicts.
 
-        Values keep Meta's wire types: counts and spend are strings.
+        Values keep Meta's wire types: counts and spend are strings. For large ranges see
+        :class:`~crm_pipeline.facebook.async_reports.AsyncInsightsRun`.
         """
-        params = self.insight_params(since, until, limit=limit)
+        params = insight_params(since, until, limit=limit)
         account = self.account(account_id)
         yield from self.iterate(lambda: account.get_insights(fields=list(fields), params=params))
 
-    def iter_insights_async(
-        self,
-        account_id: str,
-        since: date,
-        until: date,
-        *,
-        fields: Iterable[str] = INSIGHT_FIELDS,
-        limit: int = 500,
-        max_in_flight: int = 3,
-        job_retries: int = 2,
-        job_timeout_seconds: float = 3600.0,
-    ):
-        """Like :meth:`iter_insights`, through async report runs (Meta's advice for big ranges).
-
-        A failed or skipped job is retried ``job_retries`` times, then split (campaigns, ad
-        sets, ads, then date halves); at most ``max_in_flight`` jobs are unfinished at once.
-        Returns an iterator of rows (deduplicated on ``(ad_id, date_start)``) whose ``stats``
-        (:class:`~crm_pipeline.facebook.async_reports.AsyncReportStats`) describe the jobs.
-        """
-        from crm_pipeline.facebook.async_reports import AsyncInsightsRun
-
-        return AsyncInsightsRun(
-            self,
-            account_id,
-            since,
-            until,
-            fields=tuple(fields),
-            limit=limit,
-            max_in_flight=max_in_flight,
-            job_retries=job_retries,
-            job_timeout_seconds=job_timeout_seconds,
-        )
+    def read_ad_account(
+        self, account_id: str, *, fields: Iterable[str] = AD_ACCOUNT_FIELDS
+    ) -> dict:
+        """The ad account node itself (``GET act_<id>?fields=...``) as a plain dict."""
+        account = self.account(account_id)
+        self.request(lambda: account.api_get(fields=list(fields)))
+        return account.export_all_data()
 
     def iter_objects(
         self,
@@ -286,10 +202,10 @@ class GraphClient:
 
         `params` adds edge parameters, e.g. `filtering` on `updated_time` for incremental reads.
         """
-        edge, default_fields = _OBJECT_EDGES[kind]
-        fetch = getattr(self.account(account_id), edge)
+        fetch = getattr(self.account(account_id), _OBJECT_EDGES[kind])
         query = {"limit": limit, **(params or {})}
-        yield from self.iterate(lambda: fetch(fields=list(fields or default_fields), params=query))
+        fields = list(fields or OBJECT_FIELDS[kind])
+        yield from self.iterate(lambda: fetch(fields=fields, params=query))
 
     def iter_campaigns(self, account_id: str, **kwargs: Any) -> Iterator[dict]:
         """Yield the account's campaigns as plain dicts."""
@@ -305,25 +221,9 @@ class GraphClient:
 
     # -- building blocks for other readers (streams, async report runs) --------------------------
 
-    @staticmethod
-    def insight_params(since: date, until: date, *, limit: int | None = None) -> dict[str, Any]:
-        """The parameters of a daily, ad-level insights read for ``since..until``."""
-        params: dict[str, Any] = {
-            "level": "ad",
-            # The SDK types time_increment as a string ("1", "monthly", "all_days"); both an int
-            # and a str go out as "1" on the wire, the str simply matches the declared type.
-            "time_increment": "1",
-            "time_range": {"since": since.isoformat(), "until": until.isoformat()},
-        }
-        if limit is not None:
-            params["limit"] = limit
-        return params
-
     def account(self, account_id: str) -> AdAccount:
         """The SDK ``AdAccount`` (``act_<digits>``; bare digits accepted) bound to this client."""
-        account_id = str(account_id)
-        node = account_id if account_id.startswith("act_") else f"act_{account_id}"
-        return AdAccount(node, api=self._api)
+        return AdAccount(account_node(account_id), api=self._api)
 
     def iterate(self, fetch: Callable[[], Iterable[Any]]) -> Iterator[dict]:
         """Run an SDK edge read and page through its cursor, translating SDK errors.
@@ -362,10 +262,6 @@ class GraphClient:
             self._governor.bind(node_id, account_id)
 
     # -- internals -------------------------------------------------------------------------------
-
-    # Kept for callers of the pre-governor API.
-    _account = account
-    _iterate = iterate
 
     def _wrap(self, exc: FacebookRequestError) -> GraphApiError:
         # Built from the structured fields only: the SDK's str() includes request params.

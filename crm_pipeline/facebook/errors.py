@@ -1,7 +1,7 @@
 """Errors raised by the Graph API client and its rate-limit governor.
 
 Kept in their own module so the governor and the client can both raise them without importing
-each other. Import them from :mod:`crm_pipeline.facebook.client` (re-exported there).
+each other.
 """
 
 from __future__ import annotations

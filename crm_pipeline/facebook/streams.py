@@ -14,19 +14,26 @@ from facebook_business.adobjects.leadgenform import LeadgenForm
 from facebook_business.adobjects.page import Page
 from facebook_business.adobjects.unifiedthread import UnifiedThread
 
-from crm_pipeline.facebook.client import AD_FIELDS, ADSET_FIELDS, CAMPAIGN_FIELDS, GraphClient
+from crm_pipeline.facebook.client import GraphClient
+from crm_pipeline.facebook.fields import (
+    CONVERSATION_FIELDS,
+    LEAD_FIELDS,
+    LEAD_FORM_FIELDS,
+    MESSAGE_FIELDS,
+    OBJECT_FIELDS,
+    nested_messages,
+)
 from crm_pipeline.facebook.validate import parse_meta_time
 
 # The SDK's type checker does not know Meta's nested-field syntax or the platform enum as a
 # string; both requests are valid Graph API calls, so its warnings are noise here.
-warnings.filterwarnings("ignore", message=r"conversations does not allow field messages\.")
-warnings.filterwarnings("ignore", message=r"value of platform might not be compatible")
-
-OBJECT_FIELDS = {"campaigns": CAMPAIGN_FIELDS, "adsets": ADSET_FIELDS, "ads": AD_FIELDS}
-LEAD_FORM_FIELDS = ("id", "name", "status", "created_time")
-LEAD_FIELDS = ("id", "created_time", "ad_id", "campaign_id", "form_id", "field_data")
-MESSAGE_FIELDS = ("id", "message", "from", "created_time")
-CONVERSATION_FIELDS = ("id", "updated_time", "participants")
+for _noise in (r"conversations does not allow field messages\.", "value of platform might not be"):
+    warnings.filterwarnings(
+        "ignore",
+        message=_noise,
+        category=UserWarning,
+        module=r"facebook_business\.utils\.api_utils",
+    )
 
 
 def _after(field_name: str, unix_seconds: int | None) -> dict:
@@ -87,8 +94,7 @@ def read_conversations(
     more new messages than that page cost another call.
     """
     page = Page(page_id, api=client.api)
-    nested = f"messages.limit({message_page_size}){{{','.join(MESSAGE_FIELDS)}}}"
-    fields = [*CONVERSATION_FIELDS, nested]
+    fields = [*CONVERSATION_FIELDS, nested_messages(message_page_size)]
     batch = ConversationBatch()
     conversations = client.iterate(
         lambda: page.get_conversations(fields=fields, params={"platform": "messenger", "limit": 50})

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from crm_pipeline.facebook.ids import AD_ACCOUNT_NODE
+
 _INTEGER = re.compile(r"^\d+$")
 _META_TIME = "%Y-%m-%dT%H:%M:%S%z"
 
@@ -86,6 +88,16 @@ def _split(rows: Iterable[dict], problem: Callable[[dict], str | None]) -> Check
 def check_insights(rows: Iterable[dict], day: str) -> Checked:
     """Ad-level daily insights for `day`."""
     return _split(rows, lambda r: _problems_insight(r, day))
+
+
+def check_ad_accounts(rows: Iterable[dict]) -> Checked:
+    """Ad account nodes: an ``act_<digits>`` id."""
+    return _split(
+        rows,
+        lambda r: (
+            None if AD_ACCOUNT_NODE.match(str(r.get("id") or "")) else "id is not act_<digits>"
+        ),
+    )
 
 
 def check_objects(rows: Iterable[dict]) -> Checked:

@@ -1,6 +1,6 @@
 import orjson
 
-from crm_pipeline.defs.crm.assets import flatten_lead, lead_count
+from crm_pipeline.facebook.transforms import flatten_lead, lead_count
 
 
 def test_lead_count_prefers_the_lead_total():

@@ -65,9 +65,10 @@ def test_full_graph_materializes_into_db_and_cache(clean_db, resources, dirs):
         for d in days
         for r in data.insights(acct, dt.date.fromisoformat(d), dt.date.fromisoformat(d))
     ]
-    raw = pq.read_table(
-        lake.raw_path(dirs["data"], "fb_ad_insights", f"account=act_1001/date={days[0]}")
-    )
+    path = lake.raw_path(dirs["data"], "fb_ad_insights", f"account=act_1001/date={days[0]}")
+    partition_dir = dirs["data"] / "raw" / "fb_ad_insights" / "account=act_1001"
+    assert path == partition_dir / f"date={days[0]}" / "part-0.parquet"
+    raw = pq.read_table(path)
     assert raw.num_rows == len(expected) // len(days) // 2
     assert raw.schema.field("spend").type == "string"  # as Meta sends it, never a float
 

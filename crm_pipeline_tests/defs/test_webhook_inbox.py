@@ -27,7 +27,7 @@ from crm_pipeline.defs.crm.inbox import (
 )
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
-from crm_pipeline.facebook.governor import reset_governors
+from crm_pipeline.facebook.governor_registry import reset_governors
 from crm_pipeline_tests.defs.test_sensor_and_schedule import _tick as change_log_tick
 
 LATENCY_MS = 2000  # how long the emulator holds each Graph call in the slow tests

@@ -1,4 +1,4 @@
-"""Async report runs through GraphClient.iter_insights_async against the emulator."""
+"""Async report runs (AsyncInsightsRun over a GraphClient) against the emulator, on fake time."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from datetime import date
 import pytest
 from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 
-from crm_pipeline.facebook.async_reports import ReportSlice
-from crm_pipeline.facebook.client import GraphApiError, GraphClient
-from crm_pipeline.facebook.governor import GovernorSettings, RateLimitGovernor
+from crm_pipeline.facebook.async_reports import AsyncInsightsRun, ReportSlice
+from crm_pipeline.facebook.client import GraphClient
+from crm_pipeline.facebook.errors import GraphApiError
+from crm_pipeline.facebook.governor import RateLimitGovernor
+from crm_pipeline.facebook.governor_registry import GovernorRegistry
+from crm_pipeline.facebook.governor_settings import GovernorSettings
 from crm_pipeline_tests.facebook.fakes import FakeTime
 
 SINCE, UNTIL = date(2026, 2, 2), date(2026, 2, 8)
@@ -32,8 +35,12 @@ def emu(token, plan):
 
 
 @pytest.fixture
-def client(emu, token) -> GraphClient:
-    fake = FakeTime()
+def fake() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def client(emu, token, fake) -> GraphClient:
     governor = RateLimitGovernor(
         GovernorSettings(base_backoff_seconds=0.5, jitter=0.0),
         sleep=fake.sleep,
@@ -41,6 +48,13 @@ def client(emu, token) -> GraphClient:
         rng=random.Random(5),
     )
     return GraphClient(emu.url, token, governor=governor)
+
+
+def run_async(client, fake, since=SINCE, until=UNTIL, **options) -> AsyncInsightsRun:
+    """An async read of act_1001 whose polls wait on the fake clock (as the governor does)."""
+    return AsyncInsightsRun(
+        client, "act_1001", since, until, sleep=fake.sleep, clock=fake.clock, **options
+    )
 
 
 def key(row):
@@ -51,8 +65,8 @@ def sync_rows(client, account="act_1001"):
     return sorted(client.iter_insights(account, SINCE, UNTIL), key=key)
 
 
-def test_async_rows_equal_the_synchronous_read(emu, client):
-    run = client.iter_insights_async("act_1001", SINCE, UNTIL, limit=25)
+def test_async_rows_equal_the_synchronous_read(emu, client, fake):
+    run = run_async(client, fake, limit=25)
     rows = list(run)
     assert sorted(rows, key=key) == sync_rows(client)
     assert (run.stats.jobs_started, run.stats.jobs_completed, run.stats.splits) == (1, 1, 0)
@@ -60,22 +74,22 @@ def test_async_rows_equal_the_synchronous_read(emu, client):
     assert report["async_status"] == "Job Completed"
 
 
-def test_polls_until_completed_with_growing_intervals(emu, client):
+def test_polls_until_completed_with_growing_intervals(emu, client, fake):
     before = client.calls
-    run = client.iter_insights_async("act_1001", SINCE, UNTIL, limit=25)
+    run = run_async(client, fake, limit=25)
     list(run)
     # 1 POST + 3 status polls (the emulator completes on the 3rd) + ceil(84/25) result pages:
     # within 10% of the minimum calls for this read.
     minimum = 1 + 3 + math.ceil(ROWS / 25)
     assert client.calls - before == minimum
     assert run.stats.polls == 3
-    sleeps = client.governor.sleep.__self__.sleeps
+    sleeps = fake.sleeps  # the governor's waits and the polls', on one fake clock
     assert sleeps == sorted(sleeps) and len(set(sleeps)) > 1  # backoff between polls
 
 
-def test_a_job_failing_twice_is_retried_then_split(emu, client, plan):
+def test_a_job_failing_twice_is_retried_then_split(emu, client, fake, plan):
     plan.add(Fault("async_fail", count=2))
-    run = client.iter_insights_async("act_1001", SINCE, UNTIL, job_retries=1, limit=10)
+    run = run_async(client, fake, job_retries=1, limit=10)
     rows = list(run)
     assert sorted(rows, key=key) == sync_rows(client)
     assert len(rows) == ROWS == len({key(r) for r in rows})
@@ -89,17 +103,17 @@ def test_a_job_failing_twice_is_retried_then_split(emu, client, plan):
     assert len(filters[2:]) == 2  # the emulator's account has 2 campaigns
 
 
-def test_with_default_retries_two_failures_need_no_split(client, plan):
+def test_with_default_retries_two_failures_need_no_split(client, fake, plan):
     plan.add(Fault("async_fail", count=2))
-    run = client.iter_insights_async("act_1001", SINCE, UNTIL)
+    run = run_async(client, fake)
     assert len(list(run)) == ROWS
     assert (run.stats.job_retries, run.stats.splits, run.stats.jobs_started) == (2, 0, 3)
 
 
-def test_splits_go_down_to_adsets_and_ads(emu, client, plan):
+def test_splits_go_down_to_adsets_and_ads(emu, client, fake, plan):
     # account, then both campaigns, then the first adset fail: 1 + 2 + 1 splits.
     plan.add(Fault("async_fail", count=4))
-    run = client.iter_insights_async("act_1001", SINCE, UNTIL, job_retries=0)
+    run = run_async(client, fake, job_retries=0)
     rows = list(run)
     assert sorted(rows, key=key) == sync_rows(client)
     assert run.stats.splits == 4
@@ -108,18 +122,16 @@ def test_splits_go_down_to_adsets_and_ads(emu, client, plan):
 
 
 @pytest.mark.parametrize("max_in_flight", [1, 2, 3])
-def test_never_more_than_max_in_flight_jobs(emu, client, plan, max_in_flight):
+def test_never_more_than_max_in_flight_jobs(emu, client, fake, plan, max_in_flight):
     plan.add(Fault("async_fail", count=3))  # split into many jobs
-    run = client.iter_insights_async(
-        "act_1001", SINCE, UNTIL, job_retries=0, max_in_flight=max_in_flight
-    )
+    run = run_async(client, fake, job_retries=0, max_in_flight=max_in_flight)
     assert len(list(run)) == ROWS
     assert run.stats.jobs_started > max_in_flight
     assert emu.async_jobs_max_in_flight == run.stats.max_in_flight == max_in_flight
 
 
-def test_ad_level_failures_halve_the_date_range(client):
-    run = client.iter_insights_async("act_1001", SINCE, UNTIL)
+def test_ad_level_failures_halve_the_date_range(client, fake):
+    run = run_async(client, fake)
     halves = run._split(ReportSlice(SINCE, UNTIL, "ad", "42"), "Job Failed")
     assert [(h.since, h.until, h.level, h.object_id) for h in halves] == [
         (SINCE, date(2026, 2, 5), "ad", "42"),
@@ -129,9 +141,9 @@ def test_ad_level_failures_halve_the_date_range(client):
         run._split(ReportSlice(SINCE, SINCE, "ad", "42"), "Job Failed")
 
 
-def test_a_job_that_always_fails_ends_with_a_clear_error(emu, client, plan):
+def test_a_job_that_always_fails_ends_with_a_clear_error(emu, client, fake, plan):
     plan.add(Fault("async_fail", count=1000))
-    run = client.iter_insights_async("act_1001", SINCE, SINCE, job_retries=0, max_in_flight=1)
+    run = run_async(client, fake, until=SINCE, job_retries=0, max_in_flight=1)
     with pytest.raises(GraphApiError) as info:
         list(run)
     assert "Job Failed" in str(info.value) and "cannot be split further" in str(info.value)
@@ -146,20 +158,18 @@ def test_a_job_that_always_fails_ends_with_a_clear_error(emu, client, plan):
     ]
 
 
-def test_throttled_polls_are_governed(emu, client, plan):
+def test_throttled_polls_are_governed(emu, client, fake, plan):
     plan.add(Fault("throttle", code=80000, count=2, path="/612"))
-    run = client.iter_insights_async("act_1001", SINCE, UNTIL)
+    run = run_async(client, fake)
     assert len(list(run)) == ROWS
     assert client.governor.stats.throttle_waits == 2
 
 
-def test_report_run_calls_are_billed_to_the_account_governor(emu, token):
-    from crm_pipeline.facebook.governor import GovernorRegistry
-
-    fake = FakeTime()
+def test_report_run_calls_are_billed_to_the_account_governor(emu, token, fake):
     registry = GovernorRegistry(sleep=fake.sleep, clock=fake.clock, rng_seed=1)
     client = GraphClient(emu.url, token, governor=registry)
-    list(client.iter_insights_async("act_1001", SINCE, UNTIL))
+    run = run_async(client, fake)
+    list(run)
     assert registry.get("act_1001").stats.calls == client.calls
     assert registry.get(None).stats.calls == 0
-    assert client.async_stats.jobs_completed == 1
+    assert run.stats.jobs_completed == 1

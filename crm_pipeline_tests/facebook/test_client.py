@@ -14,8 +14,11 @@ from facebook_business.api import FacebookAdsApi
 from facebook_business.exceptions import FacebookRequestError
 from graph_emulator import EmulatorData
 
-from crm_pipeline.facebook.client import INSIGHT_FIELDS, GraphApiError, GraphClient
-from crm_pipeline.facebook.governor import GovernorSettings, RateLimitGovernor
+from crm_pipeline.facebook.client import GraphClient
+from crm_pipeline.facebook.errors import GraphApiError
+from crm_pipeline.facebook.fields import AD_ACCOUNT_FIELDS, INSIGHT_FIELDS
+from crm_pipeline.facebook.governor import RateLimitGovernor
+from crm_pipeline.facebook.governor_settings import GovernorSettings
 
 SINCE, UNTIL = date(2026, 2, 2), date(2026, 2, 8)  # 7 days
 
@@ -87,6 +90,18 @@ def test_api_version_is_used_in_the_path(emulator, token, version):
     client = GraphClient(emulator.url + "/", token, api_version=version)
     assert len(list(client.iter_campaigns("act_1001"))) == 2
     assert [r.path for r in emulator.requests] == [f"/{version}/act_1001/campaigns"]
+
+
+def test_ad_account_node_is_read_with_every_field(emulator, client):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the SDK knows every field we ask for
+        account = client.read_ad_account("1002")  # bare digits are accepted too
+    assert account == EmulatorData(seed=7).ad_account("act_1002")
+    assert set(account) == set(AD_ACCOUNT_FIELDS)
+    (request,) = emulator.requests
+    assert (request.method, request.path.rstrip("/")) == ("GET", "/v26.0/act_1002")
+    assert request.params["fields"] == ",".join(AD_ACCOUNT_FIELDS)
+    assert client.governor.stats.calls == client.calls == 1  # through the governed call path
 
 
 def test_malformed_api_version_is_refused_early(emulator, token):
@@ -195,8 +210,6 @@ def test_error_text_copied_from_the_sdk_is_redacted(emulator, token, app_secret)
 
 
 def test_retryable_classification():
-    from crm_pipeline.facebook.client import GraphApiError
-
     assert not GraphApiError("bad token", code=190, http_status=400).retryable
     assert not GraphApiError("no permission", code=200, http_status=403).retryable
     assert GraphApiError("unknown", code=1, http_status=500).retryable

@@ -10,17 +10,18 @@ import pytest
 import requests
 from facebook_business.exceptions import FacebookRequestError
 
-from crm_pipeline.facebook.governor import (
+from crm_pipeline.config import load_settings
+from crm_pipeline.facebook.error_kinds import classify_error
+from crm_pipeline.facebook.errors import RateLimitBudgetExceeded
+from crm_pipeline.facebook.governor import RateLimitGovernor
+from crm_pipeline.facebook.governor_registry import (
     GovernorRegistry,
     GovernorRouter,
-    GovernorSettings,
-    RateLimitBudgetExceeded,
-    RateLimitGovernor,
-    classify_error,
     governor_for,
-    parse_usage,
     reset_governors,
 )
+from crm_pipeline.facebook.governor_settings import GovernorSettings
+from crm_pipeline.facebook.usage_headers import parse_usage
 from crm_pipeline_tests.facebook.fakes import FakeTime
 
 TOKEN = "EAAsecret-token-never-printed"
@@ -433,25 +434,25 @@ def test_a_throttle_that_does_not_fit_the_budget_does_not_block_later_calls(fake
 
 
 def test_settings_from_env():
-    settings = GovernorSettings.from_env(
+    settings = load_settings(
         {
             "CRM_GRAPH_MAX_WAIT_SECONDS": "30",
             "CRM_GRAPH_BACKOFF_BASE_SECONDS": "0.01",
             "CRM_GRAPH_MAX_RETRIES": "3",
             "CRM_GRAPH_SLOW_DOWN_AT_PCT": "60",
         }
-    )
+    ).graph.governor_settings()
     assert settings.max_wait_seconds == 30
     assert settings.base_backoff_seconds == 0.01
     assert settings.max_retries == 3
     assert settings.slow_down_at_pct == 60
-    assert GovernorSettings.from_env({}) == GovernorSettings()
+    assert load_settings({}).graph.governor_settings() == GovernorSettings()
 
 
 @pytest.mark.parametrize("value", ["soon", "-1", "nan"])
 def test_bad_env_values_name_the_variable(value):
     with pytest.raises(ValueError, match="CRM_GRAPH_MAX_WAIT_SECONDS"):
-        GovernorSettings.from_env({"CRM_GRAPH_MAX_WAIT_SECONDS": value})
+        load_settings({"CRM_GRAPH_MAX_WAIT_SECONDS": value}).graph.governor_settings()
 
 
 # -- sharing ---------------------------------------------------------------------------------------

@@ -9,13 +9,13 @@ from datetime import date
 import pytest
 from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 
-from crm_pipeline.facebook.client import GraphApiError, GraphClient, RateLimitBudgetExceeded
-from crm_pipeline.facebook.governor import (
-    GovernorRegistry,
-    GovernorRouter,
-    GovernorSettings,
-    RateLimitGovernor,
-)
+from crm_pipeline.config import load_settings
+from crm_pipeline.defs.facebook.resources import GraphApiResource
+from crm_pipeline.facebook.client import GraphClient
+from crm_pipeline.facebook.errors import GraphApiError, RateLimitBudgetExceeded
+from crm_pipeline.facebook.governor import RateLimitGovernor
+from crm_pipeline.facebook.governor_registry import GovernorRegistry, GovernorRouter
+from crm_pipeline.facebook.governor_settings import GovernorSettings
 from crm_pipeline_tests.facebook.fakes import FakeTime
 
 SINCE, UNTIL = date(2026, 2, 2), date(2026, 2, 8)  # 7 days x 12 ads = 84 rows per account
@@ -200,7 +200,11 @@ def test_calls_within_ten_percent_of_the_minimum_pages(emu, token, fake, limit):
 def test_default_client_uses_env_settings(emu, token, monkeypatch):
     monkeypatch.setenv("CRM_GRAPH_MAX_WAIT_SECONDS", "7")
     monkeypatch.setenv("CRM_GRAPH_BACKOFF_BASE_SECONDS", "0.01")
-    client = GraphClient(emu.url, token, governor=GovernorRegistry())
+    settings = load_settings().graph.governor_settings()
+    client = GraphClient(emu.url, token, governor=GovernorRegistry(), governor_settings=settings)
     assert client.governor.settings.max_wait_seconds == 7
     assert client.governor.settings.base_backoff_seconds == 0.01
     assert client.governor.for_account("act_1001").settings.max_wait_seconds == 7
+    # The product's client, the Dagster resource's, is built with them.
+    with GraphApiResource(graph_url=emu.url, ad_account_ids="act_1001").session() as graph:
+        assert graph.client.governor.settings == settings

@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import dagster as dg
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, text
@@ -27,22 +26,14 @@ from crm_pipeline.defs.facebook.assets import (
 )
 from crm_pipeline.defs.facebook.partitions import insights_partitions
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
-
-# Raw Graph fields -> ad_insights_daily columns.
-INSIGHTS_COLUMNS = {
-    "account_id": "account_id",
-    "campaign_id": "campaign_id",
-    "adset_id": "adset_id",
-    "ad_id": "ad_id",
-    "date_start": "date",
-    "impressions": "impressions",
-    "clicks": "clicks",
-    "spend": "spend",
-    "reach": "reach",
-    "actions": "actions",
-}
-# Meta reports Lead Ads leads under several action types; "lead" is their total when present.
-LEAD_ACTION_TYPES = ("lead", "onsite_conversion.lead_grouped", "leadgen_grouped")
+from crm_pipeline.facebook.ids import meta_account_id
+from crm_pipeline.facebook.transforms import (
+    ad_account_row,
+    conversation_row,
+    flatten_lead,
+    insight_rows,
+    message_row,
+)
 
 customers = dg.AssetSpec(
     "customers",
@@ -59,17 +50,6 @@ orders = dg.AssetSpec(
     deps=[customers],
     description="Customer orders (PostgreSQL table `orders`), written by the shop and the API.",
 )
-
-
-def lead_count(actions_json: str | None) -> int:
-    """Leads in one insights row's `actions` (0 when none)."""
-    if not actions_json:
-        return 0
-    by_type = {a.get("action_type"): a.get("value") for a in orjson.loads(actions_json)}
-    for action_type in LEAD_ACTION_TYPES:
-        if by_type.get(action_type) is not None:
-            return int(float(by_type[action_type]))
-    return 0
 
 
 @dg.asset(
@@ -103,32 +83,13 @@ def ad_insights_daily(
     for key in keys:
         account_id, day = key.keys_by_dimension["account"], key.keys_by_dimension["date"]
         partition = f"account={account_id}/date={day}"
-        raw = lake.read_parquet(lake.raw_path(storage.data_path(), INSIGHTS_STREAM, partition))
-        rows = raw.select(list(INSIGHTS_COLUMNS)).rename_columns(list(INSIGHTS_COLUMNS.values()))
-        rows = rows.append_column(
-            "leads", pa.array([lead_count(a) for a in rows["actions"].to_pylist()], pa.int64())
-        )
-        # Meta's account_id has no act_ prefix; the partition's does.
-        meta_account = account_id.removeprefix("act_")
+        raw = lake.read_partition(storage.data_path(), INSIGHTS_STREAM, partition)
+        rows = insight_rows(raw)
         # With malformed rows quarantined we cannot tell which ads Meta really reports: keep all.
         mirror = not lake.quarantine_path(storage.data_path(), INSIGHTS_STREAM, partition).exists()
         with engine.begin() as conn:
             result = bulk_upsert(conn, schema.ad_insights_daily, rows)
-            deleted = (
-                0
-                if not mirror
-                else conn.execute(
-                    text(
-                        "DELETE FROM ad_insights_daily WHERE account_id = :account AND date = :day"
-                        " AND NOT (ad_id = ANY(:ads))"
-                    ),
-                    {
-                        "account": meta_account,
-                        "day": day,
-                        "ads": rows["ad_id"].to_pylist(),
-                    },
-                ).rowcount
-            )
+            deleted = _delete_unreported(conn, account_id, day, rows["ad_id"]) if mirror else 0
         context.log.info(
             f"ad_insights_daily {account_id} {day}: {result.inserted} inserted, "
             f"{result.updated} updated, {result.unchanged} unchanged, {deleted} deleted"
@@ -154,6 +115,18 @@ def ad_insights_daily(
     return dg.MaterializeResult(metadata=metadata)
 
 
+def _delete_unreported(conn: Connection, account_id: str, day: str, ads: pa.ChunkedArray) -> int:
+    """Delete the account-day's rows of ads Meta no longer reports; how many went."""
+    return conn.execute(
+        text(
+            "DELETE FROM ad_insights_daily WHERE account_id = :account AND date = :day"
+            " AND NOT (ad_id = ANY(:ads))"
+        ),
+        # Meta's account_id has no act_ prefix; the partition's does.
+        {"account": meta_account_id(account_id), "day": day, "ads": ads.to_pylist()},
+    ).rowcount
+
+
 def _advance(conn: Connection, stream: str, scopes: dict[str, str], key: str) -> dict[str, str]:
     """Move each scope's watermark forward to the newest value seen (never backwards)."""
     marks = {}
@@ -177,7 +150,8 @@ def _newest(rows: Iterable[dict], scope_key: str, time_key: str) -> dict[str, st
 
 
 def _load(storage: StorageResource, stream: str) -> pa.Table:
-    return lake.read_parquet(lake.raw_path(storage.data_path(), stream, "latest"))
+    # The newest sync holds every row since the watermark, which only this load advances.
+    return lake.read_newest_sync(storage.data_path(), stream)
 
 
 def _upsert_result(name: str, result, **extra: Any) -> dg.MaterializeResult:
@@ -207,12 +181,29 @@ def _upsert_result(name: str, result, **extra: Any) -> dg.MaterializeResult:
         )
         for kind in OBJECT_STREAMS
     ]
+    + [
+        dg.AssetSpec(
+            "ad_accounts",
+            deps=["fb_ad_accounts_raw"],
+            group_name="crm",
+            kinds={"postgres"},
+            owners=["team:data-engineering"],
+            description=(
+                "PostgreSQL table `ad_accounts`: name, currency and time zone of each configured "
+                "ad account, upserted on its act_<digits> id."
+            ),
+        )
+    ]
 )
 def ad_objects(
     context: dg.AssetExecutionContext, postgres: PostgresResource, storage: StorageResource
 ):
-    """Upsert campaigns, ad sets and ads; advance each account's updated_time watermark."""
+    """Upsert ad accounts, campaigns, ad sets and ads; advance each account's updated_time
+    watermark."""
     with postgres.engine().begin() as conn:
+        accounts = _load(storage, "ad_accounts").to_pylist()
+        result = bulk_upsert(conn, schema.ad_accounts, map(ad_account_row, accounts))
+        yield _upsert_result("ad_accounts", result)
         for kind in OBJECT_STREAMS:
             table = _load(storage, kind)
             result = bulk_upsert(conn, schema.metadata.tables[kind], table)
@@ -220,34 +211,6 @@ def ad_objects(
                 conn, kind, _newest(table.to_pylist(), "account_id", "updated_time"), "updated_time"
             )
             yield _upsert_result(kind, result, watermark=dg.MetadataValue.json(marks))
-
-
-def _field(field_data: list[dict], *names: str) -> str | None:
-    for item in field_data:
-        if item.get("name") in names and item.get("values"):
-            return str(item["values"][0])
-    return None
-
-
-def flatten_lead(row: dict) -> dict:
-    """A raw lead as a `leads` row: email, phone and full name lifted out of field_data."""
-    data = orjson.loads(row["field_data"]) if row.get("field_data") else []
-    full_name = _field(data, "full_name")
-    if full_name is None:
-        parts = [_field(data, "first_name"), _field(data, "last_name")]
-        full_name = " ".join(p for p in parts if p) or None
-    return {
-        "id": row["id"],
-        "form_id": row.get("form_id"),
-        "ad_id": row.get("ad_id"),
-        "campaign_id": row.get("campaign_id"),
-        "page_id": row.get("page_id"),
-        "created_time": row.get("created_time"),
-        "email": _field(data, "email"),
-        "phone": _field(data, "phone_number", "phone"),
-        "full_name": full_name,
-        "field_data": row.get("field_data"),
-    }
 
 
 @dg.asset(
@@ -297,21 +260,10 @@ def conversations_and_messages(postgres: PostgresResource, storage: StorageResou
     """Upsert conversations (linked to customers by PSID) and their messages."""
     convs = _load(storage, "conversations").to_pylist()
     msgs = _load(storage, "messages").to_pylist()
-    conv_rows = [{k: c.get(k) for k in ("id", "page_id", "psid", "updated_time")} for c in convs]
-    msg_rows = [
-        {
-            "id": m["id"],
-            "conversation_id": m["conversation_id"],
-            "from_id": (orjson.loads(m["from"]) or {}).get("id") if m.get("from") else None,
-            "text": m.get("message"),
-            "created_time": m.get("created_time"),
-        }
-        for m in msgs
-    ]
     with postgres.engine().begin() as conn:
-        conv_result = bulk_upsert(conn, schema.conversations, conv_rows)
+        conv_result = bulk_upsert(conn, schema.conversations, map(conversation_row, convs))
         linked = link_conversations_to_customers(conn)
-        msg_result = bulk_upsert(conn, schema.messages, msg_rows)
+        msg_result = bulk_upsert(conn, schema.messages, map(message_row, msgs))
         marks = _advance(
             conn, "conversations", _newest(convs, "page_id", "updated_time"), "updated_time"
         )

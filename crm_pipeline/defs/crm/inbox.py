@@ -26,12 +26,12 @@ from crm_pipeline.config import load_settings
 from crm_pipeline.db import schema
 from crm_pipeline.db.crm_core import link_leads_to_customers
 from crm_pipeline.db.upsert import bulk_upsert
-from crm_pipeline.defs.crm.assets import flatten_lead
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource
+from crm_pipeline.facebook.error_kinds import TOKEN_CODES
 from crm_pipeline.facebook.errors import GraphApiError, RateLimitBudgetExceeded
-from crm_pipeline.facebook.governor import TOKEN_CODES
-from crm_pipeline.facebook.streams import LEAD_FIELDS
+from crm_pipeline.facebook.fields import LEAD_FIELDS
+from crm_pipeline.facebook.transforms import flatten_lead
 
 INBOX_SENSOR_INTERVAL_SECONDS = load_settings().sensors.inbox_interval_seconds
 # Rows left unprocessed by a transient Graph error are retried at most this often.

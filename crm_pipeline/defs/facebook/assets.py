@@ -12,8 +12,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
-import orjson
-import pyarrow as pa
 
 from crm_pipeline import lake
 from crm_pipeline.db.sync_state import get_state
@@ -25,41 +23,18 @@ from crm_pipeline.defs.facebook.partitions import (
 from crm_pipeline.defs.facebook.resources import GraphApiResource, GraphSession
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 from crm_pipeline.facebook import streams, validate
-from crm_pipeline.facebook.client import INSIGHT_FIELDS, GraphApiError
-from crm_pipeline.facebook.streams import OBJECT_FIELDS
+from crm_pipeline.facebook.errors import GraphApiError
+from crm_pipeline.facebook.fields import INSIGHT_FIELDS, RAW_FIELDS
+from crm_pipeline.facebook.ids import meta_account_id
+from crm_pipeline.facebook.transforms import to_arrow
 
 INSIGHTS_STREAM = "fb_ad_insights"
-# Complex values (lists, objects) land as JSON text; scalars stay the strings Meta sends.
-RAW_INSIGHT_FIELDS = INSIGHT_FIELDS
-RAW_INSIGHTS_SCHEMA = pa.schema([(name, pa.string()) for name in RAW_INSIGHT_FIELDS])
-
 OBJECT_STREAMS = ("campaigns", "adsets", "ads")
-RAW_FIELDS = {
-    # The ad objects land exactly the fields the client requests.
-    **OBJECT_FIELDS,
-    "leads": ("id", "form_id", "ad_id", "campaign_id", "page_id", "created_time", "field_data"),
-    "conversations": ("id", "page_id", "psid", "updated_time", "participants"),
-    "messages": ("id", "conversation_id", "from", "message", "created_time"),
-}
 
 GRAPH_POOL = "graph_api"  # op concurrency pool: how many steps call Meta at once (dagster.yaml)
 RETRY = dg.RetryPolicy(
     max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, (dict, list)):
-        return orjson.dumps(value).decode()
-    return str(value)
-
-
-def to_arrow(rows: list[dict], fields: tuple[str, ...]) -> pa.Table:
-    """Rows as an all-string Arrow table with exactly `fields` (unknown fields dropped)."""
-    schema = pa.schema([(name, pa.string()) for name in fields])
-    return pa.Table.from_pylist([{f: _text(r.get(f)) for f in fields} for r in rows], schema)
 
 
 def graph_metadata(graph: GraphSession) -> dict[str, Any]:
@@ -162,9 +137,9 @@ def fb_ad_insights_raw(
                 context.log.info(f"{len(rows)} insight rows for {account_id} {since}..{until}")
                 for day, checked in split_by_day(rows, days).items():
                     partition = f"account={account_id}/date={day}"
-                    table = to_arrow(checked.good, RAW_INSIGHT_FIELDS)
-                    path = lake.write_parquet_atomic(
-                        table, lake.raw_path(storage.data_path(), INSIGHTS_STREAM, partition)
+                    table = to_arrow(checked.good, INSIGHT_FIELDS)
+                    path = lake.land_partition(
+                        storage.data_path(), INSIGHTS_STREAM, partition, table
                     )
                     bad_path = lake.write_quarantine(
                         storage.data_path(), INSIGHTS_STREAM, partition, checked.bad
@@ -259,8 +234,20 @@ def _unix(value: str | None) -> int | None:
             ),
         )
         for kind in OBJECT_STREAMS
+    ]
+    + [
+        dg.AssetSpec(
+            "fb_ad_accounts_raw",
+            group_name="facebook",
+            kinds={"facebook", "parquet"},
+            owners=["team:data-engineering"],
+            description=(
+                "Every configured ad account node (name, currency, time zone, status), read in "
+                "full at each sync and landed as Parquet."
+            ),
+        )
     ],
-    check_specs=[_quarantine_spec(f"fb_{kind}_raw") for kind in OBJECT_STREAMS],
+    check_specs=[_quarantine_spec(f"fb_{kind}_raw") for kind in (*OBJECT_STREAMS, "ad_accounts")],
     retry_policy=RETRY,
     pool=GRAPH_POOL,
 )
@@ -270,17 +257,19 @@ def fb_ad_objects_raw(
     storage: StorageResource,
     postgres: PostgresResource,
 ):
-    """Campaigns, ad sets and ads changed since each account's watermark."""
+    """The ad accounts, and their campaigns, ad sets and ads changed since each watermark."""
     with graph_api.session() as graph:
         with postgres.engine().connect() as conn:
             marks = {
                 # Watermarks are kept per Meta's account_id, which has no act_ prefix.
-                (kind, acct): get_state(conn, kind, acct.removeprefix("act_")).get("updated_time")
+                (kind, acct): get_state(conn, kind, meta_account_id(acct)).get("updated_time")
                 for kind in OBJECT_STREAMS
                 for acct in graph.account_ids
             }
         batches: dict[str, list[dict]] = {kind: [] for kind in OBJECT_STREAMS}
         with failing_fast():
+            # A handful of nodes, one call each: always read whole, no watermark.
+            accounts = [graph.client.read_ad_account(acct) for acct in graph.account_ids]
             for kind in OBJECT_STREAMS:
                 for acct in graph.account_ids:
                     batches[kind] += streams.iter_objects(
@@ -289,13 +278,14 @@ def fb_ad_objects_raw(
         usage = graph_metadata(graph)
     for kind in OBJECT_STREAMS:
         yield from _land(context, storage, kind, batches[kind], validate.check_objects, usage)
+    yield from _land(context, storage, "ad_accounts", accounts, validate.check_ad_accounts, usage)
 
 
 def _land(context, storage: StorageResource, kind: str, rows: list[dict], check, usage: dict):
     """Validate, land the batch as Parquet, and report it (one stream of a multi-asset)."""
     checked = check(rows)
     table = to_arrow(checked.good, RAW_FIELDS[kind])
-    path = lake.write_parquet_atomic(table, lake.raw_path(storage.data_path(), kind, "latest"))
+    path = lake.land_sync(storage.data_path(), kind, table)
     bad_path = lake.write_quarantine(storage.data_path(), kind, "latest", checked.bad)
     times = [r.get("updated_time") or r.get("created_time") for r in checked.good]
     yield dg.MaterializeResult(

@@ -1,0 +1,141 @@
+"""Meta payloads to rows: the raw landing's Arrow tables and the PostgreSQL tables' rows.
+
+Pure functions, no I/O: the Dagster assets read and write, these only reshape. The raw landing
+keeps what Meta sent (all strings, nested values as JSON text); the DB rows lift out what the
+CRM queries (lead contact fields, lead counts, message senders).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from crm_pipeline.facebook.ids import account_node
+
+__all__ = [
+    "INSIGHTS_COLUMNS",
+    "LEAD_ACTION_TYPES",
+    "ad_account_row",
+    "conversation_row",
+    "flatten_lead",
+    "insight_rows",
+    "lead_count",
+    "message_row",
+    "to_arrow",
+]
+
+# Raw Graph fields -> ad_insights_daily columns.
+INSIGHTS_COLUMNS = {
+    "account_id": "account_id",
+    "campaign_id": "campaign_id",
+    "adset_id": "adset_id",
+    "ad_id": "ad_id",
+    "date_start": "date",
+    "impressions": "impressions",
+    "clicks": "clicks",
+    "spend": "spend",
+    "reach": "reach",
+    "actions": "actions",
+}
+# Meta reports Lead Ads leads under several action types; "lead" is their total when present.
+LEAD_ACTION_TYPES = ("lead", "onsite_conversion.lead_grouped", "leadgen_grouped")
+_CONVERSATION_COLUMNS = ("id", "page_id", "psid", "updated_time")
+
+
+# -- the raw landing -------------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def to_arrow(rows: Iterable[dict], fields: tuple[str, ...]) -> pa.Table:
+    """Rows as an all-string Arrow table with exactly `fields` (unknown fields dropped).
+
+    Complex values (lists, objects) become JSON text; scalars stay the strings Meta sends.
+    """
+    schema = pa.schema([(name, pa.string()) for name in fields])
+    return pa.Table.from_pylist([{f: _text(r.get(f)) for f in fields} for r in rows], schema)
+
+
+# -- database rows ---------------------------------------------------------------------------------
+
+
+def lead_count(actions_json: str | None) -> int:
+    """Leads in one insights row's `actions` (0 when none)."""
+    if not actions_json:
+        return 0
+    by_type = {a.get("action_type"): a.get("value") for a in orjson.loads(actions_json)}
+    for action_type in LEAD_ACTION_TYPES:
+        if by_type.get(action_type) is not None:
+            return int(float(by_type[action_type]))
+    return 0
+
+
+def insight_rows(raw: pa.Table) -> pa.Table:
+    """Landed insights as `ad_insights_daily` rows: columns renamed, leads counted."""
+    rows = raw.select(list(INSIGHTS_COLUMNS)).rename_columns(list(INSIGHTS_COLUMNS.values()))
+    leads = pa.array([lead_count(a) for a in rows["actions"].to_pylist()], pa.int64())
+    return rows.append_column("leads", leads)
+
+
+def ad_account_row(raw: dict) -> dict:
+    """A landed ad account node as an `ad_accounts` row (keyed on ``act_<digits>``)."""
+    return {
+        "id": account_node(raw["id"]),
+        "name": raw.get("name"),
+        "currency": raw.get("currency"),
+        "timezone_name": raw.get("timezone_name"),
+    }
+
+
+def _field(field_data: list[dict], *names: str) -> str | None:
+    for item in field_data:
+        if item.get("name") in names and item.get("values"):
+            return str(item["values"][0])
+    return None
+
+
+def flatten_lead(row: dict) -> dict:
+    """A raw lead as a `leads` row: email, phone and full name lifted out of field_data."""
+    data = orjson.loads(row["field_data"]) if row.get("field_data") else []
+    full_name = _field(data, "full_name")
+    if full_name is None:
+        parts = [_field(data, "first_name"), _field(data, "last_name")]
+        full_name = " ".join(p for p in parts if p) or None
+    return {
+        "id": row["id"],
+        "form_id": row.get("form_id"),
+        "ad_id": row.get("ad_id"),
+        "campaign_id": row.get("campaign_id"),
+        "page_id": row.get("page_id"),
+        "created_time": row.get("created_time"),
+        "email": _field(data, "email"),
+        "phone": _field(data, "phone_number", "phone"),
+        "full_name": full_name,
+        "field_data": row.get("field_data"),
+    }
+
+
+def conversation_row(raw: dict) -> dict:
+    """A landed conversation as a `conversations` row (customers are linked in the database)."""
+    return {k: raw.get(k) for k in _CONVERSATION_COLUMNS}
+
+
+def message_row(raw: dict) -> dict:
+    """A landed message as a `messages` row: the sender's id lifted out of `from`."""
+    sender = (orjson.loads(raw["from"]) or {}).get("id") if raw.get("from") else None
+    return {
+        "id": raw["id"],
+        "conversation_id": raw["conversation_id"],
+        "from_id": sender,
+        "text": raw.get("message"),
+        "created_time": raw.get("created_time"),
+    }
