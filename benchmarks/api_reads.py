@@ -29,346 +29,29 @@ count, so about 9 in 10 do not exist and the rest are mostly outside the working
 that build, 404s, remembered 404s). Target: the hits' p50 under that load <= 3x the idle p50.
 
 Every request sends `Authorization: Bearer <key>` with a key made by `create_key` (scopes
-customers:read, analytics:read) before the servers start.
+customers:read, analytics:read) before the servers start. The servers are in
+benchmarks/api_servers.py, the load generator in benchmarks/http_load.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import harness
+import harness  # first: puts the repo root on sys.path
 import orjson
-import psutil
-from fastapi import Path as PathParam
-from fastapi import Request
-from fastapi.responses import Response
+from api_servers import BARE_ROUTE, Server
+from customer_data import materialize_profiles, seed_customers
+from http_load import ROUTE, Noise, Run, load, notification_delays
 
 WORKING_SET = 2_000  # customers whose files are requested (built by the asset beforehand)
-SAMPLE_EVERY = 97  # check every 97th body against the cache file
 NOISY_CLIENTS = 50
 NOISY_ID_SPACE = 10  # random ids from 1 .. 10x the customers
-ROUTE = "/api/customers/"
-BARE_ROUTE = "/bench/bare/customers/"  # the same bytes from a dict: the stack's own limit
-DELAY_WRITES = 200  # writes whose notification delay (commit -> API invalidated) is measured
-
-
-# --- the servers (run in a child process: `--serve ours|reference --port P`) -------------------
-
-
-def reference_app():
-    """The real app with `GET /api/customers/{id}` answered from PostgreSQL on every request."""
-    from crm_pipeline.api.app import create_app
-    from crm_pipeline.api.problems import Problem
-    from crm_pipeline.cache import customers
-    from crm_pipeline.cache.registry import CUSTOMER_SCHEMA_VERSION
-    from crm_pipeline.cachefile import dumps, envelope
-    from crm_pipeline.db.changelog import reflected_watermark
-
-    app = create_app()
-
-    def customer_profile(
-        request: Request, customer_id: int = PathParam(ge=1, le=2**63 - 1)
-    ) -> Response:
-        with request.app.state.db.snapshot() as conn:
-            payload = customers.build_profiles(conn, [customer_id]).get(customer_id)
-            watermark = reflected_watermark(conn)
-        if payload is None:
-            raise Problem(404, "Not found", "No customer with that id.")
-        document = envelope(payload, watermark=watermark, schema_version=CUSTOMER_SCHEMA_VERSION)
-        return Response(dumps(document), media_type="application/json")
-
-    app.router.add_api_route("/api/customers/{customer_id}", customer_profile, methods=["GET"])
-    app.router.routes.insert(0, app.router.routes.pop())  # matched before the cached route
-    return app
-
-
-def with_bare_route(app):
-    """`app` plus BARE_ROUTE: the customer's file bytes from a dict in memory (read once), with
-    the same key check, middleware and response class as the cached route. What the stack
-    itself costs per request: our hit path can approach it, not pass it."""
-    from fastapi import Security
-
-    from crm_pipeline.api.auth import authenticate
-    from crm_pipeline.config import load_settings
-
-    folder = load_settings().cache_dir / "customers"
-    bodies: dict[int, bytes] = {}
-
-    def bare(customer_id: int = PathParam(ge=1, le=2**63 - 1)) -> Response:
-        body = bodies.get(customer_id)
-        if body is None:
-            body = bodies[customer_id] = (folder / f"{customer_id}.json").read_bytes()
-        return Response(body, media_type="application/json", headers={"X-Cache": "BARE"})
-
-    app.router.add_api_route(
-        BARE_ROUTE + "{customer_id}",
-        bare,
-        methods=["GET"],
-        dependencies=[Security(authenticate, scopes=["customers:read"])],
-    )
-    return app
-
-
-def granian_app():
-    """The `ours` app for granian (a factory: granian imports it in its worker)."""
-    from crm_pipeline.api.app import create_app
-
-    return with_bare_route(create_app())
-
-
-def serve(which: str, port: int) -> int:
-    from crm_pipeline.api.app import create_app
-    from crm_pipeline.api.server import build_server
-
-    if which == "granian":
-        from granian import Granian
-
-        Granian(
-            "api_reads:granian_app",
-            factory=True,
-            address="127.0.0.1",
-            port=port,
-            interface="asgi",
-            workers=1,
-            loop="uvloop",
-            http="1",
-            log_enabled=False,
-        ).serve()
-        return 0
-    app = with_bare_route(create_app()) if which == "ours" else reference_app()
-    build_server(app, "127.0.0.1", port, log_level="warning").run()
-    return 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """One API server process on a free loopback port."""
-
-    def __init__(self, which: str, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", which, "--port", str(self.port)], env=env
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"the {which} server exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise SystemExit(f"the {which} server did not start")
-
-    def cpu_seconds(self) -> float:
-        times = psutil.Process(self.proc.pid).cpu_times()
-        return times.user + times.system
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
-
-
-# --- the load generator -------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    statuses: dict[int, int] = field(default_factory=dict)
-    cache: dict[str, int] = field(default_factory=dict)
-    samples: dict[int, bytes] = field(default_factory=dict)
-    server_cpu_seconds: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return len(self.latencies) / self.seconds
-
-
-async def _get(reader, writer, cid: int, key: str, prefix: str = ROUTE) -> tuple[int, str, bytes]:
-    """One GET <prefix><cid> on a kept-alive connection: (status, X-Cache, body)."""
-    writer.write(
-        f"GET {prefix}{cid} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Authorization: Bearer {key}\r\n\r\n".encode("ascii")
-    )
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    cache = "-"
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"x-cache":
-            cache = value.strip().decode()
-    return int(head[9:12]), cache, await reader.readexactly(length)
-
-
-async def _client(
-    port: int, ids: list[int], next_index, run: Run, key: str, prefix: str = ROUTE
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while (i := next_index()) is not None:
-            cid = ids[i]
-            start = time.perf_counter()
-            status, cache, body = await _get(reader, writer, cid, key, prefix)
-            run.latencies.append(time.perf_counter() - start)
-            run.statuses[status] = run.statuses.get(status, 0) + 1
-            run.cache[cache] = run.cache.get(cache, 0) + 1
-            if i % SAMPLE_EVERY == 0:
-                run.samples[cid] = body
-    finally:
-        writer.close()
-
-
-@dataclass
-class Noise:
-    """What the clients asking random ids got."""
-
-    requests: int = 0
-    seconds: float = 0.0
-    statuses: dict[int, int] = field(default_factory=dict)
-    cache: dict[str, int] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
-
-
-async def _noisy_client(
-    port: int, rng: random.Random, id_space: int, rate: float, done, noise: Noise, key: str
-) -> None:
-    """Ask for random ids, at most `rate` per second, until `done` is set."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    interval = 1 / rate
-    due = time.perf_counter() + rng.random() * interval  # not all 50 in step
-    try:
-        while not done.is_set():
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            due = max(due + interval, time.perf_counter())
-            start = time.perf_counter()
-            status, cache, _ = await _get(reader, writer, rng.randint(1, id_space), key)
-            noise.latencies.append(time.perf_counter() - start)
-            noise.requests += 1
-            noise.statuses[status] = noise.statuses.get(status, 0) + 1
-            noise.cache[cache] = noise.cache.get(cache, 0) + 1
-    finally:
-        writer.close()
-
-
-def load(
-    port: int,
-    ids: list[int],
-    clients: int,
-    key: str,
-    *,
-    noisy: int = 0,
-    noisy_rate: float = 0.0,
-    id_space: int = 0,
-    noise: Noise | None = None,
-    prefix: str = ROUTE,
-) -> Run:
-    """Send GET /api/customers/<id> for every id over `clients` keep-alive connections, while
-    `noisy` more connections ask for random ids in 1..`id_space` (at most `noisy_rate`/s each)."""
-    import uvloop
-
-    run = Run()
-    counter = iter(range(len(ids)))
-    rng = random.Random(7)
-
-    def next_index() -> int | None:
-        return next(counter, None)
-
-    async def main() -> None:
-        done = asyncio.Event()
-        noisy_tasks = [
-            asyncio.create_task(
-                _noisy_client(
-                    port, random.Random(rng.random()), id_space, noisy_rate, done, noise, key
-                )
-            )
-            for _ in range(noisy)
-        ]
-        if noisy_tasks:
-            await asyncio.sleep(1.0)  # the noise is under way before the hits are timed
-        started = time.perf_counter()
-        try:
-            await asyncio.gather(
-                *(_client(port, ids, next_index, run, key, prefix) for _ in range(clients))
-            )
-            run.seconds = time.perf_counter() - started
-        finally:
-            done.set()
-            await asyncio.gather(*noisy_tasks)
-        if noise is not None:
-            noise.seconds = time.perf_counter() - started
-
-    cpu = time.process_time()
-    uvloop.run(main())
-    run.cpu_seconds = time.process_time() - cpu
-    return run
-
-
-def notification_delays(
-    url: str, port: int, working: list[int], key: str, rng: random.Random
-) -> list[float]:
-    """Seconds from a psql-style commit to the first GET of that customer not answered HIT,
-    polled over one kept-alive connection, for DELAY_WRITES writes."""
-    import http.client
-
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    headers = {"Authorization": f"Bearer {key}"}
-    delays = []
-    try:
-        for n in range(DELAY_WRITES):
-            cid = rng.choice(working)
-            with engine.begin() as conn:
-                conn.execute(
-                    text("UPDATE customers SET name = :n WHERE id = :i"),
-                    {"n": f"delay {n}", "i": cid},
-                )
-            committed = time.perf_counter()
-            deadline = committed + 10
-            while True:
-                connection.request("GET", f"{ROUTE}{cid}", headers=headers)
-                response = connection.getresponse()
-                response.read()
-                if response.getheader("X-Cache") != "HIT":
-                    delays.append(time.perf_counter() - committed)
-                    break
-                if time.perf_counter() > deadline:
-                    raise SystemExit(f"customer {cid}: still a HIT 10 s after a write")
-            # Then until its file is rebuilt (a HIT again), so later runs see only hits.
-            while True:
-                connection.request("GET", f"{ROUTE}{cid}", headers=headers)
-                response = connection.getresponse()
-                response.read()
-                if response.getheader("X-Cache") == "HIT":
-                    break
-                if time.perf_counter() > deadline:
-                    raise SystemExit(f"customer {cid}: not rebuilt 10 s after a write")
-    finally:
-        connection.close()
-        engine.dispose()
-    return delays
 
 
 def create_api_key(url: str) -> str:
@@ -383,9 +66,6 @@ def create_api_key(url: str) -> str:
             return create_key(conn, "bench", "customers:read,analytics:read")
     finally:
         engine.dispose()
-
-
-# --- the benchmark ------------------------------------------------------------------------------
 
 
 def _comparable(body: bytes) -> dict:
@@ -434,152 +114,218 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         default=20.0,
         help=f"requests/s of each of the {NOISY_CLIENTS} clients asking random ids",
     )
-    parser.add_argument("--serve", choices=["ours", "reference", "granian"], help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
 
 
-def main() -> int:
-    args = harness.parse_args(__doc__.splitlines()[0], _add_arguments)
-    if args.serve:
-        return serve(args.serve, args.port)
-    from cache_rebuild import materialize_profiles, seed_customers
+@dataclass
+class Plan:
+    """Sizes and the seeded-random ids every run sends (the same for every server)."""
 
+    customers: int
+    requests: int
+    clients: int
+    noisy_rate: float
+    rng: random.Random  # also picks the customers the notification-delay writes touch
+    working: list[int]
+    ids: list[int]
+    warmup: list[int]
+
+
+def make_plan(args) -> Plan:
+    """The working set, the requested ids and the warm-up order, from a fixed seed."""
     customers = args.customers or (5_000 if args.quick else 100_000)
     requests = args.requests or (2_000 if args.quick else 20_000)
     rng = random.Random(42)
     working = sorted(rng.sample(range(1, customers + 1), min(WORKING_SET, customers)))
     ids = [rng.choice(working) for _ in range(requests)]
     warmup = rng.sample(working, len(working))  # every file once: each is verified, then a HIT
+    return Plan(customers, requests, args.clients, args.noisy_rate, rng, working, ids, warmup)
 
-    with harness.private_postgres("api-reads") as (work, new_database):
-        url = new_database("api")
-        cache = work / "cache"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "FB_", "DAGSTER"))},
-            "CRM_DATABASE_URL": url,
-            "CRM_CACHE_DIR": str(cache),
-            "CRM_DATA_DIR": str(work / "data"),
-            "CRM_API_CACHE_TTL_SECONDS": "3600",  # every file stays fresh for the whole run
-        }
-        os.environ.update({k: v for k, v in env.items() if k.startswith("CRM_")})
-        rows = seed_customers(url, customers)
-        materialize_profiles(url, cache, working)
-        key = create_api_key(url)
-        folder = cache / "customers"
 
-        runs: dict[str, Run] = {}
-        noise = Noise()
-        delays: list[float] = []
-        for which in ("ours", "reference", "granian"):
-            server = Server(which, env)
-            try:
-                load(server.port, warmup, args.clients, key)
-                before = server.cpu_seconds()
-                runs[which] = load(server.port, ids, args.clients, key)
-                runs[which].server_cpu_seconds = server.cpu_seconds() - before
-                if which == "ours":
-                    load(server.port, warmup, args.clients, key, prefix=BARE_ROUTE)
-                    before = server.cpu_seconds()
-                    runs["bare"] = load(server.port, ids, args.clients, key, prefix=BARE_ROUTE)
-                    runs["bare"].server_cpu_seconds = server.cpu_seconds() - before
-                    # The same hits alone, then beside the clients asking random ids.
-                    runs["idle"] = load(server.port, ids, args.clients, key)
-                    runs["loaded"] = load(
-                        server.port,
-                        ids,
-                        args.clients,
-                        key,
-                        noisy=NOISY_CLIENTS,
-                        noisy_rate=args.noisy_rate,
-                        id_space=customers * NOISY_ID_SPACE,
-                        noise=noise,
-                    )
-                    # Checked before the writes below change the files.
-                    check(runs[which], which, folder, hits=True)
-                    check(runs["bare"], "bare", folder, hits=False)
-                    # Hits stay hits under the noise: its misses write other customers' files.
-                    check(runs["idle"], "idle", folder, hits=True)
-                    check(runs["loaded"], "loaded", folder, hits=True)
-                    # Last: these writes leave their customers' files stale for a moment.
-                    delays = notification_delays(url, server.port, working, key, rng)
-            finally:
-                server.stop()
-            if which != "ours":
-                check(runs[which], which, folder, hits=which == "granian")
-        shutil.rmtree(cache, ignore_errors=True)
+@dataclass
+class Stage:
+    """The seeded database, the cache folder, the servers' environment and the API key."""
 
+    url: str
+    env: dict[str, str]
+    key: str
+    folder: Path
+    rows: dict[str, int]
+
+
+def prepare(work: Path, new_database, plan: Plan) -> Stage:
+    """Seed the customers, build the working set's files with the real asset, make a key."""
+    url = new_database("api")
+    cache = work / "cache"
+    env = harness.product_env(
+        ("CRM_", "FB_", "DAGSTER"),
+        CRM_DATABASE_URL=url,
+        CRM_CACHE_DIR=str(cache),
+        CRM_DATA_DIR=str(work / "data"),
+        CRM_API_CACHE_TTL_SECONDS="3600",  # every file stays fresh for the whole run
+    )
+    os.environ.update({k: v for k, v in env.items() if k.startswith("CRM_")})
+    rows = seed_customers(url, plan.customers)
+    materialize_profiles(url, cache, plan.working)
+    return Stage(url, env, create_api_key(url), cache / "customers", rows)
+
+
+def measured_load(server: Server, plan: Plan, key: str, prefix: str) -> Run:
+    """Every working-set file asked once (untimed), then the planned ids, timed, with the
+    server's CPU seconds over the timed part."""
+    load(server.port, plan.warmup, plan.clients, key, prefix=prefix)
+    before = server.cpu_seconds()
+    run = load(server.port, plan.ids, plan.clients, key, prefix=prefix)
+    run.server_cpu_seconds = server.cpu_seconds() - before
+    return run
+
+
+def measure_ours(server: Server, plan: Plan, stage: Stage, noise: Noise):
+    """On our server: the hits, the bare route, the hits idle and beside the noisy clients,
+    all checked, then the notification delays; (runs by name, delays)."""
+    key, folder = stage.key, stage.folder
+    runs = {
+        "ours": measured_load(server, plan, key, ROUTE),
+        "bare": measured_load(server, plan, key, BARE_ROUTE),
+    }
+    # The same hits alone, then beside the clients asking random ids.
+    runs["idle"] = load(server.port, plan.ids, plan.clients, key)
+    runs["loaded"] = load(
+        server.port,
+        plan.ids,
+        plan.clients,
+        key,
+        noisy=NOISY_CLIENTS,
+        noisy_rate=plan.noisy_rate,
+        id_space=plan.customers * NOISY_ID_SPACE,
+        noise=noise,
+    )
+    # Checked before the writes below change the files.
+    check(runs["ours"], "ours", folder, hits=True)
+    check(runs["bare"], "bare", folder, hits=False)
+    # Hits stay hits under the noise: its misses write other customers' files.
+    check(runs["idle"], "idle", folder, hits=True)
+    check(runs["loaded"], "loaded", folder, hits=True)
+    # Last: these writes leave their customers' files stale for a moment.
+    delays = notification_delays(stage.url, server.port, plan.working, key, plan.rng)
+    return runs, delays
+
+
+def measure_servers(plan: Plan, stage: Stage) -> tuple[dict[str, Run], Noise, list[float]]:
+    """Ours, then the reference, then ours under granian, each its own server process."""
+    runs: dict[str, Run] = {}
+    noise = Noise()
+    delays: list[float] = []
+    for which in ("ours", "reference", "granian"):
+        server = Server(which, stage.env)
+        try:
+            if which == "ours":
+                ours, delays = measure_ours(server, plan, stage, noise)
+                runs.update(ours)
+            else:
+                runs[which] = measured_load(server, plan, stage.key, ROUTE)
+        finally:
+            server.stop()
+        if which != "ours":
+            check(runs[which], which, stage.folder, hits=which == "granian")
+    return runs, noise, delays
+
+
+def _ms(run: Run, q: int) -> float:
+    return harness.percentile(run.latencies, q) * 1000
+
+
+def api_measurements(
+    plan: Plan, runs: dict[str, Run], noise: Noise, delays: list[float]
+) -> list[harness.Measurement]:
+    """B5's four rows: hits vs the DB route, vs the bare route, vs granian, under noise."""
     ours, ref, bare, granian = runs["ours"], runs["reference"], runs["bare"], runs["granian"]
-
-    def ms(run: Run, q: int) -> float:
-        return harness.percentile(run.latencies, q) * 1000
-
-    measurement = harness.measure(
-        f"B5 GET /api/customers/{{id}} cache hit, {args.clients} clients",
-        ours.rate,
-        ref.rate,
-        "req/s",
-        ">= 10",
-        note=f"p99 {ms(ours, 99):.1f} ms ours vs {ms(ref, 99):.1f} ms reference",
-    )
-    delay_p99 = harness.percentile(delays, 99) * 1000
-    stack_limit = harness.measure(
-        "B5 cache hit vs bare in-memory route, same server",
-        ours.rate,
-        bare.rate,
-        "req/s",
-        ">= 0.6",
-        note=(
-            f"p99 {ms(ours, 99):.1f} ms vs {ms(bare, 99):.1f} ms; notification delay p99 "
-            f"{delay_p99:.1f} ms"
-        ),
-    )
-    stack = harness.measure(
-        "B5 cache hit: uvicorn (httptools, uvloop) vs granian",
-        ours.rate,
-        granian.rate,
-        "req/s",
-        ">= 0.9",
-        note=f"p99 {ms(ours, 99):.1f} ms uvicorn vs {ms(granian, 99):.1f} ms granian",
-    )
     idle, loaded = runs["idle"], runs["loaded"]
+    delay_p99 = harness.percentile(delays, 99) * 1000
+    noisy_rate = noise.requests / noise.seconds if noise.seconds else 0.0
+    return [
+        harness.measure(
+            f"B5 GET /api/customers/{{id}} cache hit, {plan.clients} clients",
+            ours.rate,
+            ref.rate,
+            "req/s",
+            ">= 10",
+            note=f"p99 {_ms(ours, 99):.1f} ms ours vs {_ms(ref, 99):.1f} ms reference",
+        ),
+        harness.measure(
+            "B5 cache hit vs bare in-memory route, same server",
+            ours.rate,
+            bare.rate,
+            "req/s",
+            ">= 0.6",
+            note=(
+                f"p99 {_ms(ours, 99):.1f} ms vs {_ms(bare, 99):.1f} ms; notification delay p99 "
+                f"{delay_p99:.1f} ms"
+            ),
+        ),
+        harness.measure(
+            "B5 cache hit: uvicorn (httptools, uvloop) vs granian",
+            ours.rate,
+            granian.rate,
+            "req/s",
+            ">= 0.9",
+            note=f"p99 {_ms(ours, 99):.1f} ms uvicorn vs {_ms(granian, 99):.1f} ms granian",
+        ),
+        harness.measure(
+            f"B5 hit p50 beside {NOISY_CLIENTS} clients asking random ids",
+            _ms(loaded, 50),
+            _ms(idle, 50),
+            "ms",
+            "<= 3",
+            note=(
+                f"{noisy_rate:,.0f} random-id req/s alongside; hit p99 {_ms(loaded, 99):.1f} ms "
+                f"vs {_ms(idle, 99):.1f} ms idle"
+            ),
+        ),
+    ]
+
+
+def api_details(
+    plan: Plan, rows: dict[str, int], runs: dict[str, Run], noise: Noise, delays: list[float]
+) -> list[str]:
+    """The lines under the table: sizes, each run's rate, latencies and CPU, the delays, the
+    noise, and what was checked."""
     noisy_rate = noise.requests / noise.seconds if noise.seconds else 0.0
     noisy_p50 = harness.percentile(noise.latencies, 50) * 1000 if noise.latencies else 0.0
-    isolation = harness.measure(
-        f"B5 hit p50 beside {NOISY_CLIENTS} clients asking random ids",
-        ms(loaded, 50),
-        ms(idle, 50),
-        "ms",
-        "<= 3",
-        note=(
-            f"{noisy_rate:,.0f} random-id req/s alongside; hit p99 {ms(loaded, 99):.1f} ms "
-            f"vs {ms(idle, 99):.1f} ms idle"
-        ),
-    )
+    delay_p50, delay_p99 = (harness.percentile(delays, q) * 1000 for q in (50, 99))
     statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(noise.statuses.items()))
     caches = ", ".join(f"{k}: {v:,}" for k, v in sorted(noise.cache.items()))
+    return [
+        f"{plan.requests:,} requests per run over {plan.clients} keep-alive connections, ids "
+        f"drawn from {len(plan.working):,} of {plan.customers:,} customers ({rows['orders']:,} "
+        f"orders, {rows['messages']:,} messages)",
+        *(_line(label, runs[label]) for label in ("ours", "reference", "bare", "granian")),
+        f"notification delay, commit -> the API no longer answers HIT ({len(delays)} psql "
+        f"updates): p50 {delay_p50:.1f} ms, p99 {delay_p99:.1f} ms",
+        _latency_line("idle", runs["idle"]),
+        _latency_line("loaded", runs["loaded"]),
+        f"loaded: {NOISY_CLIENTS} more connections asked random ids in "
+        f"1..{plan.customers * 10:,} at up to {plan.noisy_rate:g}/s each: {noise.requests:,} "
+        f"requests ({noisy_rate:,.0f}/s, p50 {noisy_p50:.2f} ms; {statuses}; X-Cache {caches})",
+        "client, server and PostgreSQL share the machine's 2 cores; one uvicorn process",
+        "all hit responses 200 (ours: all X-Cache HIT); sampled bodies equal the cache files",
+        "every request sends Authorization: Bearer <key> (customers:read, analytics:read)",
+    ]
+
+
+def main() -> int:
+    """Seed, build the working set's files, load each server in turn, report B5."""
+    args = harness.parse_args(__doc__.splitlines()[0], _add_arguments)
+    plan = make_plan(args)
+    with harness.private_postgres("api-reads") as (work, new_database):
+        stage = prepare(work, new_database, plan)
+        runs, noise, delays = measure_servers(plan, stage)
+        shutil.rmtree(work / "cache", ignore_errors=True)
+
     harness.report(
         "B5 cache-first reads on loopback (real API under uvicorn vs the route built from the DB)",
-        [measurement, stack_limit, stack, isolation],
+        api_measurements(plan, runs, noise, delays),
         args,
-        details=[
-            f"{requests:,} requests per run over {args.clients} keep-alive connections, ids "
-            f"drawn from {len(working):,} of {customers:,} customers ({rows['orders']:,} "
-            f"orders, {rows['messages']:,} messages)",
-            _line("ours", ours),
-            _line("reference", ref),
-            _line("bare", bare),
-            _line("granian", granian),
-            f"notification delay, commit -> the API no longer answers HIT ({len(delays)} psql "
-            f"updates): p50 {harness.percentile(delays, 50) * 1000:.1f} ms, p99 {delay_p99:.1f} ms",
-            _latency_line("idle", idle),
-            _latency_line("loaded", loaded),
-            f"loaded: {NOISY_CLIENTS} more connections asked random ids in 1..{customers * 10:,} "
-            f"at up to {args.noisy_rate:g}/s each: {noise.requests:,} requests "
-            f"({noisy_rate:,.0f}/s, p50 {noisy_p50:.2f} ms; {statuses}; X-Cache {caches})",
-            "client, server and PostgreSQL share the machine's 2 cores; one uvicorn process",
-            "all hit responses 200 (ours: all X-Cache HIT); sampled bodies equal the cache files",
-            "every request sends Authorization: Bearer <key> (customers:read, analytics:read)",
-        ],
+        details=api_details(plan, stage.rows, runs, noise, delays),
     )
     return 0
 

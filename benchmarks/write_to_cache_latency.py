@@ -16,7 +16,6 @@ Target: p95(ours) <= 1.5 x p95(floor). Also printed: the same targeted rebuild i
 sensor, no queue, no process start), i.e. our own work.
 """
 
-import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 import harness  # first: puts the repo root on sys.path
-import orjson
+from customer_data import name_in_file, profiles_run, rename_customer
 from sqlalchemy import text
 
 from crm_pipeline.db.engine import get_engine
@@ -38,13 +37,6 @@ def _add(parser) -> None:
     parser.add_argument("--interval", type=int, default=1, help="sensor interval, seconds")
 
 
-def _name_in_file(path: Path) -> str | None:
-    try:
-        return orjson.loads(path.read_bytes())["customer"]["name"]
-    except (FileNotFoundError, orjson.JSONDecodeError, KeyError):
-        return None
-
-
 def _text_of(path: Path) -> str | None:
     try:
         return path.read_text()
@@ -53,6 +45,7 @@ def _text_of(path: Path) -> str | None:
 
 
 def _wait(predicate, timeout: float, what: str) -> float:
+    """Seconds until `predicate()` holds, polled every 10 ms."""
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
         if predicate():
@@ -78,86 +71,60 @@ def _workspace(work: Path) -> Path:
 
 
 def _in_process_rebuild(url: str, work: Path, cid: int, writes: int) -> list[float]:
+    """Seconds of `writes` rounds of a write and the targeted asset run in this process."""
     import dagster as dg
 
-    from crm_pipeline.defs.cache.assets import customer_profiles_cache
-    from crm_pipeline.defs.resources import PostgresResource, StorageResource
-
-    resources = {
-        "postgres": PostgresResource(database_url=url),
-        "storage": StorageResource(data_dir=str(work / "data"), cache_dir=str(work / "ref")),
-    }
-    config = {
-        "ops": {"customer_profiles_cache": {"config": {"customer_ids": [cid]}}},
-        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-    }
+    run = profiles_run(url, work / "ref", [cid])  # its files beside the daemon's
     engine = get_engine(url)
     times = []
     for i in range(writes):
         start = time.perf_counter()
-        with engine.begin() as conn:
-            conn.execute(
-                text("UPDATE customers SET name = :n WHERE id = :i"), {"n": f"r{i}", "i": cid}
-            )
-        dg.materialize([customer_profiles_cache], resources=resources, run_config=config)
+        rename_customer(engine, cid, f"r{i}")
+        dg.materialize(**run)
         times.append(time.perf_counter() - start)
     return times
 
 
-def main() -> int:
-    args = harness.parse_args(__doc__.splitlines()[0], _add)
-    writes = args.writes or (5 if args.quick else 20)
-    with harness.private_postgres("latency") as (work, new_database):
-        url = new_database("crm")
-        engine = get_engine(url)
-        with engine.begin() as conn:
-            cid = conn.execute(
-                text("INSERT INTO customers (email, name) VALUES ('bench@x.io', 'v0') RETURNING id")
-            ).scalar_one()
-        home = work / "dagster_home"
-        home.mkdir()
-        shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-        cache, trigger, output = work / "cache", work / "trigger", work / "floor-output"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "DAGSTER_"))},
-            "DAGSTER_HOME": str(home),
-            "CRM_DATABASE_URL": url,
-            "CRM_CACHE_DIR": str(cache),
-            "CRM_DATA_DIR": str(work / "data"),
-            "CRM_CHANGE_SENSOR_INTERVAL": str(args.interval),
-            "CRM_BENCH_FLOOR_TRIGGER": str(trigger),
-            "CRM_BENCH_FLOOR_OUTPUT": str(output),
-        }
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster-daemon")), "run"]
-            + ["-w", str(_workspace(work))],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        path = cache / "customers" / f"{cid}.json"
-        ours: list[float] = []
-        floor: list[float] = []
-        try:
-            # Warm-up: the first tick of each sensor, and one run of each location.
-            _wait(lambda: _name_in_file(path) == "v0", 300, "the first customer file")
-            trigger.write_text("warm")
-            _wait(lambda: _text_of(output) == "warm", 300, "the first floor run")
-            for i in range(1, writes + 1):
-                with engine.begin() as conn:
-                    conn.execute(
-                        text("UPDATE customers SET name = :n WHERE id = :i"),
-                        {"n": f"v{i}", "i": cid},
-                    )
-                ours.append(_wait(lambda i=i: _name_in_file(path) == f"v{i}", 120, "our file"))
-                trigger.write_text(f"t{i}")
-                floor.append(_wait(lambda i=i: _text_of(output) == f"t{i}", 120, "the floor"))
-        finally:
-            stop_session_leader(daemon, env_name="DAGSTER_HOME", env_value=str(home))
-        in_process = _in_process_rebuild(url, work, cid, writes)
+def start_daemon(work: Path, url: str, interval: int) -> tuple[subprocess.Popen, Path]:
+    """A dagster-daemon on a fresh instance (a copy of the repo's dagster.yaml) loading our
+    code location and the floor's; (the daemon, its DAGSTER_HOME)."""
+    home = work / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = harness.product_env(
+        DAGSTER_HOME=str(home),
+        CRM_DATABASE_URL=url,
+        CRM_CACHE_DIR=str(work / "cache"),
+        CRM_DATA_DIR=str(work / "data"),
+        CRM_CHANGE_SENSOR_INTERVAL=str(interval),
+        CRM_BENCH_FLOOR_TRIGGER=str(work / "trigger"),
+        CRM_BENCH_FLOOR_OUTPUT=str(work / "floor-output"),
+    )
+    command = [harness.venv_command("dagster-daemon"), "run", "-w", str(_workspace(work))]
+    return harness.start_session(command, env), home
 
+
+def measure_alternating(work: Path, engine, cid: int, writes: int) -> dict[str, list[float]]:
+    """After one warm-up of each location, alternate a customer write and a floor trigger,
+    each timed to its file; seconds keyed ours and floor."""
+    path = work / "cache" / "customers" / f"{cid}.json"
+    trigger, output = work / "trigger", work / "floor-output"
+    latencies: dict[str, list[float]] = {"ours": [], "floor": []}
+    # Warm-up: the first tick of each sensor, and one run of each location.
+    _wait(lambda: name_in_file(path) == "v0", 300, "the first customer file")
+    trigger.write_text("warm")
+    _wait(lambda: _text_of(output) == "warm", 300, "the first floor run")
+    for i in range(1, writes + 1):
+        rename_customer(engine, cid, f"v{i}")
+        latencies["ours"].append(_wait(lambda i=i: name_in_file(path) == f"v{i}", 120, "our file"))
+        trigger.write_text(f"t{i}")
+        latencies["floor"].append(_wait(lambda i=i: _text_of(output) == f"t{i}", 120, "the floor"))
+    return latencies
+
+
+def report_latencies(args, writes: int, latencies: dict[str, list[float]]) -> None:
+    """Print (and record) B7b's row, with the p50/p95/max of ours, the floor and in-process."""
+    ours, floor = latencies["ours"], latencies["floor"]
     p = harness.percentile
     measurements = [
         harness.measure(
@@ -171,20 +138,44 @@ def main() -> int:
     ]
     details = [
         f"{writes} writes each, sensor interval {args.interval}s, dequeue interval 1s",
-        f"{'':<36}{'p50 s':>8}{'p95 s':>8}{'max s':>8}",
+        *harness.latency_table(
+            [
+                ("ours: psql write -> daemon -> file", ours),
+                ("floor: trivial sensor-triggered run", floor),
+                ("in-process targeted rebuild", latencies["in_process"]),
+            ],
+            "s",
+            36,
+        ),
     ]
-    for label, values in (
-        ("ours: psql write -> daemon -> file", ours),
-        ("floor: trivial sensor-triggered run", floor),
-        ("in-process targeted rebuild", in_process),
-    ):
-        details.append(f"{label:<36}{p(values, 50):>8.2f}{p(values, 95):>8.2f}{max(values):>8.2f}")
     harness.report(
         "B7b write -> cache latency through the reconciler (real dagster-daemon)",
         measurements,
         args,
         details,
     )
+
+
+def main() -> int:
+    """One customer, one daemon with both locations: time alternating writes, then the same
+    rebuild in process; report B7b."""
+    args = harness.parse_args(__doc__.splitlines()[0], _add)
+    writes = args.writes or (5 if args.quick else 20)
+    with harness.private_postgres("latency") as (work, new_database):
+        url = new_database("crm")
+        engine = get_engine(url)
+        with engine.begin() as conn:
+            cid = conn.execute(
+                text("INSERT INTO customers (email, name) VALUES ('bench@x.io', 'v0') RETURNING id")
+            ).scalar_one()
+        daemon, home = start_daemon(work, url, args.interval)
+        try:
+            latencies = measure_alternating(work, engine, cid, writes)
+        finally:
+            stop_session_leader(daemon, env_name="DAGSTER_HOME", env_value=str(home))
+        latencies["in_process"] = _in_process_rebuild(url, work, cid, writes)
+
+    report_latencies(args, writes, latencies)
     return 0
 
 
