@@ -30,7 +30,7 @@ def reference_app():
     """The real app with `GET /api/customers/{id}` answered from PostgreSQL on every request."""
     from crm_pipeline.api.app import create_app
     from crm_pipeline.api.problems import Problem
-    from crm_pipeline.cache import customers
+    from crm_pipeline.cache import customer_files
     from crm_pipeline.cache.registry import CUSTOMER_SCHEMA_VERSION
     from crm_pipeline.cachefile import dumps, envelope
     from crm_pipeline.db.changelog import reflected_watermark
@@ -41,7 +41,7 @@ def reference_app():
         request: Request, customer_id: int = PathParam(ge=1, le=2**63 - 1)
     ) -> Response:
         with request.app.state.db.snapshot() as conn:
-            payload = customers.build_profiles(conn, [customer_id]).get(customer_id)
+            payload = customer_files.build_profiles(conn, [customer_id]).get(customer_id)
             watermark = reflected_watermark(conn)
         if payload is None:
             raise Problem(404, "Not found", "No customer with that id.")

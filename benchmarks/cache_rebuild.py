@@ -45,7 +45,7 @@ def spread_ids(customers: int, count: int = TARGETED_IDS) -> list[int]:
 
 def build_documents(url: str) -> list[tuple[int, dict]]:
     """Every customer's document exactly as the asset builds it (untimed preparation)."""
-    from crm_pipeline.cache import customers
+    from crm_pipeline.cache import customer_files
     from crm_pipeline.cache.registry import CUSTOMER_SCHEMA_VERSION
     from crm_pipeline.cachefile import envelope
     from crm_pipeline.db.changelog import reflected_watermark
@@ -54,8 +54,8 @@ def build_documents(url: str) -> list[tuple[int, dict]]:
     documents = []
     with read_snapshot(get_engine(url)) as conn:
         watermark = reflected_watermark(conn)
-        for ids in customers.all_customer_ids(conn):
-            profiles = customers.build_profiles(conn, ids)
+        for ids in customer_files.all_customer_ids(conn):
+            profiles = customer_files.build_profiles(conn, ids)
             documents.extend(
                 (cid, envelope(p, watermark=watermark, schema_version=CUSTOMER_SCHEMA_VERSION))
                 for cid, p in profiles.items()
@@ -65,7 +65,7 @@ def build_documents(url: str) -> list[tuple[int, dict]]:
 
 def rebuild_directly(url: str, cache_dir: Path, ids: list[int]) -> None:
     """What the asset does for `ids`, called directly (no Dagster run around it)."""
-    from crm_pipeline.cache import customers
+    from crm_pipeline.cache import customer_files
     from crm_pipeline.cache.registry import CUSTOMER_SCHEMA_VERSION
     from crm_pipeline.cachefile import envelope, write_json_atomic
     from crm_pipeline.db.changelog import reflected_watermark
@@ -73,7 +73,7 @@ def rebuild_directly(url: str, cache_dir: Path, ids: list[int]) -> None:
 
     with read_snapshot(get_engine(url)) as conn:
         watermark = reflected_watermark(conn)
-        for cid, profile in customers.build_profiles(conn, ids).items():
+        for cid, profile in customer_files.build_profiles(conn, ids).items():
             version = CUSTOMER_SCHEMA_VERSION
             document = envelope(profile, watermark=watermark, schema_version=version)
             write_json_atomic(cache_dir / f"{cid}.json", document)

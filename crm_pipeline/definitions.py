@@ -10,6 +10,7 @@ import datetime as dt
 
 import dagster as dg
 
+from crm_pipeline.defs import groups
 from crm_pipeline.defs.analytics.assets import analytics_summary
 from crm_pipeline.defs.cache.assets import (
     customer_index_cache,
@@ -66,12 +67,12 @@ CACHE_FRESHNESS = dg.FreshnessPolicy.time_window(
 )
 FRESHNESS_BY_SELECTION = (
     (
-        # Not the tables other apps write (customers, orders), nor on-demand assets.
-        dg.AssetSelection.groups("facebook", "crm")
-        - dg.AssetSelection.assets("customers", "orders", "webhook_leads", "local_db_snapshot"),
+        # Not the tables other apps write (the crm group), nor leads arriving by webhook.
+        dg.AssetSelection.groups(groups.FACEBOOK_RAW, groups.FACEBOOK)
+        - dg.AssetSelection.assets("webhook_leads"),
         HOURLY_SYNC_FRESHNESS,
     ),
-    (dg.AssetSelection.groups("cache", "analytics"), CACHE_FRESHNESS),
+    (dg.AssetSelection.groups(groups.CACHE, groups.ANALYTICS), CACHE_FRESHNESS),
 )
 
 

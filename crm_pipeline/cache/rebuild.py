@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from crm_pipeline.cache.customers import all_customer_ids
+from crm_pipeline.cache.customer_files import all_customer_ids
 from crm_pipeline.cache.publish import Outcome, publish, remove
 from crm_pipeline.cache.registry import CUSTOMER_PROFILES, CacheFile
 from crm_pipeline.db.changelog import reflected_watermark

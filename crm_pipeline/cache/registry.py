@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from crm_pipeline.cache import customers, insights, summary
+from crm_pipeline.cache import customer_files, insights, summary
 from crm_pipeline.cache.kpis import REVENUE_STATUSES
 from crm_pipeline.cache.summary_model import SUMMARY_SCHEMA_VERSION
 
@@ -61,11 +61,11 @@ class CacheFile:
 
 CUSTOMER_PROFILES = CacheFile(
     asset="customer_profiles_cache",
-    path=customers.PROFILE_DIR,
+    path=customer_files.PROFILE_DIR,
     schema_version=CUSTOMER_SCHEMA_VERSION,
     reads=("customers", "orders", "leads", "conversations", "messages", "ads", "campaigns"),
     shared=("ads", "campaigns"),
-    build_customers=customers.build_profiles,
+    build_customers=customer_files.build_profiles,
     description=(
         "cache/customers/<id>.json: one customer 360 file per customer (customer, leads, "
         "conversations with recent messages, orders, attributed campaign/ad)."
@@ -73,10 +73,10 @@ CUSTOMER_PROFILES = CacheFile(
 )
 CUSTOMER_INDEX = CacheFile(
     asset="customer_index_cache",
-    path=customers.INDEX_FILE,
+    path=customer_files.INDEX_FILE,
     schema_version=CUSTOMER_SCHEMA_VERSION,
     reads=("customers", "orders", "leads"),
-    build=lambda conn: customers.build_index(conn, REVENUE_STATUSES),
+    build=lambda conn: customer_files.build_index(conn, REVENUE_STATUSES),
     description="cache/customers/index.json: every customer with tier, orders, revenue, leads.",
 )
 MARKETING_INSIGHTS = CacheFile(

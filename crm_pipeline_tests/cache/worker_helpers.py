@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, text
 
-from crm_pipeline.cache.customers import build_index
+from crm_pipeline.cache.customer_files import build_index
 from crm_pipeline.cache.kpis import REVENUE_STATUSES
 from crm_pipeline.cache.registry import CUSTOMER_INDEX, CUSTOMER_PROFILES
 from crm_pipeline.cache.worker.loop import CacheWorker, WorkerConfig

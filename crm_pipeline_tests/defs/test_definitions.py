@@ -7,6 +7,7 @@ import dagster as dg
 
 from crm_pipeline.cache import registry
 from crm_pipeline.definitions import defs
+from crm_pipeline.defs import groups
 from crm_pipeline.orchestrate import local_instance_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,3 +70,30 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_groups_separate_meta_data_from_crm_tables():
+    graph = defs.resolve_asset_graph()
+    group = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert {name for name, g in group.items() if g == groups.CRM} == {
+        "customers",
+        "orders",
+        "local_db_snapshot",
+    }
+    meta_tables = {"ad_accounts", "campaigns", "adsets", "ads", "ad_insights_daily", "leads"}
+    assert meta_tables | {"conversations", "messages"} <= {
+        name for name, g in group.items() if g == groups.FACEBOOK
+    }
+    raw = {name for name, g in group.items() if g == groups.FACEBOOK_RAW}
+    assert raw and all(name.startswith("fb_") and name.endswith("_raw") for name in raw)
+
+
+def test_no_module_shares_its_name_with_an_asset():
+    """`customers` the table and `customers.py` the module read alike in a traceback."""
+    graph = defs.resolve_asset_graph()
+    assets = {k.path[-1] for k in graph.get_all_asset_keys()}
+    package = ROOT / "crm_pipeline"
+    modules = {p.stem for p in package.rglob("*.py")} | {
+        p.name for p in package.rglob("*") if p.is_dir()
+    }
+    assert not assets & modules

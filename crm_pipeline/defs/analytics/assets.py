@@ -8,6 +8,7 @@ import dagster as dg
 from crm_pipeline.cache import registry
 from crm_pipeline.cache.rebuild import rebuild_file
 from crm_pipeline.cache.summary_model import SUMMARY_SCHEMA_VERSION
+from crm_pipeline.defs import groups
 from crm_pipeline.defs.cache.assets import cache_asset
 from crm_pipeline.defs.cache.publish import rebuilt_metadata
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
@@ -88,7 +89,7 @@ def _roas_of(roas: dict[str, Any], campaign: dict[str, Any]) -> dict[str, Any] |
     )
 
 
-@cache_asset(registry.ANALYTICS_SUMMARY, group_name="analytics", owners=["team:analytics"])
+@cache_asset(registry.ANALYTICS_SUMMARY, group_name=groups.ANALYTICS, owners=["team:analytics"])
 def analytics_summary(
     context: dg.AssetExecutionContext, postgres: PostgresResource, storage: StorageResource
 ) -> dg.MaterializeResult:

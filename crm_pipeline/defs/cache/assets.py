@@ -11,6 +11,7 @@ import dagster as dg
 from crm_pipeline.cache import insights, registry
 from crm_pipeline.cache.rebuild import rebuild_all_customers, rebuild_customers, rebuild_file
 from crm_pipeline.db.engine import read_snapshot
+from crm_pipeline.defs import groups
 from crm_pipeline.defs.cache.publish import rebuilt_metadata
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
@@ -32,7 +33,7 @@ class MarketingCacheConfig(dg.Config):
     lookback_days: int = insights.LOOKBACK_DAYS
 
 
-@cache_asset(registry.MARKETING_INSIGHTS, group_name="cache", owners=["team:data-engineering"])
+@cache_asset(registry.MARKETING_INSIGHTS, group_name=groups.CACHE, owners=["team:data-engineering"])
 def marketing_insights_cache(
     context: dg.AssetExecutionContext,
     config: MarketingCacheConfig,
@@ -63,7 +64,7 @@ class CustomerProfilesConfig(dg.Config):
     customer_ids: list[int] | None = None
 
 
-@cache_asset(registry.CUSTOMER_PROFILES, group_name="cache", owners=["team:crm"])
+@cache_asset(registry.CUSTOMER_PROFILES, group_name=groups.CACHE, owners=["team:crm"])
 def customer_profiles_cache(
     context: dg.AssetExecutionContext,
     config: CustomerProfilesConfig,
@@ -102,7 +103,7 @@ def customer_profiles_cache(
     )
 
 
-@cache_asset(registry.CUSTOMER_INDEX, group_name="cache", owners=["team:crm"])
+@cache_asset(registry.CUSTOMER_INDEX, group_name=groups.CACHE, owners=["team:crm"])
 def customer_index_cache(
     postgres: PostgresResource, storage: StorageResource
 ) -> dg.MaterializeResult:

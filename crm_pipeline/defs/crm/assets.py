@@ -19,6 +19,7 @@ from crm_pipeline.db import schema
 from crm_pipeline.db.crm_core import link_conversations_to_customers, link_leads_to_customers
 from crm_pipeline.db.sync_state import get_state, put_state
 from crm_pipeline.db.upsert import bulk_upsert
+from crm_pipeline.defs import groups
 from crm_pipeline.defs.facebook.assets import (
     INSIGHTS_STREAM,
     OBJECT_STREAMS,
@@ -37,14 +38,14 @@ from crm_pipeline.facebook.transforms import (
 
 customers = dg.AssetSpec(
     "customers",
-    group_name="crm",
+    group_name=groups.CRM,
     kinds={"postgres"},
     owners=["team:crm"],
     description="CRM customers (PostgreSQL table `customers`), written by the API and other apps.",
 )
 orders = dg.AssetSpec(
     "orders",
-    group_name="crm",
+    group_name=groups.CRM,
     kinds={"postgres"},
     owners=["team:crm"],
     deps=[customers],
@@ -57,7 +58,7 @@ orders = dg.AssetSpec(
     # A backfill of many days is one run, like the raw asset's; each day commits on its own.
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[fb_ad_insights_raw],
-    group_name="crm",
+    group_name=groups.FACEBOOK,
     kinds={"postgres"},
     owners=["team:data-engineering"],
     description=(
@@ -174,7 +175,7 @@ def _upsert_result(name: str, result, **extra: Any) -> dg.MaterializeResult:
         dg.AssetSpec(
             kind,
             deps=[f"fb_{kind}_raw"],
-            group_name="crm",
+            group_name=groups.FACEBOOK,
             kinds={"postgres"},
             owners=["team:data-engineering"],
             description=f"PostgreSQL table `{kind}`, upserted on Meta's id.",
@@ -185,7 +186,7 @@ def _upsert_result(name: str, result, **extra: Any) -> dg.MaterializeResult:
         dg.AssetSpec(
             "ad_accounts",
             deps=["fb_ad_accounts_raw"],
-            group_name="crm",
+            group_name=groups.FACEBOOK,
             kinds={"postgres"},
             owners=["team:data-engineering"],
             description=(
@@ -215,7 +216,7 @@ def ad_objects(
 
 @dg.asset(
     deps=["fb_leads_raw", customers],
-    group_name="crm",
+    group_name=groups.FACEBOOK,
     kinds={"postgres"},
     owners=["team:crm"],
     description=(
@@ -238,7 +239,7 @@ def leads(postgres: PostgresResource, storage: StorageResource) -> dg.Materializ
         dg.AssetSpec(
             "conversations",
             deps=["fb_conversations_raw", customers],
-            group_name="crm",
+            group_name=groups.FACEBOOK,
             kinds={"postgres"},
             owners=["team:crm"],
             description=(
@@ -249,7 +250,7 @@ def leads(postgres: PostgresResource, storage: StorageResource) -> dg.Materializ
         dg.AssetSpec(
             "messages",
             deps=["fb_messages_raw", "conversations"],
-            group_name="crm",
+            group_name=groups.FACEBOOK,
             kinds={"postgres"},
             owners=["team:crm"],
             description="PostgreSQL table `messages`: the messages of those conversations.",

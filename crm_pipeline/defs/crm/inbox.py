@@ -26,6 +26,7 @@ from crm_pipeline.config import load_settings
 from crm_pipeline.db import schema
 from crm_pipeline.db.crm_core import link_leads_to_customers
 from crm_pipeline.db.upsert import bulk_upsert
+from crm_pipeline.defs import groups
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource
 from crm_pipeline.facebook.error_kinds import TOKEN_CODES
@@ -233,7 +234,7 @@ def process_inbox(engine: Engine, client, batch_size: int, log=None) -> dict[str
 
 @dg.asset(
     deps=["leads"],
-    group_name="crm",
+    group_name=groups.FACEBOOK,
     kinds={"postgres", "facebook"},
     owners=["team:crm"],
     description=(

@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from crm_pipeline.db.clone import clone_database
+from crm_pipeline.defs import groups
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
 
@@ -24,7 +25,7 @@ class SnapshotConfig(dg.Config):
 
 
 @dg.asset(
-    group_name="crm",
+    group_name=groups.CRM,
     kinds={"parquet"},
     owners=["team:data-engineering"],
     description=(

@@ -15,6 +15,7 @@ import dagster as dg
 
 from crm_pipeline import lake
 from crm_pipeline.db.sync_state import get_state
+from crm_pipeline.defs import groups
 from crm_pipeline.defs.facebook.partitions import (
     account_and_day,
     days_by_account,
@@ -100,7 +101,7 @@ def _quarantine_spec(name: str) -> dg.AssetCheckSpec:
     partitions_def=insights_partitions,
     # A backfill of many days is one run: each account's days are one /insights query.
     backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="facebook",
+    group_name=groups.FACEBOOK_RAW,
     kinds={"facebook", "parquet"},
     owners=["team:data-engineering"],
     retry_policy=RETRY,
@@ -225,7 +226,7 @@ def _unix(value: str | None) -> int | None:
     specs=[
         dg.AssetSpec(
             f"fb_{kind}_raw",
-            group_name="facebook",
+            group_name=groups.FACEBOOK_RAW,
             kinds={"facebook", "parquet"},
             owners=["team:data-engineering"],
             description=(
@@ -238,7 +239,7 @@ def _unix(value: str | None) -> int | None:
     + [
         dg.AssetSpec(
             "fb_ad_accounts_raw",
-            group_name="facebook",
+            group_name=groups.FACEBOOK_RAW,
             kinds={"facebook", "parquet"},
             owners=["team:data-engineering"],
             description=(
@@ -302,7 +303,7 @@ def _land(context, storage: StorageResource, kind: str, rows: list[dict], check,
 
 
 @dg.asset(
-    group_name="facebook",
+    group_name=groups.FACEBOOK_RAW,
     kinds={"facebook", "parquet"},
     owners=["team:data-engineering"],
     retry_policy=RETRY,
@@ -343,14 +344,14 @@ def fb_leads_raw(
     specs=[
         dg.AssetSpec(
             "fb_conversations_raw",
-            group_name="facebook",
+            group_name=groups.FACEBOOK_RAW,
             kinds={"facebook", "parquet"},
             owners=["team:data-engineering"],
             description="Messenger conversations of FB_PAGE_ID updated since the last sync.",
         ),
         dg.AssetSpec(
             "fb_messages_raw",
-            group_name="facebook",
+            group_name=groups.FACEBOOK_RAW,
             kinds={"facebook", "parquet"},
             owners=["team:data-engineering"],
             description="Messages of those conversations newer than the last sync.",
