@@ -137,21 +137,9 @@ def fb_ad_insights_raw(
                     rows = list(graph_api.fetch_insights(graph.client, account_id, since, until))
                 context.log.info(f"{len(rows)} insight rows for {account_id} {since}..{until}")
                 for day, checked in split_by_day(rows, days).items():
-                    partition = f"account={account_id}/date={day}"
-                    table = to_arrow(checked.good, INSIGHT_FIELDS)
-                    path = lake.land_partition(
-                        storage.data_path(), INSIGHTS_STREAM, partition, table
-                    )
-                    bad_path = lake.write_quarantine(
-                        storage.data_path(), INSIGHTS_STREAM, partition, checked.bad
-                    )
+                    day_meta, bad_path = _land_insights_day(storage, account_id, day, checked)
                     bad.update({id(b["record"]): b for b in checked.bad})
                     bad_paths += [bad_path] if bad_path else []
-                    day_meta = {
-                        "rows": table.num_rows,
-                        "quarantined": len(checked.bad),
-                        "path": dg.MetadataValue.path(str(path)),
-                    }
                     context.add_asset_metadata(day_meta, partition_key=keys[(account_id, day)])
                     landed.append(day_meta)
         usage = graph_metadata(graph)
@@ -178,6 +166,23 @@ def fb_ad_insights_raw(
             )
         ],
     )
+
+
+def _land_insights_day(
+    storage: StorageResource, account_id: str, day: str, checked: validate.Checked
+) -> tuple[dict[str, Any], Any]:
+    """Land one account-day's good rows (an empty file when none) and quarantine its bad ones;
+    returns the day's metadata and the quarantine file (None when every row was good)."""
+    partition = f"account={account_id}/date={day}"
+    table = to_arrow(checked.good, INSIGHT_FIELDS)
+    path = lake.land_partition(storage.data_path(), INSIGHTS_STREAM, partition, table)
+    bad_path = lake.write_quarantine(storage.data_path(), INSIGHTS_STREAM, partition, checked.bad)
+    day_meta = {
+        "rows": table.num_rows,
+        "quarantined": len(checked.bad),
+        "path": dg.MetadataValue.path(str(path)),
+    }
+    return day_meta, bad_path
 
 
 def _windows(runs: list[list[str]], most: int) -> Iterator[list[str]]:
