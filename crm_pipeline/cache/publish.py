@@ -1,4 +1,4 @@
-"""Publishing cache files so they only move forward (DESIGN.md: nothing moves backwards).
+"""Publishing cache files so they only move forward (invariant 7 in docs/architecture.md).
 
 Whoever writes a file (the cache worker, a sensor run, an API miss, a materialisation from the
 UI), it is replaced only by a document whose watermark is at least the one already published,
@@ -85,9 +85,7 @@ def publish_document(path: Path, document: dict[str, Any]) -> Outcome:
     return Outcome(path, True, size, str(watermark), before)
 
 
-def publish(
-    path: Path, payload: dict[str, Any], *, watermark: str, schema_version: int
-) -> Outcome:
+def publish(path: Path, payload: dict[str, Any], *, watermark: str, schema_version: int) -> Outcome:
     """Wrap `payload` in the cache envelope and publish it forward-only (`publish_document`)."""
     return publish_document(
         path, envelope(payload, watermark=watermark, schema_version=schema_version)

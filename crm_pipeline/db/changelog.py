@@ -1,4 +1,4 @@
-"""Reading `change_log` without ever missing a row (DESIGN.md invariant 1).
+"""Reading `change_log` without ever missing a row (invariant 1 in docs/architecture.md).
 
 Triggers stamp each change row with its writer's transaction id (`xid8`). A reader that stops
 at the xmin of its own snapshot (`pg_snapshot_xmin(pg_current_snapshot())`) only ever sees

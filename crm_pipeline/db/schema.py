@@ -1,8 +1,9 @@
 """The source-of-truth schema (SQLAlchemy Core).
 
-Table and column names in DESIGN.md's "Contracts" are relied on by analysts and other apps: keep
-them. Every table has a natural key so that re-running a sync is an idempotent upsert. The
-Alembic migrations under `migrations/` create exactly this; a test compares the two.
+Table and column names in docs/architecture.md's "Contracts" are relied on by analysts and
+other apps: keep them. Every table has a natural key so that re-running a sync is an
+idempotent upsert. The Alembic migrations under `migrations/` create exactly this; a test
+compares the two.
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ messages = Table(
 
 # Written only by the triggers in migration 0001. `txid` is the writer's transaction id (xid8):
 # readers take rows below the snapshot's xmin, which is safe under out-of-order commits where an
-# auto-increment `id` cursor is not (DESIGN.md invariant 1).
+# auto-increment `id` cursor is not (invariant 1 in docs/architecture.md).
 change_log = Table(
     "change_log",
     metadata,

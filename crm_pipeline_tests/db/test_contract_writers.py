@@ -1,4 +1,5 @@
-"""DESIGN.md invariant 10: a writer that follows the documented table contracts always succeeds.
+"""A writer that follows the documented table contracts always succeeds (invariant 10 in
+docs/architecture.md).
 
 The writer here is another application: `psql`, no ORM, no API, naming exactly the contract's
 columns of each table (CONTRACT_COLUMNS, shared with the migration test) and nothing else. Its

@@ -12,7 +12,7 @@ reached its files. This sensor covers whatever it has not:
   it turns the change rows past that point into one targeted run per tick, as it always did.
 
 Both read `change_log` with the xid8 rule of `db/changelog.py`, so whichever of them covers a
-window, no committed change is skipped (DESIGN.md invariant 1).
+window, no committed change is skipped (invariant 1 in docs/architecture.md).
 """
 
 import json

@@ -7,9 +7,9 @@ their inbox rows marked; the `leads` change rows that result drive the change-lo
 customer 360 rebuilds.
 
 No transaction is open while Graph is called. Change-log readers only take change rows below
-`pg_snapshot_xmin(pg_current_snapshot())` (DESIGN.md invariant 1), so any transaction left open
-across a throttled or slow Graph call would hold that watermark back and stall every cache
-rebuild, from every writer, for as long as the call takes.
+`pg_snapshot_xmin(pg_current_snapshot())` (invariant 1 in docs/architecture.md), so any
+transaction left open across a throttled or slow Graph call would hold that watermark back and
+stall every cache rebuild, from every writer, for as long as the call takes.
 """
 
 import json
