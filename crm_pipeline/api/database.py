@@ -48,12 +48,8 @@ class Database:
         self._statement_lock = threading.Lock()
         self._statement_conn: Connection | None = None
 
-    @property
-    def down_since(self) -> dt.datetime | None:
-        """When the current outage started (None while the database answers)."""
-        return self._down_since
-
     def down_since_iso(self) -> str | None:
+        """When the current outage started, ISO 8601 (None while the database answers)."""
         since = self._down_since
         return since.isoformat(timespec="seconds") if since else None
 
