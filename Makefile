@@ -4,12 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-db bench bench-quick lint format ui clean
+.PHONY: install demo test test-db bench bench-quick lint lock format ui clean
 
-$(STAMP): pyproject.toml emulator/pyproject.toml
+$(STAMP): pyproject.toml emulator/pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ./emulator -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=70.1,<81"
+	# requirements.lock pins every version (`make lock` rewrites it from pyproject's ranges).
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ./emulator -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,14 +40,20 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
+## Rewrite requirements.lock from the ranges in pyproject.toml (and the emulator's).
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --strip-extras --extra dev --no-emit-index-url --no-emit-find-links \
+		--output-file requirements.lock pyproject.toml emulator/pyproject.toml
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Dagster UI + daemon on the local instance the demo wrote its runs to (the demo's emulator
-## accounts as partitions unless FB_ACCESS_TOKEN is set).
+## Dagster UI + daemon on the local instance the demo wrote its runs to. Unless FB_ACCESS_TOKEN
+## is set, under a Graph API emulator process (`crm-pipeline emulator -- ...`): its ad accounts
+## are the partitions, and runs started from the UI sync from it.
 ui: $(STAMP)
-	$(if $(FB_ACCESS_TOKEN),,FB_GRAPH_URL=emulator) DAGSTER_HOME=$(CURDIR)/.crm/dagster $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	DAGSTER_HOME=$(CURDIR)/.crm/dagster $(if $(FB_ACCESS_TOKEN),,$(BIN)/crm-pipeline emulator --) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf .crm cache/marketing cache/analytics cache/customers .pytest_cache

@@ -41,23 +41,28 @@ def _db_prune_changes(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from crm_pipeline.config import ask_for_emulator_in_this_process
-
-    # Before the definitions are imported: the demo's partitions are the emulator's accounts.
-    ask_for_emulator_in_this_process()
     from crm_pipeline.demo import run_demo
 
     return run_demo(days=args.days)
 
 
 def _sync_facebook(args: argparse.Namespace) -> int:
-    from crm_pipeline import orchestrate
-    from crm_pipeline.db import migrate
-    from crm_pipeline.db.engine import resolve_database_url
+    from crm_pipeline.local_emulator import emulator_in_this_process
 
     settings = load_settings()
     settings.require_production_ready("sync")
     settings.require_graph_credentials()  # before anything is written
+    # With FB_GRAPH_URL=emulator, its URL, accounts and Page are in the environment before the
+    # definitions (whose partitions they are) are imported.
+    with emulator_in_this_process(settings):
+        return _sync_days(args, load_settings())
+
+
+def _sync_days(args: argparse.Namespace, settings) -> int:
+    from crm_pipeline import orchestrate
+    from crm_pipeline.db import migrate
+    from crm_pipeline.db.engine import resolve_database_url
+
     days = orchestrate.days_between(args.since, args.until)
     url = resolve_database_url(settings)
     migrate.upgrade(url)
@@ -227,9 +232,10 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from graph_emulator.__main__ import main as emulator_main
+    from crm_pipeline.emulator_command import run_emulator
 
-    return emulator_main(["--port", str(args.port), "--seed", str(args.seed)])
+    command = args.run[1:] if args.run[:1] == ["--"] else args.run
+    return run_emulator(["--port", str(args.port), "--seed", str(args.seed)], command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,7 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="crm-pipeline", description="Meta marketing data -> PostgreSQL -> JSON cache."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_db, _add_sync, _add_api_keys, _add_services, _add_local):
+        add(sub)
+    return parser
 
+
+def _add_db(sub) -> None:
     db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db", required=True)
     up = db.add_parser("upgrade", help="run the Alembic migrations (default: to head)")
     up.add_argument("revision", nargs="?", default="head")
@@ -246,18 +257,6 @@ def build_parser() -> argparse.ArgumentParser:
     prune = db.add_parser("prune-changes", help="delete change_log rows the sensor consumed")
     prune.add_argument("--older-than-days", type=int, default=7)
     prune.set_defaults(func=_db_prune_changes)
-
-    demo = sub.add_parser("demo", help="run the whole graph on embedded defaults")
-    demo.add_argument("--days", type=int, default=7, help="days of insights to sync (default 7)")
-    demo.set_defaults(func=_demo)
-
-    sync = sub.add_parser("sync", help="run sync assets through Dagster")
-    source = sync.add_subparsers(dest="source", required=True)
-    fb = source.add_parser("facebook", help="Facebook insights for a date range, then caches")
-    fb.add_argument("--since", type=_date, required=True, help="first day, YYYY-MM-DD")
-    fb.add_argument("--until", type=_date, required=True, help="last day, YYYY-MM-DD")
-    fb.add_argument("--no-cache", action="store_true", help="skip the cache rebuild")
-    fb.set_defaults(func=_sync_facebook)
 
     clone = sub.add_parser(
         "clone-db", help="copy a consistent snapshot of the database to PostgreSQL or Parquet"
@@ -283,6 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the effective configuration (secrets masked); non-zero on any problem",
     ).set_defaults(func=_config_check)
 
+
+def _add_sync(sub) -> None:
+    sync = sub.add_parser("sync", help="run sync assets through Dagster")
+    source = sync.add_subparsers(dest="source", required=True)
+    fb = source.add_parser("facebook", help="Facebook insights for a date range, then caches")
+    fb.add_argument("--since", type=_date, required=True, help="first day, YYYY-MM-DD")
+    fb.add_argument("--until", type=_date, required=True, help="last day, YYYY-MM-DD")
+    fb.add_argument("--no-cache", action="store_true", help="skip the cache rebuild")
+    fb.set_defaults(func=_sync_facebook)
+
+
+def _add_api_keys(sub) -> None:
     keys = sub.add_parser("api-keys", help="API keys: create (shown once), list, revoke")
     keys_sub = keys.add_subparsers(dest="api_keys", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it once")
@@ -300,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.set_defaults(func=_api_keys_revoke)
 
+
+def _add_services(sub) -> None:
     api = sub.add_parser("serve", help="run the API: webhooks, write routes, cache-first reads")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
@@ -320,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(func=_cache_worker)
 
+
+def _add_local(sub) -> None:
+    """The commands for one machine: the demo, `dev` and the emulator."""
+    demo = sub.add_parser("demo", help="run the whole graph on embedded defaults")
+    demo.add_argument("--days", type=int, default=7, help="days of insights to sync (default 7)")
+    demo.set_defaults(func=_demo)
+
     dev = sub.add_parser(
         "dev",
         help="Dagster UI + daemon, the API, and the emulator when no credentials are set;"
@@ -330,11 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--api-port", type=int, default=8000)
     dev.set_defaults(func=_dev)
 
-    emu = sub.add_parser("emulator", help="run the bundled Graph API emulator in the foreground")
+    emu = sub.add_parser(
+        "emulator",
+        help="run the Graph API emulator in the foreground; with `-- COMMAND ...`, run COMMAND"
+        " against it (FB_GRAPH_URL=emulator, its URL, ad accounts and Page set)",
+    )
     emu.add_argument("--port", type=int, default=0)
     emu.add_argument("--seed", type=int, default=7)
+    emu.add_argument(
+        "run", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="a command to run against it"
+    )
     emu.set_defaults(func=_emulator)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

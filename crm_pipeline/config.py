@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -31,11 +31,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from crm_pipeline.facebook.governor_settings import GovernorSettings
+from crm_pipeline.facebook.ids import AD_ACCOUNT_NODE, API_VERSION, account_node
+
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 EMULATOR = "emulator"  # FB_GRAPH_URL=emulator: the bundled Graph API emulator, on purpose
-_ACCOUNT_ID = re.compile(r"^act_\d+$")
 _NUMERIC_ID = re.compile(r"^\d+$")
-_API_VERSION = re.compile(r"^v\d+\.\d+$")
 
 # Development defaults: `crm-pipeline dev` and the demo use them against the emulator;
 # production refuses every one of them.
@@ -122,8 +123,8 @@ def parse_account_ids(raw: str | None) -> tuple[str, ...]:
         if not item:
             continue
         if _NUMERIC_ID.match(item):
-            item = f"act_{item}"
-        if not _ACCOUNT_ID.match(item):
+            item = account_node(item)
+        if not AD_ACCOUNT_NODE.match(item):
             raise ConfigError(
                 f"FB_AD_ACCOUNT_IDS has an entry that is not an ad account id: {item!r} "
                 "(expected act_<digits>, comma-separated)"
@@ -188,6 +189,18 @@ class GraphSettings(_Group):
         ge=0,
         allow_inf_nan=False,
     )
+
+    def governor_settings(self) -> GovernorSettings:
+        """The rate-limit governor's settings (`CRM_GRAPH_*`), for `GraphClient`."""
+        try:
+            return GovernorSettings(
+                max_wait_seconds=self.max_wait_seconds,
+                base_backoff_seconds=self.base_backoff_seconds,
+                max_retries=self.max_retries,
+                slow_down_at_pct=self.slow_down_at_pct,
+            )
+        except ValueError as error:
+            raise ConfigError(f"invalid Graph API governor settings: {error}") from None
 
 
 class SensorSettings(_Group):
@@ -341,9 +354,9 @@ class Settings(BaseSettings):
     )
     emulator_url: str | None = _env(
         "CRM_EMULATOR_URL",
-        "a running bundled emulator to use when `FB_GRAPH_URL=emulator` (set by "
-        "`crm-pipeline dev`)",
-        shown_default="each run starts its own",
+        "a running bundled emulator to use when `FB_GRAPH_URL=emulator` (set by the command "
+        "that starts it: `demo`, `dev`, `crm-pipeline emulator -- COMMAND`)",
+        shown_default="each command (or run) starts its own emulator process",
     )
     api_version: str | None = _env("FB_API_VERSION", "e.g. `v26.0`", shown_default="the SDK's own")
     access_token: Secret | None = _env(
@@ -378,8 +391,9 @@ class Settings(BaseSettings):
     )
     dagster_pg_url: str | None = _env(
         "DAGSTER_PG_URL",
-        "the Dagster instance's PostgreSQL (read by the repo-root `dagster.yaml`)",
-        shown_default="local storage under `CRM_DATA_DIR/dagster`",
+        "the Dagster instance's PostgreSQL, `postgresql+psycopg2://...` (read by "
+        "the repo-root `dagster.yaml` and `deploy/k8s/dagster.yaml`)",
+        shown_default="unset: local storage in `DAGSTER_HOME`",
     )
     dagster_home: Path | None = _env(
         "DAGSTER_HOME",
@@ -429,6 +443,13 @@ class Settings(BaseSettings):
     def _dagster_url(cls, value: str | None) -> str | None:
         if value is not None:
             normalize_database_url(value, "DAGSTER_PG_URL")
+            # Dagster reads the URL as it is (`postgres_url: {env: DAGSTER_PG_URL}`), and
+            # dagster-postgres needs psycopg2: a bare postgresql:// means psycopg 3 to SQLAlchemy.
+            if make_url(value).drivername != "postgresql+psycopg2":
+                raise ConfigError(
+                    "DAGSTER_PG_URL must name the psycopg2 driver that dagster-postgres needs: "
+                    "postgresql+psycopg2://user:password@host:5432/dbname"
+                )
         return value
 
     @field_validator("graph_url", "emulator_url")
@@ -450,7 +471,7 @@ class Settings(BaseSettings):
     @field_validator("api_version")
     @classmethod
     def _api_version(cls, value: str | None) -> str | None:
-        if value is not None and not _API_VERSION.match(value):
+        if value is not None and not API_VERSION.match(value):
             raise ConfigError(f"FB_API_VERSION must look like v26.0, got {value!r}")
         return value
 
@@ -628,17 +649,24 @@ def _variable_of(loc: tuple) -> str:
     return fields.get((None, loc[0]), str(loc[0])) if loc else "configuration"
 
 
-def ask_for_emulator_in_this_process() -> None:
-    """Point this process (and what it starts) at the bundled emulator, credentials dropped.
+def ask_for_emulator_in_this_process(
+    url: str, ad_account_ids: Sequence[str], page_id: str | None
+) -> None:
+    """Point this process (and what it starts) at the running emulator at `url`, token dropped.
 
-    For the demo only: it must happen before the definitions are imported, because their
-    account partitions come from the settings.
+    `ad_account_ids` and `page_id` are what to sync, learned from the emulator the way a client
+    learns them from Meta (`crm_pipeline.facebook.local_emulator`). Call it before the
+    definitions are imported: their account partitions come from the settings.
     """
     import os
 
-    for variable in ("FB_ACCESS_TOKEN", "FB_AD_ACCOUNT_IDS", "FB_PAGE_ID", "CRM_EMULATOR_URL"):
-        os.environ.pop(variable, None)
-    os.environ.update(FB_GRAPH_URL=EMULATOR)
+    os.environ.pop("FB_ACCESS_TOKEN", None)  # a real token never goes to the emulator
+    os.environ.pop("FB_PAGE_ID", None)
+    os.environ.update(
+        FB_GRAPH_URL=EMULATOR, CRM_EMULATOR_URL=url, FB_AD_ACCOUNT_IDS=",".join(ad_account_ids)
+    )
+    if page_id:
+        os.environ["FB_PAGE_ID"] = page_id
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

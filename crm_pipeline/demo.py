@@ -1,4 +1,9 @@
-"""`make demo`: the whole graph on embedded defaults, with deterministic demo CRM data."""
+"""`make demo`: the whole graph on embedded defaults, with deterministic demo CRM data.
+
+The Graph API side is a Graph API emulator process of its own, started before the definitions
+are loaded so that their account partitions are the accounts it serves
+(`crm_pipeline.local_emulator`).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,12 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, select, text
 
-from crm_pipeline import orchestrate
-from crm_pipeline.config import ConfigError, load_settings, redact_url
+from crm_pipeline.config import ConfigError, Settings, load_settings, redact_url
 from crm_pipeline.db import migrate, schema
 from crm_pipeline.db.demo_mark import claim_for_demo
 from crm_pipeline.db.engine import get_engine, resolve_database_url
 from crm_pipeline.db.upsert import bulk_upsert
+from crm_pipeline.local_emulator import LocalEmulator, emulator_in_this_process
 
 DEMO_SEED = 2026
 TIERS = ("bronze", "silver", "gold", "platinum")
@@ -69,30 +74,43 @@ def seed_demo_crm(engine: Engine) -> dict[str, int]:
 def run_demo(days: int = 7) -> int:
     """Migrate, seed, sync the last `days` days from the emulator, build the caches; report.
 
-    Always the bundled emulator, and only into a database made for a demo (the embedded one
-    by default): its invented customers and campaigns never mix with real data.
+    Always an emulator process of its own, and only into a database made for a demo (the
+    embedded one by default): its invented customers and campaigns never mix with real data.
     """
-    settings = load_settings()
-    if settings.production:
+    if load_settings().production:
         raise ConfigError("CRM_ENV=production: the demo writes fake data and does not run")
-    url = resolve_database_url(settings)
-    revision = migrate.upgrade(url)
-    with get_engine(url).begin() as conn:
-        claim_for_demo(conn)
-    print(
-        f"crm-pipeline demo: demo data from the bundled Graph API emulator into {redact_url(url)}"
-    )
-    crm = seed_demo_crm(get_engine(url))
+    with emulator_in_this_process(load_settings(), demo=True) as emulator:
+        settings = load_settings()  # now pointed at the emulator, Meta's token dropped
+        url = resolve_database_url(settings)
+        revision = migrate.upgrade(url)
+        with get_engine(url).begin() as conn:
+            claim_for_demo(conn)
+        print(f"crm-pipeline demo: demo data from the Graph API emulator into {redact_url(url)}")
+        crm = seed_demo_crm(get_engine(url))
+        report = _sync_days(settings, url, days)
+    print(_summary(settings, url, revision, crm, report, emulator))
+    return 0
+
+
+def _sync_days(settings: Settings, url: str, days: int):
+    """Sync the last `days` days (today included) from the emulator, and build the caches."""
+    # Only now: the definitions read their account partitions from the emulator's accounts.
+    from crm_pipeline import orchestrate
+
     today = dt.datetime.now(dt.UTC).date()
     keys = orchestrate.days_between(today - dt.timedelta(days=days - 1), today)
     instance = orchestrate.local_instance(settings)
-    with orchestrate.graph_resource(settings, emulator=True) as graph_api:
+    with orchestrate.graph_resource(settings) as graph_api:
         resources = orchestrate.standard_resources(settings, graph_api)
-        report = orchestrate.sync_facebook(
+        return orchestrate.sync_facebook(
             keys, resources=resources, instance=instance, database_url=url
         )
+
+
+def _table_counts(url: str) -> tuple[int, ...]:
+    """Rows of customers, orders, ad_insights_daily, ads, leads, conversations, messages."""
     with get_engine(url).connect() as conn:
-        counts = conn.execute(
+        return conn.execute(
             text(
                 "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM orders),"
                 " (SELECT count(*) FROM ad_insights_daily), (SELECT count(*) FROM ads),"
@@ -100,27 +118,32 @@ def run_demo(days: int = 7) -> int:
                 " (SELECT count(*) FROM messages)"
             )
         ).one()
-    customers, orders, insight_rows, ads, leads, chats, messages = counts
 
-    source = "the bundled Graph API emulator"
-    print(
-        f"""
+
+def _summary(
+    settings: Settings, url: str, revision: str, crm: dict, report, emulator: LocalEmulator
+) -> str:
+    customers, orders, insight_rows, ads, leads, chats, messages = _table_counts(url)
+    keys, files = report.days, report.cache_files
+    accounts = ", ".join(emulator.ad_account_ids)
+    return f"""
 crm-pipeline demo: done.
   database        {redact_url(url)} (migrated to {revision})
   customers       {customers}, orders {orders} (seeded {crm["customers"]} and {crm["orders"]};
                   the other customers came in as Lead Ads leads)
-  insights        {report.insight_rows} rows for {keys[0]}..{keys[-1]} from {source}
+  insights        {report.insight_rows} rows for {keys[0]}..{keys[-1]} from the emulator
                   ({report.inserted} new, {report.updated} updated; {report.api_calls} API calls)
                   ad_insights_daily now holds {insight_rows} rows
   facebook        {ads} ads, {leads} Lead Ads leads, {chats} conversations with {messages} messages
+                  (ad accounts {accounts} and Page {emulator.page_id}, as the emulator lists them)
   raw parquet     {settings.data_dir / "raw" / "fb_ad_insights"}/
-  cache files     {report.cache_files["marketing_insights_cache"]}
-                  {report.cache_files["analytics_summary"]}
-                  {report.cache_files["customer_index_cache"]}
-                  {report.cache_files["customer_profiles_cache"]}/<id>.json
+  cache files     {files["marketing_insights_cache"]}
+                  {files["analytics_summary"]}
+                  {files["customer_index_cache"]}
+                  {files["customer_profiles_cache"]}/<id>.json
 
 Next:
-  cat {report.cache_files["analytics_summary"]}
+  cat {files["analytics_summary"]}
   make ui        # Dagster UI on http://127.0.0.1:3000 with this demo's runs, schedule and sensor
   .venv/bin/crm-pipeline dev   # UI, daemon and API together; prints a local API key
 
@@ -129,5 +152,3 @@ The API needs a key on every /api/ route (shown once, only its hash is stored):
   .venv/bin/crm-pipeline serve &
   curl -H "Authorization: Bearer <key>" http://127.0.0.1:8000/api/analytics/summary
 """
-    )
-    return 0

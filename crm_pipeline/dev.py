@@ -2,8 +2,9 @@
 
 Starts, on embedded defaults unless configured otherwise:
 - the embedded PostgreSQL (held by this process, so it stops when `dev` stops), migrated;
-- with no Graph credentials, one bundled Graph API emulator shared by every run, and dev-only
-  webhook credentials so signed test webhooks can be posted to the API;
+- with no Graph credentials, one Graph API emulator process shared by every run (its URL, ad
+  accounts and Page in every child's environment, see `crm_pipeline.local_emulator`), and
+  dev-only webhook credentials so signed test webhooks can be posted to the API;
 - `dagster dev` (webserver + daemon: the hourly schedule and the change-log sensor run) on the
   instance in `DAGSTER_HOME`, or on the local one under `CRM_DATA_DIR/dagster`;
 - the API service (`crm-pipeline serve`);
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from crm_pipeline.cachefile import write_bytes_atomic
+from crm_pipeline.atomic import write_bytes_atomic
 from crm_pipeline.config import (
     DEV_APP_SECRET,
     DEV_VERIFY_TOKEN,
@@ -46,6 +47,7 @@ from crm_pipeline.config import (
 from crm_pipeline.db import migrate
 from crm_pipeline.db.demo_mark import claim_for_demo
 from crm_pipeline.db.engine import get_engine, resolve_database_url
+from crm_pipeline.local_emulator import emulator_for
 from crm_pipeline.orchestrate import instance_home
 from crm_pipeline.processes import stop_processes_with_env
 
@@ -72,20 +74,19 @@ def _bin(name: str) -> str:
 
 @contextmanager
 def _emulator_env(settings: Settings) -> Iterator[dict[str, str]]:
-    """With no Meta token (or `FB_GRAPH_URL=emulator`): one emulator for the session, and the
-    children's environment asking for it explicitly (`FB_GRAPH_URL=emulator`)."""
+    """With no Meta token (or `FB_GRAPH_URL=emulator`): one emulator process for the session,
+    and the children's environment asking for it explicitly (`FB_GRAPH_URL=emulator`, its URL,
+    and the ad accounts and Page it lists)."""
     if settings.access_token is not None and not settings.uses_emulator:
         yield {}
         return
-    from graph_emulator import EmulatorData, GraphEmulator
-
-    data = EmulatorData()
-    with GraphEmulator(data) as emulator:
+    # Asked for explicitly, `CRM_EMULATOR_URL` may name a running one; else one of our own.
+    with emulator_for(settings, own=not settings.uses_emulator) as emulator:
         env = {
             "FB_GRAPH_URL": EMULATOR,
             "CRM_EMULATOR_URL": emulator.url,
-            "FB_AD_ACCOUNT_IDS": ",".join(data.account_ids),
-            "FB_PAGE_ID": data.page_id,
+            "FB_AD_ACCOUNT_IDS": ",".join(emulator.ad_account_ids),
+            "FB_PAGE_ID": emulator.page_id or "",
         }
         if settings.app_secret is None:
             env["FB_APP_SECRET"] = DEV_APP_SECRET
@@ -173,56 +174,73 @@ def run_dev(host: str = "127.0.0.1", dagster_port: int = 3000, api_port: int = 8
             "DAGSTER_HOME": str(home),
             SESSION_VARIABLE: uuid.uuid4().hex,
         }
-        dagster_log = ["--log-format", "json"] if settings.log_format == "json" else []
         try:
-            children.append(
-                _start(
-                    "dagster",
-                    [_bin("dagster"), "dev", "-m", "crm_pipeline.definitions", "-a", "defs"]
-                    + ["-h", host, "-p", str(dagster_port), *dagster_log],
-                    env,
-                    f"http://{host}:{dagster_port}",
-                )
-            )
-            children.append(
-                _start(
-                    "api",
-                    [_bin("crm-pipeline"), "serve", "--host", host, "--port", str(api_port)],
-                    env,
-                    f"http://{host}:{api_port}",
-                )
-            )
-            children.append(
-                _start(
-                    "cache worker",
-                    [_bin("crm-pipeline"), "cache-worker"],
-                    env,
-                    f"{settings.worker.name!r}: rebuilds changed files in "
-                    f"{settings.cache_dir.resolve()} within ms; shown in the Dagster UI",
-                )
-            )
+            children += _start_services(settings, host, dagster_port, api_port, env)
             _print_banner(settings, url, revision, home, emulator_env, children, api_key)
-            while not stop.wait(0.5):
-                dead = [c for c in children if c.process.poll() is not None]
-                if dead:
-                    print(
-                        f"crm-pipeline dev: {dead[0].name} exited with code "
-                        f"{dead[0].process.returncode}; stopping the rest",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    return 1
-            print("crm-pipeline dev: stopping…", flush=True)
-            return 0
+            return _watch(children, stop)
         finally:
             stop_children(children)
             # Code servers run in sessions of their own: sweep by our session marker too.
             stop_processes_with_env(SESSION_VARIABLE, env[SESSION_VARIABLE])
 
 
+def _start_services(
+    settings: Settings, host: str, dagster_port: int, api_port: int, env: dict[str, str]
+) -> list[Child]:
+    """`dagster dev`, the API and the cache worker, each in a session of its own."""
+    dagster_log = ["--log-format", "json"] if settings.log_format == "json" else []
+    dagster = _start(
+        "dagster",
+        [_bin("dagster"), "dev", "-m", "crm_pipeline.definitions", "-a", "defs"]
+        + ["-h", host, "-p", str(dagster_port), *dagster_log],
+        env,
+        f"http://{host}:{dagster_port}",
+    )
+    children = [dagster]
+    try:
+        children.append(
+            _start(
+                "api",
+                [_bin("crm-pipeline"), "serve", "--host", host, "--port", str(api_port)],
+                env,
+                f"http://{host}:{api_port}",
+            )
+        )
+        children.append(
+            _start(
+                "cache worker",
+                [_bin("crm-pipeline"), "cache-worker"],
+                env,
+                f"{settings.worker.name!r}: rebuilds changed files in "
+                f"{settings.cache_dir.resolve()} within ms; shown in the Dagster UI",
+            )
+        )
+    except BaseException:
+        stop_children(children)
+        raise
+    return children
+
+
+def _watch(children: list[Child], stop: threading.Event) -> int:
+    """Wait for a Ctrl-C or SIGTERM (0), or for a service to die (1)."""
+    while not stop.wait(0.5):
+        dead = [c for c in children if c.process.poll() is not None]
+        if dead:
+            print(
+                f"crm-pipeline dev: {dead[0].name} exited with code "
+                f"{dead[0].process.returncode}; stopping the rest",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
+    print("crm-pipeline dev: stopping…", flush=True)
+    return 0
+
+
 def _print_banner(settings, url, revision, home, emulator_env, children, api_key) -> None:
     graph = (
-        f"bundled emulator at {emulator_env['CRM_EMULATOR_URL']} (no FB_ACCESS_TOKEN set)"
+        f"emulator at {emulator_env['CRM_EMULATOR_URL']} (no FB_ACCESS_TOKEN set): ad accounts "
+        f"{emulator_env['FB_AD_ACCOUNT_IDS']}, Page {emulator_env['FB_PAGE_ID']}"
         if emulator_env
         else "as configured (FB_GRAPH_URL / FB_ACCESS_TOKEN)"
     )

@@ -95,7 +95,7 @@ def instance_home(settings: Settings) -> Path:
     if settings.dagster_pg_url:
         log.warning(
             "DAGSTER_PG_URL is set but DAGSTER_HOME is not: runs go to the local instance in %s; "
-            "point DAGSTER_HOME at a folder holding deploy/server/dagster.yaml for PostgreSQL",
+            "point DAGSTER_HOME at a folder holding the repo-root dagster.yaml for PostgreSQL",
             home,
         )
     home.mkdir(parents=True, exist_ok=True)

@@ -23,9 +23,10 @@ from sqlalchemy.engine import make_url
 
 # Read before any test clears the environment (every test starts without our variables).
 _TEST_DATABASE_URL = os.environ.get("CRM_TEST_DATABASE_URL", "").strip()
-# The tests ask for the bundled emulator, as DESIGN.md allows: the definitions they import get
-# the emulator's ad accounts as partitions, set here as the command that starts an emulator
-# sets them (crm_pipeline/local_emulator.py). Each test then starts with no variable of ours set.
+# The tests ask for the bundled emulator (allowed where asked for: invariant 9 in
+# docs/architecture.md): the definitions they import get the emulator's ad accounts as
+# partitions, set here as the command that starts an emulator sets them
+# (crm_pipeline/local_emulator.py). Each test then starts with no variable of ours set.
 _EMULATOR_DATA = EmulatorData()
 os.environ.update(
     FB_GRAPH_URL="emulator",

@@ -1,7 +1,7 @@
 """The scale-out examples under deploy/ are valid for the Dagster we ship, not just YAML.
 
-- The instance files (the repo-root dagster.yaml, deploy/k8s, the Helm values' instance parts) are checked
-  in test_instance.py: one convention with the repo-root dagster.yaml, and Dagster loads each.
+- The instance files (the repo-root dagster.yaml, deploy/k8s, the Helm values' instance parts)
+  are checked in test_instance.py: one convention, and Dagster loads each.
 - deploy/helm/values.yaml uses launcher fields dagster-k8s knows and points at a code location
   that loads.
 - deploy/celery/run_config.yaml is valid run config for one of our jobs on dagster-celery.

@@ -171,6 +171,10 @@ def test_dev_serves_ui_api_and_the_cache_worker(dev):
     names = " ".join(" ".join(p.cmdline()) for p in dev.started)
     assert "dagster" in names and "serve" in names and "postgres" in names, names
     assert "cache-worker" in names, names
+    # No credentials: one emulator process for the session, its accounts and Page in the banner.
+    assert names.count("-m graph_emulator") == 1, names
+    assert re.search(r"graph api\s+emulator at http://127\.0\.0\.1:\d+ ", dev.banner())
+    assert "ad accounts act_1001,act_1002, Page 2001" in dev.banner()
 
 
 def _database_url(dev: DevSession) -> str:

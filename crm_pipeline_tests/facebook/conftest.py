@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -51,3 +55,35 @@ def _http_get(url: str) -> tuple[int, dict[str, Any], str, Any]:
     except urllib.error.HTTPError as error:
         raw = error.read().decode()
         return error.code, json.loads(raw), raw, error.headers
+
+
+@pytest.fixture
+def emulator_process() -> Iterator[Callable[..., tuple[subprocess.Popen, str]]]:
+    """Start ``python -m graph_emulator *args`` (with ``env`` added); returns it and its URL.
+
+    The URL comes from the ready line, the one JSON line the module prints once it listens.
+    Whatever is still running at teardown is interrupted.
+    """
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "graph_emulator", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        started.append(proc)
+        ready = json.loads(proc.stdout.readline())
+        assert ready["ready"] is True and ready["pid"] == proc.pid, ready
+        return proc, ready["url"]
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()

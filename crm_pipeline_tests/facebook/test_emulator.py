@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -298,21 +299,42 @@ def test_insights_cover_every_ad_every_day():
 # -- command line ----------------------------------------------------------------------------------
 
 
-def test_module_entry_point_serves_until_interrupted(token, http_get):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "graph_emulator", "--seed", "8"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = proc.stdout.readline().strip()
-        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
-        query = urlencode({"access_token": token, "fields": "id"})
-        status, body, _, _ = http_get(f"{url}/v26.0/act_1001/campaigns?{query}")
-        assert status == 200
-        assert len(body["data"]) == 2
-    finally:
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=10)
-    assert proc.returncode == 0, stderr
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "stdin closed"])
+def test_module_entry_point_serves_until_stopped(token, http_get, emulator_process, stop):
+    args = ["--seed", "8"] + (["--stop-on-eof"] if stop == "stdin closed" else [])
+    proc, url = emulator_process(*args)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+    query = urlencode({"access_token": token, "fields": "id"})
+    status, body, _, _ = http_get(f"{url}/v26.0/act_1001/campaigns?{query}")
+    assert status == 200
+    assert len(body["data"]) == 2
+    if stop == "stdin closed":
+        proc.stdin.close()
+    else:
+        proc.send_signal(getattr(signal, stop))
+    assert proc.wait(timeout=10) == 0, proc.stderr.read()
+
+
+def test_module_entry_point_binds_the_given_host_and_port(token, http_get, emulator_process):
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    _, url = emulator_process("--host", "127.0.0.1", "--port", str(port))
+    assert url == f"http://127.0.0.1:{port}"
+    query = urlencode({"access_token": token, "fields": "id"})
+    assert http_get(f"{url}/v26.0/act_1001/campaigns?{query}")[0] == 200
+
+
+def test_module_entry_point_refuses_a_taken_port():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "graph_emulator", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert result.stdout == "" and "error:" in result.stderr

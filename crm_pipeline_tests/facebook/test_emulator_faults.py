@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -351,30 +350,15 @@ def test_latency_is_applied(token, http_get):
         assert time.monotonic() - started < 0.15
 
 
-def test_module_entry_point_honours_env_faults_and_latency(token, http_get):
-    env = {
-        **os.environ,
-        "CRM_EMULATOR_FAULTS": '[{"kind": "throttle", "code": 80004, "count": 1}]',
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "graph_emulator", "--latency-ms", "120"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        url = proc.stdout.readline().strip()
-        query = urlencode({"access_token": token, "fields": "id"})
-        started = time.monotonic()
-        status, body, _, _ = http_get(f"{url}/v26.0/act_1001/campaigns?{query}")
-        assert time.monotonic() - started >= 0.12
-        assert (status, body["error"]["code"]) == (400, 80004)
-        assert http_get(f"{url}/v26.0/act_1001/campaigns?{query}")[0] == 200
-    finally:
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=10)
-    assert proc.returncode == 0, stderr
+def test_module_entry_point_honours_env_faults_and_latency(token, http_get, emulator_process):
+    faults = '[{"kind": "throttle", "code": 80004, "count": 1}]'
+    _, url = emulator_process("--latency-ms", "120", env={"CRM_EMULATOR_FAULTS": faults})
+    query = urlencode({"access_token": token, "fields": "id"})
+    started = time.monotonic()
+    status, body, _, _ = http_get(f"{url}/v26.0/act_1001/campaigns?{query}")
+    assert time.monotonic() - started >= 0.12
+    assert (status, body["error"]["code"]) == (400, 80004)
+    assert http_get(f"{url}/v26.0/act_1001/campaigns?{query}")[0] == 200
 
 
 def test_module_entry_point_rejects_a_bad_fault_plan():

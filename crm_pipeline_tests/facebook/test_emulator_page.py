@@ -13,6 +13,8 @@ from facebook_business.adobjects.page import Page
 from facebook_business.api import FacebookAdsApi, FacebookSession
 from graph_emulator import EmulatorData, GraphEmulator
 
+from crm_pipeline_tests.emulator_snapshots import all_leads, conversations_with_messages
+
 GRAPH_TIME = re.compile(r"^2026-\d\d-\d\dT\d\d:\d\d:\d\d\+0000$")
 LEAD_FIELDS = "id,created_time,ad_id,ad_name,campaign_id,form_id,field_data"
 NESTED = "id,updated_time,participants,messages.limit(3){id,message,from,created_time}"
@@ -288,10 +290,9 @@ def test_conversations_through_the_sdk(token):
 
 def test_snapshot_helpers_cover_everything_served():
     data = EmulatorData()
-    assert data.lead_forms_for_tests() == data.lead_forms()
-    leads = data.all_leads_for_tests()
+    leads = all_leads(data)
     assert len(leads) == 60 and len({lead["id"] for lead in leads}) == 60
-    conversations = data.conversations_for_tests()
+    conversations = conversations_with_messages(data)
     assert [c["id"] for c in conversations] == [c["id"] for c in data.conversations()]
     for conversation in conversations:
         assert conversation["messages"] == data.messages(conversation["id"])

@@ -1,4 +1,5 @@
-"""Ad-account routes: ``act_<id>/insights`` (sync and async report runs) and object edges."""
+"""Ad-account routes: the ``act_<id>`` node, its ``insights`` (sync and async report runs) and
+object edges."""
 
 from __future__ import annotations
 
@@ -22,8 +23,11 @@ from graph_emulator.wire import (
     unix_value,
 )
 
-__all__ = ["OBJECT_EDGES", "AdRoutes", "ReportRun"]
+__all__ = ["AD_ACCOUNT_FIELDS", "OBJECT_EDGES", "AdRoutes", "ReportRun", "project_ad_account"]
 
+AD_ACCOUNT_FIELDS = ("id", "account_id", "name", "currency", "timezone_name", "account_status")
+# Meta's default when no `fields` are asked for: the account's two ids.
+_DEFAULT_AD_ACCOUNT_FIELDS = ["account_id"]
 OBJECT_EDGES = {"campaigns": "Campaign", "adsets": "AdSet", "ads": "Ad"}
 # Insight parameters that would change the shape of the result; silently ignoring them would
 # return plausible but wrong data, so the emulator rejects them instead.
@@ -89,12 +93,15 @@ class AdRoutes:
     # -- account edges ---------------------------------------------------------------------------
 
     def account_edge(self, call: Call) -> dict[str, Any]:
+        """``GET act_<id>`` (the node) or one of its edges."""
+        if call.edge is None:
+            return project_ad_account(self.data.ad_account(call.node), call.params)
         if call.edge == "insights":
             return call.page(self.insights(call.node, call.params))
         if call.edge in OBJECT_EDGES:
             return call.page(self.objects(call.node, call.edge, call.params))
         raise param_error(
-            f"Tried accessing nonexisting field ({call.edge or '(node)'}) on node type (AdAccount)"
+            f"Tried accessing nonexisting field ({call.edge}) on node type (AdAccount)"
         )
 
     def insights(self, account_id: str, params: dict[str, str]) -> list[dict]:
@@ -129,9 +136,7 @@ class AdRoutes:
         for _, _, value in parse_filtering(params.get("filtering"), _OBJECT_FILTERS):
             after = unix_value(value, "updated_time")
             objects = [o for o in objects if _unix(o["updated_time"]) > after]
-        # Graph nodes always carry their id, whatever was asked for.
-        wanted = ["id"] + [f for f in fields if f != "id"]
-        return [{name: obj[name] for name in wanted} for obj in objects]
+        return [select_fields(obj, fields) for obj in objects]
 
     # -- async report runs -----------------------------------------------------------------------
 
@@ -183,7 +188,7 @@ class AdRoutes:
         if fields is None:
             return body
         check_fields(fields, body, "AdReportRun")
-        return {name: body[name] for name in ["id"] + [f for f in fields if f != "id"]}
+        return select_fields(body, fields)
 
     def _advance(self, run: ReportRun) -> None:
         if run.finished:
@@ -209,6 +214,18 @@ class AdRoutes:
             )
         url = call.edge_url(call.node, "insights")
         return page_items(rows, url, call.params, call.limit())
+
+
+def project_ad_account(account: dict, params: dict[str, str]) -> dict[str, Any]:
+    """The requested ``fields`` of one ad account (``id`` always); unknown fields are code 100."""
+    fields = parse_fields(params.get("fields")) or _DEFAULT_AD_ACCOUNT_FIELDS
+    check_fields(fields, AD_ACCOUNT_FIELDS, "AdAccount")
+    return select_fields(account, fields)
+
+
+def select_fields(record: dict, fields: list[str]) -> dict[str, Any]:
+    """``fields`` of ``record``, led by its ``id``: Graph nodes always carry their id."""
+    return {name: record[name] for name in ["id"] + [f for f in fields if f != "id"]}
 
 
 def _unix(graph_time: str) -> int:

@@ -19,8 +19,19 @@ from graph_emulator.page_data import PageData, graph_time
 
 __all__ = ["EmulatorData", "normalize_account_id"]
 
-_ACCOUNT_NUMBERS = ("1001", "1002")
+# The ad accounts the token can see: number -> (name, currency, IANA time zone).
+_ACCOUNTS = {
+    "1001": ("Northwind Outdoor - Prospecting", "USD", "America/New_York"),
+    "1002": ("Northwind Outdoor - Retargeting", "USD", "America/New_York"),
+}
+_ACCOUNT_NUMBERS = tuple(_ACCOUNTS)
+_ACTIVE = 1  # Meta's account_status for an active ad account
 _PAGE_ID = "2001"
+_PAGE_CATEGORY = "Outdoor & Sporting Goods Company"
+# What the system user may do on the Page (Meta's task names).
+_PAGE_TASKS = ("ADVERTISE", "ANALYZE", "CREATE_CONTENT", "MESSAGING", "MODERATE", "MANAGE")
+# The system user the token belongs to (`GET /me`).
+_USER = {"id": "61550000000001", "name": "crm-pipeline system user"}
 _CAMPAIGNS_PER_ACCOUNT = 2
 _ADSETS_PER_CAMPAIGN = 2
 _ADS_PER_ADSET = 3
@@ -83,72 +94,10 @@ class EmulatorData:
     # -- structure -------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        rng = random.Random(self.seed)
-        campaigns_per_account, adsets_per_campaign, ads_per_adset = self._shape
-        counters = {"campaign": 0, "adset": 0, "ad": 0}
-
-        def next_id(kind: str, base: int) -> str:
-            counters[kind] += 1
-            return str(base + counters[kind])
-
-        def stamps() -> tuple[str, str]:
-            created = _EPOCH + timedelta(minutes=rng.randrange(0, 60 * 24 * 3))
-            updated = created + timedelta(minutes=rng.randrange(0, 60 * 24 * 7))
-            return graph_time(created), graph_time(updated)
-
+        builder = _ObjectBuilder(random.Random(self.seed), *self._shape)
         for number in _ACCOUNT_NUMBERS:
             act = f"act_{number}"
-            campaigns, adsets, ads = [], [], []
-            for c in range(1, campaigns_per_account + 1):
-                created, updated = stamps()
-                campaign_status = "ACTIVE" if rng.random() < 0.8 else "PAUSED"
-                campaign = {
-                    "id": next_id("campaign", _CAMPAIGN_ID_BASE),
-                    "account_id": number,  # Meta returns bare digits here, without "act_".
-                    "name": f"{rng.choice(_THEMES)} {c} ({number})",
-                    "status": campaign_status,
-                    "effective_status": campaign_status,
-                    "objective": rng.choice(_OBJECTIVES),
-                    "created_time": created,
-                    "updated_time": updated,
-                }
-                campaigns.append(campaign)
-                for s in range(1, adsets_per_campaign + 1):
-                    created, updated = stamps()
-                    adset_status = "ACTIVE" if rng.random() < 0.8 else "PAUSED"
-                    adset = {
-                        "id": next_id("adset", _ADSET_ID_BASE),
-                        "account_id": number,
-                        "campaign_id": campaign["id"],
-                        "name": f"{rng.choice(_AUDIENCES)} {c}.{s}",
-                        "status": adset_status,
-                        "effective_status": _effective(adset_status, campaign_status, "CAMPAIGN"),
-                        # Budgets are minor currency units, as strings, like the Graph API.
-                        "daily_budget": str(rng.randrange(20, 200) * 100),
-                        "created_time": created,
-                        "updated_time": updated,
-                    }
-                    adsets.append(adset)
-                    for a in range(1, ads_per_adset + 1):
-                        created, updated = stamps()
-                        ad_status = "ACTIVE" if rng.random() < 0.85 else "PAUSED"
-                        parent_status = adset["effective_status"]
-                        ads.append(
-                            {
-                                "id": next_id("ad", _AD_ID_BASE),
-                                "account_id": number,
-                                "campaign_id": campaign["id"],
-                                "adset_id": adset["id"],
-                                "name": f"{rng.choice(_CREATIVES)} {c}.{s}.{a}",
-                                "status": ad_status,
-                                "effective_status": _effective(ad_status, parent_status, "ADSET"),
-                                "created_time": created,
-                                "updated_time": updated,
-                            }
-                        )
-            self._campaigns[act] = campaigns
-            self._adsets[act] = adsets
-            self._ads[act] = ads
+            self._campaigns[act], self._adsets[act], self._ads[act] = builder.account(number)
 
     # -- public accessors ------------------------------------------------------------------------
 
@@ -161,6 +110,36 @@ class EmulatorData:
     def page_id(self) -> str:
         """The Facebook Page id the accounts advertise for."""
         return _PAGE_ID
+
+    @property
+    def user(self) -> dict:
+        """The system user the access token belongs to (``/me``): ``id`` and ``name``."""
+        return dict(_USER)
+
+    def ad_accounts(self) -> list[dict]:
+        """The ad accounts the token can see, in wire form, ordered by id (``/me/adaccounts``)."""
+        return [self.ad_account(account_id) for account_id in self.account_ids]
+
+    def ad_account(self, account_id: str) -> dict:
+        """One ad account node in wire form; raises KeyError for unknown accounts.
+
+        ``account_status`` is Meta's integer code (1: active); ``account_id`` is bare digits.
+        """
+        node = normalize_account_id(account_id)
+        name, currency, timezone = _ACCOUNTS[node.removeprefix("act_")]
+        return {
+            "id": node,
+            "account_id": node.removeprefix("act_"),
+            "name": name,
+            "currency": currency,
+            "timezone_name": timezone,
+            "account_status": _ACTIVE,
+        }
+
+    def managed_pages(self) -> list[dict]:
+        """The Pages the token manages (``/me/accounts``): id, name, category and tasks."""
+        page = {"id": _PAGE_ID, "name": self.page_name, "category": _PAGE_CATEGORY}
+        return [{**page, "tasks": list(_PAGE_TASKS)}]
 
     def has_account(self, account_id: str) -> bool:
         """Whether ``account_id`` (``act_…`` or bare digits) exists in this data set."""
@@ -304,31 +283,6 @@ class EmulatorData:
             day += timedelta(days=1)
         return rows
 
-    # -- whole-data snapshots (what a complete sync must end up with) ----------------------------
-
-    def lead_forms_for_tests(self) -> list[dict]:
-        """Same as :meth:`lead_forms`."""
-        return self.lead_forms()
-
-    def all_leads_for_tests(self) -> list[dict]:
-        """Every lead of every form, form by form, newest first within a form."""
-        with self._lock:
-            return [lead for form in self._page.forms for lead in self._page.leads(form["id"])]
-
-    def conversations_for_tests(self) -> list[dict]:
-        """Every conversation (newest first) as ``{"id", "psid", "updated_time", "messages"}``
-        with its full message list, newest first."""
-        with self._lock:
-            return [
-                {
-                    "id": conversation["id"],
-                    "psid": conversation["participants"]["data"][0]["id"],
-                    "updated_time": conversation["updated_time"],
-                    "messages": self._page.messages(conversation["id"]),
-                }
-                for conversation in self._page.conversations()
-            ]
-
     # -- insight numbers -------------------------------------------------------------------------
 
     def _stream(self, *parts: object) -> random.Random:
@@ -373,6 +327,85 @@ class EmulatorData:
             "spend": f"{spend:.2f}",
             "reach": str(reach),
             "actions": actions,
+        }
+
+
+class _ObjectBuilder:
+    """Draws one account's campaigns, ad sets and ads from the seeded ``rng``, in a fixed order.
+
+    The order of the draws is part of the data: changing it changes every object of every seed.
+    """
+
+    def __init__(
+        self, rng: random.Random, campaigns: int, adsets_per_campaign: int, ads_per_adset: int
+    ) -> None:
+        self.rng = rng
+        self.shape = (campaigns, adsets_per_campaign, ads_per_adset)
+        self._counters = {"campaign": 0, "adset": 0, "ad": 0}
+
+    def account(self, number: str) -> tuple[list[dict], list[dict], list[dict]]:
+        """Campaigns, ad sets and ads of account ``act_<number>``, each ordered by id."""
+        campaigns_per_account, adsets_per_campaign, ads_per_adset = self.shape
+        campaigns, adsets, ads = [], [], []
+        for c in range(1, campaigns_per_account + 1):
+            campaigns.append(campaign := self._campaign(number, c))
+            for s in range(1, adsets_per_campaign + 1):
+                adsets.append(adset := self._adset(campaign, f"{c}.{s}"))
+                ads.extend(self._ad(adset, f"{c}.{s}.{a}") for a in range(1, ads_per_adset + 1))
+        return campaigns, adsets, ads
+
+    def _next_id(self, kind: str, base: int) -> str:
+        self._counters[kind] += 1
+        return str(base + self._counters[kind])
+
+    def _stamps(self) -> tuple[str, str]:
+        created = _EPOCH + timedelta(minutes=self.rng.randrange(0, 60 * 24 * 3))
+        updated = created + timedelta(minutes=self.rng.randrange(0, 60 * 24 * 7))
+        return graph_time(created), graph_time(updated)
+
+    def _campaign(self, number: str, position: int) -> dict:
+        created, updated = self._stamps()
+        status = "ACTIVE" if self.rng.random() < 0.8 else "PAUSED"
+        return {
+            "id": self._next_id("campaign", _CAMPAIGN_ID_BASE),
+            "account_id": number,  # Meta returns bare digits here, without "act_".
+            "name": f"{self.rng.choice(_THEMES)} {position} ({number})",
+            "status": status,
+            "effective_status": status,
+            "objective": self.rng.choice(_OBJECTIVES),
+            "created_time": created,
+            "updated_time": updated,
+        }
+
+    def _adset(self, campaign: dict, position: str) -> dict:
+        created, updated = self._stamps()
+        status = "ACTIVE" if self.rng.random() < 0.8 else "PAUSED"
+        return {
+            "id": self._next_id("adset", _ADSET_ID_BASE),
+            "account_id": campaign["account_id"],
+            "campaign_id": campaign["id"],
+            "name": f"{self.rng.choice(_AUDIENCES)} {position}",
+            "status": status,
+            "effective_status": _effective(status, campaign["effective_status"], "CAMPAIGN"),
+            # Budgets are minor currency units, as strings, like the Graph API.
+            "daily_budget": str(self.rng.randrange(20, 200) * 100),
+            "created_time": created,
+            "updated_time": updated,
+        }
+
+    def _ad(self, adset: dict, position: str) -> dict:
+        created, updated = self._stamps()
+        status = "ACTIVE" if self.rng.random() < 0.85 else "PAUSED"
+        return {
+            "id": self._next_id("ad", _AD_ID_BASE),
+            "account_id": adset["account_id"],
+            "campaign_id": adset["campaign_id"],
+            "adset_id": adset["id"],
+            "name": f"{self.rng.choice(_CREATIVES)} {position}",
+            "status": status,
+            "effective_status": _effective(status, adset["effective_status"], "ADSET"),
+            "created_time": created,
+            "updated_time": updated,
         }
 
 

@@ -1,11 +1,15 @@
-"""A Graph API emulator: a threaded HTTP server on 127.0.0.1 speaking Meta's wire format.
+"""A Graph API emulator: Starlette on uvicorn, on 127.0.0.1, speaking Meta's wire format.
 
-It serves what the pipeline reads (``/vX.Y/act_<id>/insights|campaigns|adsets|ads``, async report
-runs, the Page's lead forms, leads, conversations and messages) from :class:`EmulatorData`, with
-Meta's cursor paging, string-typed numbers, usage headers and error bodies, so the real
-facebook-business SDK can be pointed at it by setting the session's ``GRAPH`` URL. A
-:class:`FaultPlan` injects throttling, transient and reduce-data errors, bad tokens, missing
-permissions and failing report runs; ``latency_ms`` delays every answer.
+It serves what the pipeline reads (``/vX.Y/act_<id>`` and its ``insights|campaigns|adsets|ads``,
+async report runs, ``me/adaccounts`` and ``me/accounts``, the Page's lead forms, leads,
+conversations and messages) from :class:`EmulatorData`, with Meta's cursor paging, string-typed
+numbers, usage headers and error bodies, so the real facebook-business SDK can be pointed at it
+by setting the session's ``GRAPH`` URL. It speaks HTTP/1.1 with keep-alive: a client's pool reuses
+its connections. A :class:`FaultPlan` injects throttling, transient and reduce-data errors, bad
+tokens, missing permissions and failing report runs; ``latency_ms`` delays every answer.
+
+:meth:`GraphEmulator.handle` answers one request without any HTTP (method, path and body in,
+status, JSON body and headers out); the HTTP app routes each request to the same answer.
 
 Environment (read when the arguments are not given): ``CRM_EMULATOR_FAULTS`` (a JSON fault list,
 see :mod:`graph_emulator.faults`) and ``CRM_EMULATOR_LATENCY_MS``.
@@ -13,31 +17,29 @@ see :mod:`graph_emulator.faults`) and ``CRM_EMULATOR_LATENCY_MS``.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from graph_emulator.ads import AdRoutes
+from graph_emulator.app import build_app, request_params
 from graph_emulator.call import Call
 from graph_emulator.data import EmulatorData
 from graph_emulator.faults import FaultPlan
+from graph_emulator.me import MeRoutes
 from graph_emulator.page import PageRoutes
+from graph_emulator.routing import match_route
+from graph_emulator.serving import BackgroundServer
 from graph_emulator.usage import CallScope, UsageMeter
 from graph_emulator.wire import GraphError, error_for_fault
 
 __all__ = ["LATENCY_ENV", "GraphEmulator", "RecordedRequest"]
 
 LATENCY_ENV = "CRM_EMULATOR_LATENCY_MS"
-# Meta accepts unversioned paths, but the pipeline must always pin a version, so we refuse them.
-_VERSIONED_PATH = re.compile(r"^/(v\d+\.\d+)/(.*)$")
-_ACCOUNT_NODE = re.compile(r"^act_\d+$")
 _SECRET_PARAMS = frozenset({"access_token", "appsecret_proof"})
 _REQUEST_FAULTS = frozenset({"throttle", "transient", "reduce_data", "invalid_token", "permission"})
 # Throttles whose estimated_time_to_regain_access Meta reports in X-Business-Use-Case-Usage.
@@ -79,10 +81,10 @@ def _latency_from_env() -> float:
 class GraphEmulator:
     """Serve :class:`EmulatorData` over HTTP in the Graph API wire format.
 
-    Use as a context manager or call :meth:`start` / :meth:`stop`. The server listens on an
-    ephemeral port of ``host`` (127.0.0.1 by default) in a daemon thread. ``faults`` defaults to
-    the plan in ``CRM_EMULATOR_FAULTS`` and ``latency_ms`` to ``CRM_EMULATOR_LATENCY_MS``; a report
-    run completes on its ``async_polls_to_complete``-th status poll.
+    Use as a context manager or call :meth:`start` / :meth:`stop`. uvicorn serves it on an
+    ephemeral port of ``host`` (127.0.0.1 by default) from a daemon thread. ``faults`` defaults
+    to the plan in ``CRM_EMULATOR_FAULTS`` and ``latency_ms`` to ``CRM_EMULATOR_LATENCY_MS``; a
+    report run completes on its ``async_polls_to_complete``-th status poll.
     """
 
     def __init__(
@@ -108,41 +110,31 @@ class GraphEmulator:
             raise ValueError("latency_ms must not be negative")
         self.usage = UsageMeter()
         self._ads = AdRoutes(self.data, async_polls_to_complete)
+        self._me = MeRoutes(self.data)
         self._page = PageRoutes(self.data)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._app = build_app(self)
+        self._server: BackgroundServer | None = None
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
+        self._clients: set[tuple[str, int]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> GraphEmulator:
         """Bind and start serving in a daemon thread; returns ``self``."""
-        if self._server is not None:
-            return self
-        handler = type("_BoundHandler", (_Handler,), {"emulator": self})
-        server = ThreadingHTTPServer((self.host, self.port), handler)
-        server.daemon_threads = True  # a stuck client must not keep the process alive
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            # shutdown() waits for the loop to notice; a short poll keeps stop() (and tests) fast.
-            kwargs={"poll_interval": 0.05},
-            name=f"graph-emulator-{self.url}",
-            daemon=True,
-        )
-        self._thread.start()
+        if self._server is None:
+            server = BackgroundServer(
+                self._app, self.host, self.port, name=f"graph-emulator-{self.host}"
+            )
+            server.start()
+            self._server = server
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port. Safe to call more than once."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
+        server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
+            server.stop()
 
     def __enter__(self) -> GraphEmulator:
         return self.start()
@@ -153,9 +145,9 @@ class GraphEmulator:
     @property
     def url(self) -> str:
         """Base URL to use as the SDK session's ``GRAPH``, e.g. ``http://127.0.0.1:54321``."""
-        if self._server is None:
+        if self._server is None or self._server.address is None:
             raise RuntimeError("GraphEmulator is not running; call start() first")
-        host, port = self._server.server_address[:2]
+        host, port = self._server.address
         return f"http://{host}:{port}"
 
     # -- knobs and observations ------------------------------------------------------------------
@@ -181,41 +173,69 @@ class GraphEmulator:
             return list(self._requests)
 
     def reset_requests(self) -> None:
-        """Forget the recorded requests."""
+        """Forget the recorded requests (and the connections counted)."""
         with self._lock:
             self._requests.clear()
+            self._clients.clear()
 
-    # -- dispatch --------------------------------------------------------------------------------
+    @property
+    def connections(self) -> int:
+        """How many client connections (distinct client address and port) sent requests over HTTP.
+
+        With keep-alive, a client that reuses its connections counts each once, however many
+        requests it sends on them.
+        """
+        with self._lock:
+            return len(self._clients)
+
+    def count_connection(self, host: str, port: int) -> None:
+        """Note the client connection a request came on (the HTTP layer calls this)."""
+        with self._lock:
+            self._clients.add((host, port))
+
+    # -- answering -------------------------------------------------------------------------------
 
     def handle(
         self, method: str, raw_path: str, body: bytes = b""
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """Answer one request: returns (HTTP status, JSON body, extra headers).
+        """Answer one request without HTTP: returns (HTTP status, JSON body, extra headers).
 
-        ``body`` is a form-encoded POST body (the SDK sends POST parameters that way); its
-        parameters are merged over the query string's.
+        ``raw_path`` may carry a query string; ``body`` is a form-encoded POST body (the SDK
+        sends POST parameters that way), its parameters merged over the query string's. It is
+        routed exactly as the HTTP app routes it.
         """
         split = urlsplit(raw_path)
-        params = dict(parse_qsl(split.query, keep_blank_values=True))
-        if body:
-            params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        path = unquote(split.path)
+        kind, path_params = match_route(self._app.routes, method, path)
+        return self.answer(method, path, request_params(split.query, body), kind, path_params)
+
+    def answer(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        kind: str,
+        path_params: dict[str, str],
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Answer a routed request: record it, wait the latency, inject faults, count usage."""
         with self._lock:
             public = {k: v for k, v in params.items() if k not in _SECRET_PARAMS}
-            self._requests.append(RecordedRequest(method, split.path, public))
+            self._requests.append(RecordedRequest(method, path, public))
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
 
+        call = self._call(method, path, params, path_params)
         fbtrace_id = secrets.token_urlsafe(16)
-        scope = self._scope(split.path)
+        scope = self._scope(kind, call)
         pct = self.usage.count_call()
         headers = {"x-fb-trace-id": fbtrace_id}
         eta = 0
         try:
-            fault = self.faults.take(_REQUEST_FAULTS, method, split.path)
+            fault = self.faults.take(_REQUEST_FAULTS, method, path)
             if fault is not None:
                 raise error_for_fault(fault)
-            version, answer = self._route(method, split.path, params)
-            headers["facebook-api-version"] = version
+            answer = self._dispatch(kind, call)
+            headers["facebook-api-version"] = call.version
             status = 200
         except GraphError as error:
             if error.eta_minutes is not None and error.code in _ETA_CODES:
@@ -235,61 +255,64 @@ class GraphEmulator:
             status, answer = error.status, error.body(fbtrace_id)
         return status, answer, {**self.usage.headers(pct, scope, eta), **headers}
 
-    def _scope(self, path: str) -> CallScope:
-        """What a call is billed against, for the usage headers (best effort, never raises)."""
-        match = _VERSIONED_PATH.match(path)
-        if match is None:
-            return CallScope()
-        node, _, edge = match.group(2).partition("/")
-        if _ACCOUNT_NODE.match(node):
-            digits = node.removeprefix("act_")
-            insights = edge == "insights"
-            use_case = "ads_insights" if insights else "ads_management"
-            return CallScope(digits, use_case, account_id=digits, insights=insights)
-        account = self._ads.run_account(node)
-        if account is not None:
-            return CallScope(account, "ads_insights", account_id=account, insights=True)
-        kind = self._page.kind(node)
-        if kind is not None:
-            use_case = "leadgen" if kind == "lead" or edge == "leads" else "pages"
-            return CallScope(self.data.page_id, use_case)
-        return CallScope()
-
-    def _route(self, method: str, path: str, params: dict[str, str]) -> tuple[str, dict]:
-        match = _VERSIONED_PATH.match(path)
-        if match is None:
-            raise GraphError(
-                f"Unknown path components: {path} (the emulator requires a /vX.Y/ version prefix)",
-                code=2500,
-            )
-        version, rest = match.groups()
-        self._authenticate(params)
-
-        node, _, edge = rest.partition("/")
-        call = Call(
+    def _call(
+        self, method: str, path: str, params: dict[str, str], path_params: dict[str, str]
+    ) -> Call:
+        return Call(
             method=method,
             path=path,
-            version=version,
-            node=node,
-            edge=edge or None,
+            version=path_params.get("version", ""),
+            node=path_params.get("node", "me"),
+            edge=path_params.get("edge") or None,
             params=params,
-            base_url=self.url,
+            # Paging links point back here; a pure handle() without a server uses host:port.
+            base_url=self.url if self._server is not None else f"http://{self.host}:{self.port}",
             default_limit=self.default_limit,
         )
-        if _ACCOUNT_NODE.match(node) and self.data.has_account(node):
-            if method == "POST" and edge == "insights":
-                will_fail = self.faults.take("async_fail", method, path) is not None
-                return version, self._ads.create_report_run(call, will_fail=will_fail)
-            if method == "GET":
-                return version, self._ads.account_edge(call)
-        elif method == "GET" and self._ads.has_run(node):
-            return version, self._ads.report_run(call)
-        elif method == "GET" and (kind := self._page.kind(node)) is not None:
-            return version, self._page.handle(call, kind)
+
+    def _scope(self, kind: str, call: Call) -> CallScope:
+        """What a call is billed against, for the usage headers (best effort, never raises)."""
+        if kind == "ad_account":
+            digits = call.node.removeprefix("act_")
+            insights = call.edge == "insights"
+            use_case = "ads_insights" if insights else "ads_management"
+            return CallScope(digits, use_case, account_id=digits, insights=insights)
+        if kind != "object":
+            return CallScope()
+        account = self._ads.run_account(call.node)
+        if account is not None:
+            return CallScope(account, "ads_insights", account_id=account, insights=True)
+        page_kind = self._page.kind(call.node)
+        if page_kind is not None:
+            leadgen = page_kind == "lead" or call.edge == "leads"
+            return CallScope(self.data.page_id, "leadgen" if leadgen else "pages")
+        return CallScope()
+
+    def _dispatch(self, kind: str, call: Call) -> dict[str, Any]:
+        if kind == "unversioned":
+            raise GraphError(
+                f"Unknown path components: {call.path} "
+                "(the emulator requires a /vX.Y/ version prefix)",
+                code=2500,
+            )
+        self._authenticate(call.params)
+        if kind == "me" and call.method == "GET":
+            return self._me.handle(call)
+        if kind == "ad_account" and self.data.has_account(call.node):
+            if call.method == "POST" and call.edge == "insights":
+                will_fail = self.faults.take("async_fail", call.method, call.path) is not None
+                return self._ads.create_report_run(call, will_fail=will_fail)
+            if call.method == "GET":
+                return self._ads.account_edge(call)
+        if kind == "object" and call.method == "GET":
+            if self._ads.has_run(call.node):
+                return self._ads.report_run(call)
+            if (page_kind := self._page.kind(call.node)) is not None:
+                return self._page.handle(call, page_kind)
         raise GraphError(
-            f"Unsupported {method.lower()} request. Object with ID '{node}' does not exist, "
-            "cannot be loaded due to missing permissions, or does not support this operation. "
-            "Please read the Graph API documentation at "
+            f"Unsupported {call.method.lower()} request. Object with ID '{call.node}' does not "
+            "exist, cannot be loaded due to missing permissions, or does not support this "
+            "operation. Please read the Graph API documentation at "
             "https://developers.facebook.com/docs/graph-api",
             code=100,
             error_type="GraphMethodException",
@@ -308,30 +331,3 @@ class GraphEmulator:
             token.encode(), self.expected_token.encode()
         ):
             raise GraphError("Invalid OAuth access token - Cannot parse access token", code=190)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Thin HTTP adapter; all logic lives in :meth:`GraphEmulator.handle`."""
-
-    emulator: GraphEmulator  # bound per server by GraphEmulator.start()
-    server_version = "GraphEmulator/1.0"
-    # Idle connections must not pin handler threads forever.
-    timeout = 30
-
-    def _respond(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        status, answer, headers = self.emulator.handle(self.command, self.path, body)
-        payload = json.dumps(answer, separators=(",", ":")).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_DELETE = _respond
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        """Silence the default per-request stderr logging (it would include access tokens)."""

@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from crm_pipeline import lake
+from crm_pipeline.config import ConfigError
 from crm_pipeline.db.sync_state import get_state
 from crm_pipeline.defs import groups
 from crm_pipeline.defs.facebook.partitions import (
@@ -63,9 +64,15 @@ def graph_metadata(graph: GraphSession) -> dict[str, Any]:
 
 @contextmanager
 def failing_fast() -> Iterator[None]:
-    """Retryable Graph errors go back to the RetryPolicy; the rest fail the step at once."""
+    """Retryable Graph errors go back to the RetryPolicy; the rest fail the step at once.
+
+    A configuration error (missing credentials, no emulator package) will not heal by retrying
+    either: the run fails at once, naming what to set.
+    """
     try:
         yield
+    except ConfigError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     except GraphApiError as exc:
         if exc.retryable:
             raise
@@ -129,7 +136,7 @@ def fb_ad_insights_raw(
     landed: list[dict[str, Any]] = []
     bad: dict[int, dict] = {}  # distinct malformed rows (a stray row is in several days)
     bad_paths = []
-    with graph_api.session() as graph:
+    with failing_fast(), graph_api.session() as graph:
         for account_id, runs in days_by_account(keys.keys()).items():
             for days in _windows(runs, graph_api.insights_days_per_query):
                 since, until = dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1])
@@ -264,7 +271,7 @@ def fb_ad_objects_raw(
     postgres: PostgresResource,
 ):
     """The ad accounts, and their campaigns, ad sets and ads changed since each watermark."""
-    with graph_api.session() as graph:
+    with failing_fast(), graph_api.session() as graph:
         with postgres.engine().connect() as conn:
             marks = {
                 # Watermarks are kept per Meta's account_id, which has no act_ prefix.
@@ -327,7 +334,7 @@ def fb_leads_raw(
 ):
     """Leads created since each form's watermark."""
     rows: list[dict] = []
-    with graph_api.session() as graph:
+    with failing_fast(), graph_api.session() as graph:
         if graph.page_id is None:
             context.log.warning("FB_PAGE_ID is not set: no lead forms to sync")
         with failing_fast():
@@ -373,7 +380,7 @@ def fb_conversations_raw(
     postgres: PostgresResource,
 ):
     """Conversations newer than the page's watermark (paging stops there), with messages."""
-    with graph_api.session() as graph:
+    with failing_fast(), graph_api.session() as graph:
         if graph.page_id is None:
             context.log.warning("FB_PAGE_ID is not set: no conversations to sync")
         with postgres.engine().connect() as conn:

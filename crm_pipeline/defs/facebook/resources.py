@@ -1,10 +1,10 @@
 """The Graph API resource: a facebook-business SDK client for the configured server.
 
 The bundled emulator is used only when asked for (`FB_GRAPH_URL=emulator`, or a server URL
-given in code by the demo, `dev` or the tests); without it, a run with no `FB_ACCESS_TOKEN`
-fails at once naming the missing variables, and Meta is never contacted by accident. The
-token is read from the environment at run time and never becomes Dagster config, so it cannot
-show up in the UI, run config or metadata.
+given in code by the tests), and only as a separate process over HTTP; without it, a run with
+no `FB_ACCESS_TOKEN` fails at once naming the missing variables, and Meta is never contacted by
+accident. The token is read from the environment at run time and never becomes Dagster config,
+so it cannot show up in the UI, run config or metadata.
 """
 
 import datetime as dt
@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 import dagster as dg
 
 from crm_pipeline.config import ConfigError, load_settings, parse_account_ids
+from crm_pipeline.facebook.async_reports import AsyncInsightsRun
 from crm_pipeline.facebook.client import GraphClient
+from crm_pipeline.local_emulator import emulator_for
 
 # Sent when no token is configured: only to the emulator or a server given in code.
 PLACEHOLDER_TOKEN = "crm-pipeline-no-token"
@@ -66,7 +68,7 @@ class GraphApiResource(dg.ConfigurableResource):
         paged GETs or an async report run: one query for the whole range."""
         until = since if until is None else until
         if self.insights_mode == "async":
-            return client.iter_insights_async(account_id, since, until, limit=self.page_size)
+            return AsyncInsightsRun(client, account_id, since, until, limit=self.page_size)
         if self.insights_mode != "sync":
             raise ConfigError(
                 f"insights_mode must be 'sync' or 'async', not {self.insights_mode!r}"
@@ -78,8 +80,8 @@ class GraphApiResource(dg.ConfigurableResource):
         """Open a client for the configured Graph API server.
 
         The bundled emulator only when asked for: `FB_GRAPH_URL=emulator` (the one at
-        `CRM_EMULATOR_URL`, else a private one for this session), or a `graph_url` given to
-        this resource in code (the demo, `dev`, tests). Otherwise Meta's credentials are
+        `CRM_EMULATOR_URL`, else a private emulator process for this session), or a
+        `graph_url` given to this resource in code (tests). Otherwise Meta's credentials are
         required, and their absence stops the run here, before it writes anything.
         """
         settings = load_settings()
@@ -91,12 +93,11 @@ class GraphApiResource(dg.ConfigurableResource):
             if self.graph_url:
                 url = self.graph_url
             elif emulated:
-                from graph_emulator import EmulatorData, GraphEmulator
-
-                data = EmulatorData()
-                url = settings.emulator_url or stack.enter_context(GraphEmulator(data)).url
-                accounts = accounts or tuple(data.account_ids)
-                page_id = page_id or data.page_id
+                # A separate process, asked over HTTP for what it serves (local_emulator).
+                emulator = stack.enter_context(emulator_for(settings))
+                url = emulator.url
+                accounts = accounts or emulator.ad_account_ids
+                page_id = page_id or emulator.page_id
             else:
                 settings.require_graph_credentials()
                 url = settings.effective_graph_url
@@ -112,6 +113,7 @@ class GraphApiResource(dg.ConfigurableResource):
                 api_version=self.api_version or settings.api_version,
                 app_secret=settings.app_secret.reveal() if settings.app_secret else None,
                 app_id=settings.app_id,
+                governor_settings=settings.graph.governor_settings(),
             )
             parts = urlsplit(url)
             yield GraphSession(
