@@ -1,25 +1,22 @@
 """Settings: one pydantic-settings model, the only reader of the environment.
 
-Every variable name is fixed by DESIGN.md and declared once here, with its meaning and default;
-the README's configuration table is generated from this model (`python -m crm_pipeline.config`)
-and a test keeps the two equal. Groups (`graph`, `sensors`, `api`) keep related settings
-together; their variables keep their own flat names.
+Every variable name is fixed (docs/architecture.md) and declared once here, with its meaning
+and default; the README's configuration table is generated from this model
+(`python -m crm_pipeline.config`) and a test keeps the two equal. The groups (`graph`,
+`sensors`, `worker`, `api`, in `config_groups.py`) keep related settings together; their
+variables keep their own flat names. Single values are parsed in `config_values.py`.
 
 Errors name the variable and what is wrong with it, never the value of a secret.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -29,301 +26,53 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
-from crm_pipeline.facebook.governor_settings import GovernorSettings
-from crm_pipeline.facebook.ids import AD_ACCOUNT_NODE, API_VERSION, account_node
+from crm_pipeline.config_groups import (
+    ApiSettings,
+    GraphSettings,
+    SensorSettings,
+    SettingsGroup,
+    WorkerSettings,
+)
+from crm_pipeline.config_values import (
+    DEFAULT_GRAPH_URL,
+    DEFAULT_MASK_KEY,
+    DEV_APP_SECRET,
+    DEV_VERIFY_TOKEN,
+    EMULATOR,
+    NUMERIC_ID,
+    ConfigError,
+    Secret,
+    blank_to_none,
+    env_field,
+    normalize_database_url,
+    parse_account_ids,
+    redact_url,
+)
+from crm_pipeline.facebook.ids import API_VERSION
 
-DEFAULT_GRAPH_URL = "https://graph.facebook.com"
-EMULATOR = "emulator"  # FB_GRAPH_URL=emulator: the bundled Graph API emulator, on purpose
-_NUMERIC_ID = re.compile(r"^\d+$")
-
-# Development defaults: `crm-pipeline dev` and the demo use them against the emulator;
-# production refuses every one of them.
-DEV_APP_SECRET = "crm-dev-app-secret"
-DEV_VERIFY_TOKEN = "crm-dev-verify-token"
-DEFAULT_MASK_KEY = "crm-pipeline/clone-db/default-mask-key/v1"  # public: reproducible clones
-
-
-class ConfigError(ValueError):
-    """Raised when an environment variable is missing or malformed; the message is safe to log."""
-
-
-class Secret(SecretStr):
-    """A string that does not print itself: `repr`, `str` and f-strings show a mask."""
-
-    def reveal(self) -> str:
-        """The real value, for the one call that needs it (an HTTP session, an HMAC)."""
-        return self.get_secret_value()
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-
-def _env(name: str, description: str, default: Any = None, **kwargs: Any) -> Any:
-    """A field read from the environment variable `name` (the README shows `description`)."""
-    extra = {"env": name}
-    shown = kwargs.pop("shown_default", None)
-    if shown is not None:
-        extra["shown_default"] = shown
-    return Field(default, description=description, json_schema_extra=extra, **kwargs)
-
-
-def _blank_to_none(value: Any) -> Any:
-    if isinstance(value, str):
-        value = value.strip()
-        return value or None
-    return value
-
-
-def normalize_database_url(
-    raw: str, variable: str = "CRM_DATABASE_URL", *, driver: str = "psycopg"
-) -> str:
-    """Return a SQLAlchemy URL for `driver`, or raise ConfigError without echoing the password.
-
-    We use psycopg (3); dagster-postgres needs psycopg2 (its `NOTIFY run_events, %s` relies on
-    client-side parameter binding, which psycopg 3 does not do).
-    """
-    try:
-        url = make_url(raw)
-    except ArgumentError:
-        raise ConfigError(
-            f"{variable} is not a valid database URL "
-            "(expected postgresql://user[:password]@host[:port]/dbname)"
-        ) from None
-    if url.get_backend_name() != "postgresql":
-        raise ConfigError(
-            f"{variable} must point at PostgreSQL (postgresql://...), "
-            f"got the '{url.get_backend_name()}' dialect"
-        )
-    # The bare scheme means a different driver on each SQLAlchemy version: always name it.
-    url = url.set(drivername=f"postgresql+{driver}")
-    if not url.database:
-        raise ConfigError(f"{variable} must name a database (postgresql://host/dbname)")
-    return url.render_as_string(hide_password=False)
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password masked, for logs and metadata."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable URL>"
-
-
-def parse_account_ids(raw: str | None) -> tuple[str, ...]:
-    """Parse `FB_AD_ACCOUNT_IDS`: comma-separated `act_<digits>` (bare digits get the prefix)."""
-    if not raw:
-        return ()
-    ids: list[str] = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        if _NUMERIC_ID.match(item):
-            item = account_node(item)
-        if not AD_ACCOUNT_NODE.match(item):
-            raise ConfigError(
-                f"FB_AD_ACCOUNT_IDS has an entry that is not an ad account id: {item!r} "
-                "(expected act_<digits>, comma-separated)"
-            )
-        if item not in ids:
-            ids.append(item)
-    return tuple(ids)
-
-
-def _comma_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return value
-
-
-class _Group(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _blanks(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: _blank_to_none(v) for k, v in data.items() if _blank_to_none(v) is not None}
-        return data
-
-
-class GraphSettings(_Group):
-    """The Graph API client: the rate-limit governor and what the sync asks for."""
-
-    insights_start_date: dt.date = _env(
-        "CRM_INSIGHTS_START_DATE", "first day of the insights partitions", dt.date(2025, 1, 1)
-    )
-    attribution_lookback_days: int = _env(
-        "CRM_ATTRIBUTION_LOOKBACK_DAYS", "days the daily re-sync covers", 28, ge=1, le=365
-    )
-    insights_mode: Literal["sync", "async"] = _env(
-        "CRM_INSIGHTS_MODE",
-        "`sync` (paged GETs) or `async` (report runs, for large accounts)",
-        "sync",
-    )
-    max_wait_seconds: float = _env(
-        "CRM_GRAPH_MAX_WAIT_SECONDS",
-        "total time one run may wait on Meta's rate limits before it ends",
-        900.0,
-        ge=0,
-        allow_inf_nan=False,
-    )
-    base_backoff_seconds: float = _env(
-        "CRM_GRAPH_BACKOFF_BASE_SECONDS",
-        "base of the exponential backoff (and of the slow-down pause)",
-        1.0,
-        ge=0,
-        allow_inf_nan=False,
-    )
-    max_retries: int = _env(
-        "CRM_GRAPH_MAX_RETRIES", "retries of one call on codes 1, 2 and 5xx", 8, ge=0
-    )
-    slow_down_at_pct: float = _env(
-        "CRM_GRAPH_SLOW_DOWN_AT_PCT",
-        "usage % from which calls are spaced out",
-        75.0,
-        ge=0,
-        allow_inf_nan=False,
-    )
-
-    def governor_settings(self) -> GovernorSettings:
-        """The rate-limit governor's settings (`CRM_GRAPH_*`), for `GraphClient`."""
-        try:
-            return GovernorSettings(
-                max_wait_seconds=self.max_wait_seconds,
-                base_backoff_seconds=self.base_backoff_seconds,
-                max_retries=self.max_retries,
-                slow_down_at_pct=self.slow_down_at_pct,
-            )
-        except ValueError as error:
-            raise ConfigError(f"invalid Graph API governor settings: {error}") from None
-
-
-class SensorSettings(_Group):
-    """Sensor and check timing (read when the code location loads)."""
-
-    change_interval_seconds: int = _env(
-        "CRM_CHANGE_SENSOR_INTERVAL", "seconds between change-log sensor ticks", 5, ge=1
-    )
-    inbox_interval_seconds: int = _env(
-        "CRM_INBOX_SENSOR_INTERVAL", "seconds between webhook-inbox sensor ticks", 5, ge=1
-    )
-    inbox_retry_seconds: int = _env(
-        "CRM_INBOX_RETRY_SECONDS",
-        "how often inbox rows that failed enrichment are retried",
-        60,
-        ge=0,
-    )
-    max_targeted_customers: int = _env(
-        "CRM_SENSOR_MAX_TARGETED_CUSTOMERS",
-        "changed customers per tick above which all customer files are rebuilt",
-        2000,
-        ge=1,
-    )
-    cache_lag_grace_seconds: int = _env(
-        "CRM_CACHE_LAG_GRACE_SECONDS",
-        "how old an unreflected change may be before a cache file's `not_behind_change_log` "
-        "check fails",
-        300,
-        ge=0,
-    )
-
-
-class WorkerSettings(_Group):
-    """The cache worker (`crm-pipeline cache-worker`) and how the sensor defers to it."""
-
-    name: str = _env(
-        "CRM_CACHE_WORKER_NAME",
-        "the worker's name in `cache_worker_state`; replicas sharing it take turns (one active)",
-        "cache-worker",
-        min_length=1,
-    )
-    coalesce_seconds: float = _env(
-        "CRM_CACHE_WORKER_COALESCE_SECONDS",
-        "at most one rebuild per this many seconds of each whole-table file (index, insights, "
-        "summary); customer files are rebuilt at once",
-        1.0,
-        ge=0,
-    )
-    poll_seconds: float = _env(
-        "CRM_CACHE_WORKER_POLL_SECONDS",
-        "the backstop: the change log is read this often even without a notification",
-        5.0,
-        gt=0,
-    )
-    heartbeat_stale_seconds: int = _env(
-        "CRM_CACHE_WORKER_STALE_SECONDS",
-        "a worker heartbeat older than this is dead: the change-log sensor does the work itself",
-        30,
-        ge=1,
-    )
-    report_to_dagster: bool = _env(
-        "CRM_CACHE_WORKER_REPORT",
-        "report each batch to the Dagster instance (DAGSTER_HOME) as runless materializations",
-        True,
-    )
-
-
-class ApiSettings(_Group):
-    """The API service (`crm-pipeline serve`)."""
-
-    allowed_hosts: tuple[str, ...] = _env(
-        "CRM_API_ALLOWED_HOSTS",
-        "`Host` names the API accepts, comma-separated (`*.example.com` for subdomains); "
-        "required when it listens on a non-loopback address",
-        (),
-        shown_default="`localhost`, `127.0.0.1`, `[::1]` when bound to loopback",
-    )
-    cache_ttl_seconds: int = _env(
-        "CRM_API_CACHE_TTL_SECONDS",
-        "age after which the API serves a cache file as STALE and refreshes it",
-        300,
-        ge=0,
-    )
-    max_body_bytes: int = _env(
-        "CRM_API_MAX_BODY_BYTES", "largest request body the API accepts", 1024 * 1024, ge=1
-    )
-    db_connect_timeout: int = _env(
-        "CRM_API_DB_CONNECT_TIMEOUT",
-        "seconds the API waits for the database before answering 503 / STALE",
-        3,
-        ge=1,
-    )
-    header_timeout_seconds: float = _env(
-        "CRM_API_HEADER_TIMEOUT_SECONDS",
-        "seconds a client has to send a request's headers",
-        10.0,
-        gt=0,
-        allow_inf_nan=False,
-    )
-    body_timeout_seconds: float = _env(
-        "CRM_API_BODY_TIMEOUT_SECONDS",
-        "seconds a request body may stall before the API answers 408",
-        10.0,
-        gt=0,
-        allow_inf_nan=False,
-    )
-    limit_concurrency: int = _env(
-        "CRM_API_LIMIT_CONCURRENCY",
-        "connections and requests in flight above which the API answers 503",
-        200,
-        ge=1,
-    )
-
-    @field_validator("allowed_hosts", mode="before")
-    @classmethod
-    def _hosts(cls, value: Any) -> Any:
-        hosts = tuple(h.lower() for h in _comma_list(value))
-        bad = [h for h in hosts if any(c in h for c in "/ @")]
-        if bad:
-            raise ValueError(
-                "takes host names (e.g. crm.example.com,*.example.com), not URLs: " + ", ".join(bad)
-            )
-        return hosts
+# Re-exported: callers import every setting-related name from `crm_pipeline.config`.
+__all__ = [
+    "DEFAULT_GRAPH_URL",
+    "DEFAULT_MASK_KEY",
+    "DEV_APP_SECRET",
+    "DEV_VERIFY_TOKEN",
+    "EMULATOR",
+    "ApiSettings",
+    "ConfigError",
+    "GraphSettings",
+    "Secret",
+    "SensorSettings",
+    "Settings",
+    "WorkerSettings",
+    "ask_for_emulator_in_this_process",
+    "configuration_table",
+    "environment_variables",
+    "load_settings",
+    "normalize_database_url",
+    "parse_account_ids",
+    "redact_url",
+]
 
 
 class Settings(BaseSettings):
@@ -331,83 +80,85 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="forbid", validate_default=False)
 
-    env: Literal["development", "production"] = _env(
+    env: Literal["development", "production"] = env_field(
         "CRM_ENV",
         "`development` or `production` (production refuses demo defaults and missing settings)",
         "development",
     )
-    database_url: str | None = _env(
+    database_url: str | None = env_field(
         "CRM_DATABASE_URL",
         "SQLAlchemy/libpq URL of the source-of-truth PostgreSQL",
         shown_default="embedded PostgreSQL under `CRM_DATA_DIR/pg` (not in production)",
     )
-    cache_dir: Path = _env("CRM_CACHE_DIR", "where JSON cache files go", Path("cache"))
-    data_dir: Path = _env(
+    cache_dir: Path = env_field("CRM_CACHE_DIR", "where JSON cache files go", Path("cache"))
+    data_dir: Path = env_field(
         "CRM_DATA_DIR",
         "raw Parquet landing zone, embedded DB, local Dagster instance",
         Path(".crm"),
     )
-    graph_url: str | None = _env(
+    graph_url: str | None = env_field(
         "FB_GRAPH_URL",
         "Graph API base URL; `emulator` for the bundled emulator (demo data, on purpose)",
         shown_default=f"`{DEFAULT_GRAPH_URL}`",
     )
-    emulator_url: str | None = _env(
+    emulator_url: str | None = env_field(
         "CRM_EMULATOR_URL",
         "a running bundled emulator to use when `FB_GRAPH_URL=emulator` (set by the command "
         "that starts it: `demo`, `dev`, `crm-pipeline emulator -- COMMAND`)",
         shown_default="each command (or run) starts its own emulator process",
     )
-    api_version: str | None = _env("FB_API_VERSION", "e.g. `v26.0`", shown_default="the SDK's own")
-    access_token: Secret | None = _env(
+    api_version: str | None = env_field(
+        "FB_API_VERSION", "e.g. `v26.0`", shown_default="the SDK's own"
+    )
+    access_token: Secret | None = env_field(
         "FB_ACCESS_TOKEN",
         "system-user access token (never logged, never Dagster config)",
         shown_default="none: syncs refuse to run",
         repr=False,
     )
-    app_secret: Secret | None = _env(
+    app_secret: Secret | None = env_field(
         "FB_APP_SECRET", "app secret: webhook signatures and `appsecret_proof`", repr=False
     )
-    app_id: str | None = _env("FB_APP_ID", "numeric app id")
-    ad_account_ids: tuple[str, ...] = _env(
+    app_id: str | None = env_field("FB_APP_ID", "numeric app id")
+    ad_account_ids: tuple[str, ...] = env_field(
         "FB_AD_ACCOUNT_IDS",
         "comma-separated `act_…` ids (bare digits get the prefix)",
         (),
         shown_default="none (the emulator's with `FB_GRAPH_URL=emulator`)",
     )
-    page_id: str | None = _env(
+    page_id: str | None = env_field(
         "FB_PAGE_ID",
         "page for lead forms, conversations and webhooks",
         shown_default="none (the emulator's with `FB_GRAPH_URL=emulator`)",
     )
-    webhook_verify_token: Secret | None = _env(
+    webhook_verify_token: Secret | None = env_field(
         "FB_WEBHOOK_VERIFY_TOKEN", "token of Meta's webhook subscription handshake", repr=False
     )
-    mask_key: Secret | None = _env(
+    mask_key: Secret | None = env_field(
         "CRM_MASK_KEY",
         "key of the `clone-db --mask-pii` hashes (the built-in default is public)",
         shown_default="built-in (refused in production)",
         repr=False,
     )
-    dagster_pg_url: str | None = _env(
+    dagster_pg_url: str | None = env_field(
         "DAGSTER_PG_URL",
         "the Dagster instance's PostgreSQL, `postgresql+psycopg2://...` (read by "
         "the repo-root `dagster.yaml` and `deploy/k8s/dagster.yaml`)",
         shown_default="unset: local storage in `DAGSTER_HOME`",
     )
-    dagster_home: Path | None = _env(
+    dagster_home: Path | None = env_field(
         "DAGSTER_HOME",
         "Dagster's instance folder (its `dagster.yaml`)",
         shown_default="`CRM_DATA_DIR/dagster`, with a copy of the repo's `dagster.yaml`",
     )
-    test_database_url: str | None = _env(
+    test_database_url: str | None = env_field(
         "CRM_TEST_DATABASE_URL",
         "run the DB tests against this server instead of the embedded one",
     )
-    log_format: Literal["text", "json"] = _env(
+    log_format: Literal["text", "json"] = env_field(
         "CRM_LOG_FORMAT", "`text` or `json` (one object per line)", "text"
     )
-    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] | None = _env(
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] | None = env_field(
         "CRM_LOG_LEVEL", "log level of our commands", shown_default="`WARNING` (`serve`: `INFO`)"
     )
     graph: GraphSettings = Field(default_factory=GraphSettings)
@@ -429,7 +180,7 @@ class Settings(BaseSettings):
     def _blanks(cls, data: Any) -> Any:
         if isinstance(data, dict):
             return {
-                k: v for k, v in ((k, _blank_to_none(v)) for k, v in data.items()) if v is not None
+                k: v for k, v in ((k, blank_to_none(v)) for k, v in data.items()) if v is not None
             }
         return data
 
@@ -478,7 +229,7 @@ class Settings(BaseSettings):
     @field_validator("app_id", "page_id")
     @classmethod
     def _numeric(cls, value: str | None, info) -> str | None:
-        if value is not None and not _NUMERIC_ID.match(value):
+        if value is not None and not NUMERIC_ID.match(value):
             name = "FB_APP_ID" if info.field_name == "app_id" else "FB_PAGE_ID"
             raise ConfigError(f"{name} must be the numeric {info.field_name.split('_')[0]} id")
         return value
@@ -611,7 +362,7 @@ def _fields() -> Iterator[tuple[str, str | None, str, FieldInfo]]:
         extra = info.json_schema_extra or {}
         if "env" in extra:
             yield extra["env"], None, name, info
-        elif isinstance(info.annotation, type) and issubclass(info.annotation, _Group):
+        elif isinstance(info.annotation, type) and issubclass(info.annotation, SettingsGroup):
             for sub, sub_info in info.annotation.model_fields.items():
                 yield sub_info.json_schema_extra["env"], name, sub, sub_info
 
