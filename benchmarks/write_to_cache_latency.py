@@ -3,7 +3,7 @@ dagster-daemon, the cache worker stopped), against the instance's own floor.
 
     .venv/bin/python benchmarks/write_to_cache_latency.py [--quick] [--writes 20] [--interval 1]
 
-One `dagster-daemon` on one instance (a copy of the repo-root dagster.yaml: queued run
+One `dagster-daemon` on one instance (the repo-root dagster.yaml minus its storage: queued run
 coordinator, dequeue every second) loads two code locations:
   ours       crm_pipeline: a row updated in `customers` (as psql would) -> change_log trigger ->
              change_log_sensor tick -> queued run -> cache/customers/<id>.json rewritten.
@@ -16,7 +16,6 @@ Target: p95(ours) <= 1.5 x p95(floor). Also printed: the same targeted rebuild i
 sensor, no queue, no process start), i.e. our own work.
 """
 
-import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from customer_data import name_in_file, profiles_run, rename_customer
 from sqlalchemy import text
 
 from crm_pipeline.db.engine import get_engine
+from crm_pipeline.orchestrate import local_instance_config
 from crm_pipeline.processes import stop_session_leader
 
 ROOT = harness.ROOT
@@ -86,11 +86,12 @@ def _in_process_rebuild(url: str, work: Path, cid: int, writes: int) -> list[flo
 
 
 def start_daemon(work: Path, url: str, interval: int) -> tuple[subprocess.Popen, Path]:
-    """A dagster-daemon on a fresh instance (a copy of the repo's dagster.yaml) loading our
-    code location and the floor's; (the daemon, its DAGSTER_HOME)."""
+    """A dagster-daemon on a fresh local instance (the repo's dagster.yaml minus its PostgreSQL
+    storage, as `make ui` and `crm-pipeline dev` get it) loading our code location and the
+    floor's; (the daemon, its DAGSTER_HOME)."""
     home = work / "dagster_home"
     home.mkdir()
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    (home / "dagster.yaml").write_text(local_instance_config())
     env = harness.product_env(
         DAGSTER_HOME=str(home),
         CRM_DATABASE_URL=url,
