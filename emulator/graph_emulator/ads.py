@@ -97,7 +97,12 @@ class AdRoutes:
         if call.edge is None:
             return project_ad_account(self.data.ad_account(call.node), call.params)
         if call.edge == "insights":
-            return call.page(self.insights(call.node, call.params))
+            rows, fields = self._insight_rows(call.node, call.params)
+            page = call.page(rows)
+            # Projected after paging: a page costs its own rows, not the whole range's (every
+            # page of a range asks for the whole range again).
+            page["data"] = _project(page["data"], fields)
+            return page
         if call.edge in OBJECT_EDGES:
             return call.page(self.objects(call.node, call.edge, call.params))
         raise param_error(
@@ -105,6 +110,14 @@ class AdRoutes:
         )
 
     def insights(self, account_id: str, params: dict[str, str]) -> list[dict]:
+        """The insight rows a call asks for, each with the fields it asks for."""
+        rows, fields = self._insight_rows(account_id, params)
+        return _project(rows, fields)
+
+    def _insight_rows(
+        self, account_id: str, params: dict[str, str]
+    ) -> tuple[list[dict], list[str]]:
+        """The call's rows (validated, filtered, not yet projected) and the fields to keep."""
         level = params.get("level", "account")
         if level != "ad":
             raise param_error(f"level={level} is not supported by the emulator; use level=ad")
@@ -125,8 +138,7 @@ class AdRoutes:
             key = name.replace(".id", "_id")
             rows = [row for row in rows if row[key] in wanted]
         # Meta always reports the reporting window of each row, requested or not.
-        wanted_fields = fields + [f for f in _DATE_FIELDS if f not in fields]
-        return [{name: row[name] for name in wanted_fields} for row in rows]
+        return rows, fields + [f for f in _DATE_FIELDS if f not in fields]
 
     def objects(self, account_id: str, edge: str, params: dict[str, str]) -> list[dict]:
         objects = getattr(self.data, edge)(account_id)
@@ -214,6 +226,10 @@ class AdRoutes:
             )
         url = call.edge_url(call.node, "insights")
         return page_items(rows, url, call.params, call.limit())
+
+
+def _project(rows: list[dict], fields: list[str]) -> list[dict]:
+    return [{name: row[name] for name in fields} for row in rows]
 
 
 def project_ad_account(account: dict, params: dict[str, str]) -> dict[str, Any]:
