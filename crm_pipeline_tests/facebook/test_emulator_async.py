@@ -129,7 +129,7 @@ def test_async_fail_fault_does_not_hit_sync_calls(emulator, token, http_get):
 def test_bad_params_are_rejected_at_creation(emulator, token):
     status, body = http_post(
         f"{emulator.url}/v26.0/act_1001/insights",
-        {"access_token": token, **PARAMS, "breakdowns": '["age"]'},
+        {"access_token": token, **PARAMS, "breakdowns": '["bogus"]'},
     )
     assert (status, body["error"]["code"]) == (400, 100)
     assert emulator.report_runs == []

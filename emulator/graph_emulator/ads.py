@@ -1,5 +1,5 @@
-"""Ad-account routes: the ``act_<id>`` node, its ``insights`` (sync and async report runs) and
-object edges."""
+"""Ad-account routes: the ``act_<id>`` node, its ``insights`` (sync and async report runs),
+object edges, and single campaign, ad set and ad nodes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import Any
 
 from graph_emulator.call import Call
 from graph_emulator.data import EmulatorData, normalize_account_id
+from graph_emulator.insights import InsightReader, parse_query, project
 from graph_emulator.page_data import parse_graph_time
+from graph_emulator.statuses import HIDDEN_BY_DEFAULT, status_set
 from graph_emulator.wire import (
     GraphError,
     check_fields,
@@ -29,13 +31,7 @@ AD_ACCOUNT_FIELDS = ("id", "account_id", "name", "currency", "timezone_name", "a
 # Meta's default when no `fields` are asked for: the account's two ids.
 _DEFAULT_AD_ACCOUNT_FIELDS = ["account_id"]
 OBJECT_EDGES = {"campaigns": "Campaign", "adsets": "AdSet", "ads": "Ad"}
-# Insight parameters that would change the shape of the result; silently ignoring them would
-# return plausible but wrong data, so the emulator rejects them instead.
-_UNSUPPORTED_INSIGHT_PARAMS = ("breakdowns", "action_breakdowns", "time_ranges", "date_preset")
-_DEFAULT_INSIGHT_FIELDS = ("impressions", "spend")
-_DATE_FIELDS = ("date_start", "date_stop")
-_INSIGHT_FILTERS = {f"{level}.id": {"IN", "EQUAL"} for level in ("campaign", "adset", "ad")}
-_OBJECT_FILTERS = {"updated_time": {"GREATER_THAN"}}
+_OBJECT_FILTERS = {"updated_time": {"GREATER_THAN"}, "effective_status": {"IN"}}
 _PENDING = ("Job Not Started", "Job Started", "Job Running")
 _COMPLETED, _FAILED = "Job Completed", "Job Failed"
 _REPORT_RUN_ID_BASE = 6120000000000
@@ -84,6 +80,7 @@ class AdRoutes:
         if polls_to_complete < 0:
             raise ValueError("async_polls_to_complete must not be negative")
         self.data = data
+        self.reader = InsightReader(data)
         self.polls_to_complete = polls_to_complete
         self._lock = threading.Lock()
         self._runs: dict[str, ReportRun] = {}
@@ -97,60 +94,76 @@ class AdRoutes:
         if call.edge is None:
             return project_ad_account(self.data.ad_account(call.node), call.params)
         if call.edge == "insights":
-            rows, fields = self._insight_rows(call.node, call.params)
-            page = call.page(rows)
+            query = parse_query(call.params)
+            page = call.page(self.reader.rows(call.node, query))
             # Projected after paging: a page costs its own rows, not the whole range's (every
             # page of a range asks for the whole range again).
-            page["data"] = _project(page["data"], fields)
+            page["data"] = project(page["data"], query.columns)
             return page
         if call.edge in OBJECT_EDGES:
-            return call.page(self.objects(call.node, call.edge, call.params))
+            page = call.page(self.objects(call.node, call.edge, call.params))
+            self._refuse_broken([item["id"] for item in page["data"]], call.params)
+            return page
         raise param_error(
             f"Tried accessing nonexisting field ({call.edge}) on node type (AdAccount)"
         )
 
     def insights(self, account_id: str, params: dict[str, str]) -> list[dict]:
         """The insight rows a call asks for, each with the fields it asks for."""
-        rows, fields = self._insight_rows(account_id, params)
-        return _project(rows, fields)
-
-    def _insight_rows(
-        self, account_id: str, params: dict[str, str]
-    ) -> tuple[list[dict], list[str]]:
-        """The call's rows (validated, filtered, not yet projected) and the fields to keep."""
-        level = params.get("level", "account")
-        if level != "ad":
-            raise param_error(f"level={level} is not supported by the emulator; use level=ad")
-        increment = params.get("time_increment", "all_days")
-        if increment != "1":
-            raise param_error(f"time_increment={increment} is not supported by the emulator; use 1")
-        for name in _UNSUPPORTED_INSIGHT_PARAMS:
-            if params.get(name, "") not in ("", "[]"):
-                raise param_error(f"{name} is not supported by the emulator")
-        filters = parse_filtering(params.get("filtering"), _INSIGHT_FILTERS)
-        since, until = parse_time_range(params.get("time_range"))
-        rows = self.data.insights(account_id, since, until)
-        fields = parse_fields(params.get("fields")) or list(_DEFAULT_INSIGHT_FIELDS)
-        if rows:
-            check_fields(fields, rows[0], "AdsInsights")
-        for name, operator, value in filters:
-            wanted = _id_set(value, operator, name)
-            key = name.replace(".id", "_id")
-            rows = [row for row in rows if row[key] in wanted]
-        # Meta always reports the reporting window of each row, requested or not.
-        return rows, fields + [f for f in _DATE_FIELDS if f not in fields]
+        query = parse_query(params)
+        return project(self.reader.rows(account_id, query), query.columns)
 
     def objects(self, account_id: str, edge: str, params: dict[str, str]) -> list[dict]:
+        """An object edge's items: Meta leaves deleted and archived objects out unless a filter
+        on ``effective_status`` asks for them."""
         objects = getattr(self.data, edge)(account_id)
         fields = parse_fields(params.get("fields")) or ["id"]
         if objects:
             check_fields(fields, objects[0], OBJECT_EDGES[edge])
-        for _, _, value in parse_filtering(params.get("filtering"), _OBJECT_FILTERS):
+        wanted = None
+        for name, _, value in parse_filtering(params.get("filtering"), _OBJECT_FILTERS):
+            if name == "effective_status":
+                wanted = status_set(value, name)
+                continue
             after = unix_value(value, "updated_time")
             objects = [o for o in objects if _unix(o["updated_time"]) > after]
+        if wanted is None:
+            objects = [o for o in objects if o["effective_status"] not in HIDDEN_BY_DEFAULT]
+        else:
+            objects = [o for o in objects if o["effective_status"] in wanted]
         return [select_fields(obj, fields) for obj in objects]
 
-    # -- async report runs -----------------------------------------------------------------------
+    # -- single objects --------------------------------------------------------------------------
+
+    def has_object(self, object_id: str) -> bool:
+        """Whether ``object_id`` is a campaign, ad set or ad."""
+        return object_id.isdigit() and self.data.find_object(object_id) is not None
+
+    def object_node(self, call: Call) -> dict[str, Any]:
+        """``GET <campaign, ad set or ad id>``: the object with the fields asked for."""
+        found = self.data.find_object(call.node)
+        if found is None:
+            raise KeyError(call.node)
+        node_type, obj = found
+        if call.edge is not None:
+            raise param_error(
+                f"Tried accessing nonexisting field ({call.edge}) on node type ({node_type})"
+            )
+        fields = parse_fields(call.params.get("fields")) or ["id"]
+        check_fields(fields, obj, node_type)
+        self._refuse_broken([obj["id"]], call.params)
+        return select_fields(obj, fields)
+
+    def _refuse_broken(self, ids: list[str], params: dict[str, str]) -> None:
+        """Meta fails a read returning an ad it cannot render, unless only ids are asked for."""
+        if (parse_fields(params.get("fields")) or ["id"]) == ["id"]:
+            return
+        if any(self.data.is_broken(object_id) for object_id in ids):
+            raise GraphError(
+                "(#100) The ad creative is incomplete and cannot be returned",
+                code=100,
+                subcode=2446289,
+            )
 
     def create_report_run(self, call: Call, *, will_fail: bool) -> dict[str, Any]:
         """``POST act_<id>/insights``: validate like the sync call, then queue a job."""
@@ -228,10 +241,6 @@ class AdRoutes:
         return page_items(rows, url, call.params, call.limit())
 
 
-def _project(rows: list[dict], fields: list[str]) -> list[dict]:
-    return [{name: row[name] for name in fields} for row in rows]
-
-
 def project_ad_account(account: dict, params: dict[str, str]) -> dict[str, Any]:
     """The requested ``fields`` of one ad account (``id`` always); unknown fields are code 100."""
     fields = parse_fields(params.get("fields")) or _DEFAULT_AD_ACCOUNT_FIELDS
@@ -246,12 +255,3 @@ def select_fields(record: dict, fields: list[str]) -> dict[str, Any]:
 
 def _unix(graph_time: str) -> int:
     return int(parse_graph_time(graph_time).timestamp())
-
-
-def _id_set(value: Any, operator: str, name: str) -> set[str]:
-    values = value if isinstance(value, list) else [value]
-    if operator == "EQUAL" and isinstance(value, list):
-        raise param_error(f"Filter {name} EQUAL takes a single id")
-    if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
-        raise param_error(f"Filter {name} values must be ids")
-    return {str(v) for v in values}

@@ -16,6 +16,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from graph_emulator.page_data import PageData, graph_time
+from graph_emulator.statuses import SETTABLE, apply_status, effective
+from graph_emulator.tally import frequency
 
 __all__ = ["EmulatorData", "normalize_account_id"]
 
@@ -61,8 +63,9 @@ class EmulatorData:
     (lead forms with leads, Messenger conversations with messages).
 
     Identical seeds give identical output; everything is returned as fresh copies so callers may
-    mutate them freely. Tests change the data through :meth:`touch`, :meth:`add_lead` and
-    :meth:`add_message`, safely while the emulator serves it from other threads.
+    mutate them freely. Tests change the data through :meth:`touch`, :meth:`set_status`,
+    :meth:`break_object`, :meth:`add_lead` and :meth:`add_message`, safely while the emulator
+    serves it from other threads.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class EmulatorData:
         # Insight numbers are a pure function of (seed, ad, day): computed once, then every page
         # of a paged range is a lookup, as on a real server, instead of rebuilding the range.
         self._insight_rows: dict[tuple[str, str, str, str, date], dict] = {}
+        self._broken: set[str] = set()  # ads Meta refuses to return (break_object)
         self._build()
         all_ads = [ad for ads in self._ads.values() for ad in ads]
         self._page = PageData(seed, _PAGE_ID, all_ads)
@@ -160,6 +164,13 @@ class EmulatorData:
         with self._lock:
             return copy.deepcopy(self._ads[normalize_account_id(account_id)])
 
+    def effective_statuses(self, account_id: str) -> dict[str, str]:
+        """``effective_status`` of every campaign, ad set and ad of one account, by id."""
+        act = normalize_account_id(account_id)
+        with self._lock:
+            tables = (self._campaigns[act], self._adsets[act], self._ads[act])
+            return {obj["id"]: obj["effective_status"] for table in tables for obj in table}
+
     def touch(self, object_id: str, when: datetime, *, name: str | None = None) -> dict:
         """Edit a campaign, ad set or ad: set its ``updated_time`` to ``when`` (and its name).
 
@@ -175,6 +186,59 @@ class EmulatorData:
                                 obj["name"] = name
                             return copy.deepcopy(obj)
         raise KeyError(f"no campaign, ad set or ad with id {object_id!r}")
+
+    def set_status(self, object_id: str, status: str, when: datetime) -> dict:
+        """Set a campaign's, ad set's or ad's ``status`` (ACTIVE, PAUSED, ARCHIVED, DELETED).
+
+        ``effective_status`` follows: DELETED and ARCHIVED pass down to the object's ad sets and
+        ads as their effective_status (a simplification: Meta cascades deletes the same way, and
+        archived children in the UI); ACTIVE and PAUSED recompute the children. Every object
+        that changes gets ``updated_time = when``. Returns the edited object; KeyError when
+        unknown, ValueError for another status.
+        """
+        if status not in SETTABLE:
+            raise ValueError(f"status must be one of {sorted(SETTABLE)}, got {status!r}")
+        with self._lock:
+            for act in self._campaigns:
+                tables = (self._campaigns[act], self._adsets[act], self._ads[act])
+                edited = apply_status(*tables, object_id, status, graph_time(when))
+                if edited is not None:
+                    return copy.deepcopy(edited)
+        raise KeyError(f"no campaign, ad set or ad with id {object_id!r}")
+
+    def find_object(self, object_id: str) -> tuple[str, dict] | None:
+        """``("Campaign" | "AdSet" | "Ad", object)`` for a campaign, ad set or ad id, or None."""
+        with self._lock:
+            for node_type, table in (
+                ("Campaign", self._campaigns),
+                ("AdSet", self._adsets),
+                ("Ad", self._ads),
+            ):
+                for objects in table.values():
+                    for obj in objects:
+                        if obj["id"] == object_id:
+                            return node_type, copy.deepcopy(obj)
+        return None
+
+    def break_object(self, ad_id: str) -> None:
+        """Make Meta refuse to return ad ``ad_id`` (an incomplete creative): a test hook.
+
+        Afterwards any read that would return the ad with more than its ``id`` fails with code
+        100, subcode 2446289, as Meta fails on such an ad.
+        """
+        if self.find_object(ad_id) is None:
+            raise KeyError(f"no ad with id {ad_id!r}")
+        with self._lock:
+            self._broken.add(ad_id)
+
+    def is_broken(self, object_id: str) -> bool:
+        """Whether :meth:`break_object` was called for ``object_id``."""
+        with self._lock:
+            return object_id in self._broken
+
+    def stream(self, *parts: object) -> random.Random:
+        """A private RNG keyed by the seed and ``parts``: every derived number comes from one."""
+        return self._stream(*parts)
 
     # -- page: lead ads and messenger ------------------------------------------------------------
 
@@ -259,10 +323,12 @@ class EmulatorData:
         """Ad-level daily insight rows for ``since..until`` inclusive, in Graph wire format.
 
         One row per ad per day, sorted by date then ad id. Counts are integer strings and spend a
-        two-decimal string, exactly as the Graph API returns them. Raises KeyError for unknown
+        two-decimal string, exactly as the Graph API returns them; ``frequency`` is impressions /
+        reach. ``actions`` (link clicks, leads, purchases), ``action_values`` and ``conversions``
+        (purchases) are left out when empty, as Meta leaves them out. Raises KeyError for unknown
         accounts; returns ``[]`` when ``since > until``.
         """
-        # Fresh row dicts (callers and test doubles replace or edit rows); the nested `actions`
+        # Fresh row dicts (callers and test doubles replace or edit rows); the nested action
         # lists are shared and must be treated as read-only.
         return [dict(row) for row in self._insight_rows_for(account_id, since, until)]
 
@@ -315,7 +381,10 @@ class EmulatorData:
                 {"action_type": "lead", "value": str(leads)},
                 {"action_type": "onsite_conversion.lead_grouped", "value": str(leads)},
             ]
-        return {
+        # Drawn after every older number, so adding purchases changed none of them.
+        purchases = daily.choices((0, 1, 2, 3), weights=(78, 14, 6, 2))[0]
+        revenue_cents = sum(daily.randrange(1500, 15000) for _ in range(purchases))
+        row = {
             "account_id": ad["account_id"],
             "campaign_id": ad["campaign_id"],
             "adset_id": ad["adset_id"],
@@ -326,8 +395,15 @@ class EmulatorData:
             "clicks": str(clicks),
             "spend": f"{spend:.2f}",
             "reach": str(reach),
-            "actions": actions,
+            "frequency": frequency(impressions, reach),
         }
+        if purchases:
+            actions += _purchase_entries(str(purchases))
+            row["action_values"] = _purchase_entries(f"{Decimal(revenue_cents) / 100:.2f}")
+            row["conversions"] = [{"action_type": "purchase", "value": str(purchases)}]
+        if actions:  # Meta leaves an empty list out of the row
+            row["actions"] = actions
+        return row
 
 
 class _ObjectBuilder:
@@ -386,7 +462,7 @@ class _ObjectBuilder:
             "campaign_id": campaign["id"],
             "name": f"{self.rng.choice(_AUDIENCES)} {position}",
             "status": status,
-            "effective_status": _effective(status, campaign["effective_status"], "CAMPAIGN"),
+            "effective_status": effective(status, campaign["effective_status"], "CAMPAIGN"),
             # Budgets are minor currency units, as strings, like the Graph API.
             "daily_budget": str(self.rng.randrange(20, 200) * 100),
             "created_time": created,
@@ -403,17 +479,15 @@ class _ObjectBuilder:
             "adset_id": adset["id"],
             "name": f"{self.rng.choice(_CREATIVES)} {position}",
             "status": status,
-            "effective_status": _effective(status, adset["effective_status"], "ADSET"),
+            "effective_status": effective(status, adset["effective_status"], "ADSET"),
             "created_time": created,
             "updated_time": updated,
         }
 
 
-def _effective(own_status: str, parent_effective: str, parent_kind: str) -> str:
-    """Meta reports a paused parent through the child's effective_status (e.g. CAMPAIGN_PAUSED)."""
-    if own_status != "ACTIVE":
-        return own_status
-    if parent_effective == "PAUSED":
-        return f"{parent_kind}_PAUSED"
-    # ACTIVE, or a grandparent's pause (CAMPAIGN_PAUSED) that already propagated to the parent.
-    return parent_effective
+def _purchase_entries(value: str) -> list[dict]:
+    """A purchase as Meta lists it: the generic type and the pixel's, with the same value."""
+    return [
+        {"action_type": "purchase", "value": value},
+        {"action_type": "offsite_conversion.fb_pixel_purchase", "value": value},
+    ]

@@ -12,11 +12,13 @@ from typing import Any
 from graph_emulator.ads import project_ad_account, select_fields
 from graph_emulator.call import Call
 from graph_emulator.data import EmulatorData
+from graph_emulator.page_tokens import page_token
 from graph_emulator.wire import check_fields, param_error, parse_fields
 
 __all__ = ["MeRoutes"]
 
-_PAGE_FIELDS = ("id", "name", "category", "tasks")
+_PAGE_FIELDS = ("id", "name", "category", "tasks", "access_token")
+_DEFAULT_PAGE_FIELDS = ("id", "name", "category", "tasks")
 _USER_FIELDS = ("id", "name")
 
 
@@ -38,7 +40,13 @@ class MeRoutes:
             accounts = self.data.ad_accounts()
             return call.page([project_ad_account(a, call.params) for a in accounts])
         if call.edge == "accounts":
-            fields = parse_fields(call.params.get("fields")) or list(_PAGE_FIELDS)
+            fields = parse_fields(call.params.get("fields")) or list(_DEFAULT_PAGE_FIELDS)
             check_fields(fields, _PAGE_FIELDS, "Page")
-            return call.page([select_fields(page, fields) for page in self.data.managed_pages()])
+            token = call.params.get("access_token", "")
+            # Meta hands out each Page's access token here too, when asked for.
+            pages = [
+                {**page, "access_token": page_token(token, page["id"])}
+                for page in self.data.managed_pages()
+            ]
+            return call.page([select_fields(page, fields) for page in pages])
         raise param_error(f"Tried accessing nonexisting field ({call.edge}) on node type (User)")

@@ -7,6 +7,7 @@ from typing import Any
 from graph_emulator.call import Call
 from graph_emulator.data import EmulatorData
 from graph_emulator.page_data import parse_graph_time
+from graph_emulator.page_tokens import page_token, page_token_required
 from graph_emulator.wire import (
     FieldSpec,
     page_items,
@@ -42,6 +43,9 @@ _CONVERSATION_FIELDS = (
     "messages",
 )
 _MESSAGE_FIELDS = ("id", "message", "from", "to", "created_time")
+_PAGE_FIELDS = ("id", "name", "access_token")
+# Messenger reads: Meta serves them only to a Page access token.
+_MESSENGER_EDGES = frozenset({("page", "conversations"), ("conversation", "messages")})
 _LEAD_FILTERS = {"time_created": {"GREATER_THAN", "LESS_THAN"}}
 _NESTED_MESSAGE_LIMIT = 25  # Meta's default page size for an expanded edge
 
@@ -49,8 +53,10 @@ _NESTED_MESSAGE_LIMIT = 25  # Meta's default page size for an expanded edge
 class PageRoutes:
     """Serves the Page, its lead forms, leads, conversations and messages."""
 
-    def __init__(self, data: EmulatorData) -> None:
+    def __init__(self, data: EmulatorData, *, require_page_token: bool = True) -> None:
         self.data = data
+        # Meta serves Messenger reads only to a Page token; lead forms and leads take either.
+        self.require_page_token = require_page_token
 
     def kind(self, node: str) -> str | None:
         """Which Page-side node ``node`` is (page, form, lead, conversation, message), if any."""
@@ -68,7 +74,8 @@ class PageRoutes:
             return "lead"
         return None
 
-    def handle(self, call: Call, kind: str) -> dict[str, Any]:
+    def handle(self, call: Call, kind: str, *, with_page_token: bool = False) -> dict[str, Any]:
+        """Answer ``call`` on a Page-side node (``with_page_token``: it came with a Page token)."""
         edges = {
             ("page", "leadgen_forms"): self._forms,
             ("page", "conversations"): self._conversations,
@@ -76,8 +83,11 @@ class PageRoutes:
             ("conversation", "messages"): self._messages,
         }
         if call.edge is None:
-            return self._node(call, kind)
+            return self._node(call, kind, with_page_token)
         route = edges.get((kind, call.edge))
+        messenger = (kind, call.edge) in _MESSENGER_EDGES
+        if messenger and self.require_page_token and not with_page_token:
+            raise page_token_required()
         if route is None:
             node_type = {"page": "Page", "form": "LeadgenForm", "conversation": "UnifiedThread"}
             raise param_error(
@@ -88,11 +98,13 @@ class PageRoutes:
 
     # -- nodes -----------------------------------------------------------------------------------
 
-    def _node(self, call: Call, kind: str) -> dict[str, Any]:
+    def _node(self, call: Call, kind: str, with_page_token: bool) -> dict[str, Any]:
         specs = parse_field_specs(call.params.get("fields"))
         if kind == "page":
             node = {"id": self.data.page_id, "name": self.data.page_name}
-            return _project(node, specs or _specs("id", "name"), ("id", "name"), "Page")
+            if any(spec.name == "access_token" for spec in specs or ()):
+                node["access_token"] = self._page_token(call, with_page_token)
+            return _project(node, specs or _specs("id", "name"), _PAGE_FIELDS, "Page")
         if kind == "form":
             form = next(f for f in self.data.lead_forms() if f["id"] == call.node)
             return _project(form, specs or _specs("id", "name"), _FORM_FIELDS, "LeadgenForm")
@@ -106,6 +118,11 @@ class PageRoutes:
             return _project(message, specs or default, _MESSAGE_FIELDS, "Message")
         conversation = self.data.conversation(call.node) or {}
         return self._conversation_view(call, conversation, specs or _specs("id", "updated_time"))
+
+    def _page_token(self, call: Call, with_page_token: bool) -> str:
+        """The Page token for the caller: derived from its user token, or its own Page token."""
+        token = call.params.get("access_token", "")
+        return token if with_page_token else page_token(token, self.data.page_id)
 
     # -- lead ads --------------------------------------------------------------------------------
 

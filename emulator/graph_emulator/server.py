@@ -8,6 +8,13 @@ by setting the session's ``GRAPH`` URL. It speaks HTTP/1.1 with keep-alive: a cl
 its connections. A :class:`FaultPlan` injects throttling, transient and reduce-data errors, bad
 tokens, missing permissions and failing report runs; ``latency_ms`` delays every answer.
 
+Meta's 2026 Marketing API: insights at every ``level`` with ``breakdowns``,
+``action_breakdowns`` and ``action_attribution_windows`` (:mod:`graph_emulator.insights`; rows
+split and summed exactly), ``effective_status`` filters (deleted and archived objects hidden by
+default), single campaign, ad set and ad nodes, Page access tokens (Messenger reads need one:
+:mod:`graph_emulator.page_tokens`), a version table (:class:`VersionTable`: deprecated versions
+warn, expired ones fail with code 2635) and the reach throttle header on broken-down reach.
+
 :meth:`GraphEmulator.handle` answers one request without any HTTP (method, path and body in,
 status, JSON body and headers out); the HTTP app routes each request to the same answer.
 
@@ -32,9 +39,12 @@ from graph_emulator.data import EmulatorData
 from graph_emulator.faults import FaultPlan
 from graph_emulator.me import MeRoutes
 from graph_emulator.page import PageRoutes
+from graph_emulator.page_tokens import PAGE, authenticate, not_for_page_tokens
+from graph_emulator.reach_throttle import ReachThrottle
 from graph_emulator.routing import match_route
 from graph_emulator.serving import BackgroundServer
 from graph_emulator.usage import CallScope, UsageMeter
+from graph_emulator.versions import VersionTable
 from graph_emulator.wire import GraphError, error_for_fault
 
 __all__ = ["LATENCY_ENV", "GraphEmulator", "RecordedRequest"]
@@ -84,7 +94,9 @@ class GraphEmulator:
     Use as a context manager or call :meth:`start` / :meth:`stop`. uvicorn serves it on an
     ephemeral port of ``host`` (127.0.0.1 by default) from a daemon thread. ``faults`` defaults
     to the plan in ``CRM_EMULATOR_FAULTS`` and ``latency_ms`` to ``CRM_EMULATOR_LATENCY_MS``; a
-    report run completes on its ``async_polls_to_complete``-th status poll.
+    report run completes on its ``async_polls_to_complete``-th status poll. With
+    ``require_page_token`` (the default, as on Meta) conversations and messages need the Page
+    token from ``GET /<page-id>?fields=access_token``; ``versions`` replaces the version table.
     """
 
     def __init__(
@@ -98,6 +110,8 @@ class GraphEmulator:
         faults: FaultPlan | None = None,
         latency_ms: float | None = None,
         async_polls_to_complete: int = 2,
+        require_page_token: bool = True,
+        versions: VersionTable | None = None,
     ) -> None:
         self.data = data if data is not None else EmulatorData()
         self.host = host
@@ -109,9 +123,11 @@ class GraphEmulator:
         if self.latency_ms < 0:
             raise ValueError("latency_ms must not be negative")
         self.usage = UsageMeter()
+        self.versions = versions if versions is not None else VersionTable()
+        self._reach = ReachThrottle()
         self._ads = AdRoutes(self.data, async_polls_to_complete)
         self._me = MeRoutes(self.data)
-        self._page = PageRoutes(self.data)
+        self._page = PageRoutes(self.data, require_page_token=require_page_token)
         self._app = build_app(self)
         self._server: BackgroundServer | None = None
         self._lock = threading.Lock()
@@ -231,11 +247,16 @@ class GraphEmulator:
         headers = {"x-fb-trace-id": fbtrace_id}
         eta = 0
         try:
+            if kind != "unversioned":
+                # Every answer on a deprecated version carries Meta's warning, errors too.
+                headers.update(self.versions.check(call.version, call.path))
             fault = self.faults.take(_REQUEST_FAULTS, method, path)
             if fault is not None:
                 raise error_for_fault(fault)
             answer = self._dispatch(kind, call)
             headers["facebook-api-version"] = call.version
+            if kind == "ad_account" and call.edge == "insights":
+                headers.update(self._reach.headers(call.node, call.params))
             status = 200
         except GraphError as error:
             if error.eta_minutes is not None and error.code in _ETA_CODES:
@@ -295,7 +316,12 @@ class GraphEmulator:
                 "(the emulator requires a /vX.Y/ version prefix)",
                 code=2500,
             )
-        self._authenticate(call.params)
+        token_kind = authenticate(
+            call.params.get("access_token"), self.expected_token, self.data.page_id
+        )
+        page_kind = self._page.kind(call.node) if kind == "object" else None
+        if token_kind == PAGE and page_kind is None:
+            raise not_for_page_tokens()
         if kind == "me" and call.method == "GET":
             return self._me.handle(call)
         if kind == "ad_account" and self.data.has_account(call.node):
@@ -307,8 +333,10 @@ class GraphEmulator:
         if kind == "object" and call.method == "GET":
             if self._ads.has_run(call.node):
                 return self._ads.report_run(call)
-            if (page_kind := self._page.kind(call.node)) is not None:
-                return self._page.handle(call, page_kind)
+            if page_kind is not None:
+                return self._page.handle(call, page_kind, with_page_token=token_kind == PAGE)
+            if self._ads.has_object(call.node):
+                return self._ads.object_node(call)
         raise GraphError(
             f"Unsupported {call.method.lower()} request. Object with ID '{call.node}' does not "
             "exist, cannot be loaded due to missing permissions, or does not support this "
@@ -318,16 +346,3 @@ class GraphEmulator:
             error_type="GraphMethodException",
             subcode=33,
         )
-
-    def _authenticate(self, params: dict[str, str]) -> None:
-        token = params.get("access_token")
-        if not token:
-            raise GraphError(
-                "An active access token must be used to query information about the current user.",
-                code=2500,
-            )
-        # The token is deliberately never echoed back, neither in messages nor in the log.
-        if self.expected_token is not None and not secrets.compare_digest(
-            token.encode(), self.expected_token.encode()
-        ):
-            raise GraphError("Invalid OAuth access token - Cannot parse access token", code=190)

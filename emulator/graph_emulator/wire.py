@@ -26,6 +26,7 @@ __all__ = [
     "parse_fields",
     "parse_filtering",
     "parse_limit",
+    "parse_name_list",
     "parse_time_range",
 ]
 
@@ -360,3 +361,23 @@ def unix_value(value: Any, field: str) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     raise param_error(f"Filter value for {field} must be a unix timestamp")
+
+
+def parse_name_list(raw: str | None, param: str) -> list[str]:
+    """A list parameter (``breakdowns``...): comma-separated or a JSON list, as the SDK sends it.
+
+    Blank names are dropped and repeats kept once, in their first position.
+    """
+    if raw is None or raw.strip() in ("", "[]"):
+        return []
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError:
+            raise param_error(f"{param} must be a list of strings") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise param_error(f"{param} must be a list of strings")
+    else:
+        items = text.split(",")
+    return list(dict.fromkeys(i.strip() for i in items if i.strip()))
