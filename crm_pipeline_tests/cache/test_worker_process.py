@@ -1,15 +1,12 @@
 """`crm-pipeline cache-worker` as a process: killed mid-stream and restarted, nothing is lost."""
 
-import random
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from crm_pipeline_tests.cache.worker_helpers import (
     customer_mismatches,
@@ -18,6 +15,7 @@ from crm_pipeline_tests.cache.worker_helpers import (
     stored_watermark,
     wait_for,
     worker_env,
+    write_customers,
 )
 
 CLI = str(Path(sys.executable).with_name("crm-pipeline"))
@@ -27,33 +25,16 @@ def _start(env, log):
     return subprocess.Popen([CLI, "cache-worker", "--no-report"], env=env, stdout=log, stderr=log)
 
 
-def _writes(engine, stop: threading.Event, counter: list[int]):
-    rng = random.Random(3)
-    n = 0
-    while not stop.is_set():
-        n += 1
-        with engine.begin() as conn:
-            ids = conn.execute(text("SELECT id FROM customers")).scalars().all()
-            cid = rng.choice(ids)
-            conn.execute(
-                text("UPDATE customers SET name = :n WHERE id = :c"), {"n": f"w{n}", "c": cid}
-            )
-            if n % 4 == 0:
-                conn.execute(text("INSERT INTO customers (email) VALUES (:e)"), {"e": f"p{n}@x.io"})
-            if n % 5 == 0:
-                conn.execute(
-                    text("INSERT INTO orders (customer_id, amount) VALUES (:c, 10)"), {"c": cid}
-                )
-        counter[0] = n
-        time.sleep(0.005)
-
-
 @pytest.mark.slow
 def test_a_killed_worker_restarts_and_loses_nothing(clean_db, database_url, dirs, tmp_path):
     seed_customers(clean_db, 20)
     env = worker_env(database_url, dirs, CRM_CACHE_WORKER_COALESCE_SECONDS="0.2")
     stop, counter = threading.Event(), [0]
-    writer = threading.Thread(target=_writes, args=(clean_db, stop, counter))
+    writer = threading.Thread(
+        target=write_customers,
+        args=(clean_db, stop, counter),
+        kwargs={"new_customer_every": 4},
+    )
     with open(tmp_path / "worker.log", "wb") as log:
         first = _start(env, log)
         try:

@@ -2,7 +2,6 @@
 worker (a real `crm-pipeline cache-worker` process) killed mid-stream, and the change-log sensor
 bringing every file up to date with real Dagster runs."""
 
-import random
 import signal
 import subprocess
 import sys
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from sqlalchemy import text
 
 from crm_pipeline.defs.analytics.assets import analytics_summary
 from crm_pipeline.defs.cache.assets import (
@@ -29,6 +27,7 @@ from crm_pipeline_tests.cache.worker_helpers import (
     stored_watermark,
     wait_for,
     worker_env,
+    write_customers,
 )
 
 CLI = str(Path(sys.executable).with_name("crm-pipeline"))
@@ -39,27 +38,6 @@ CACHE_ASSETS = [
     marketing_insights_cache,
     analytics_summary,
 ]
-
-
-def _writer(engine, seed: int, stop: threading.Event, barrier, counter: list[int]) -> None:
-    rng = random.Random(seed)
-    barrier.wait()
-    n = 0
-    while not stop.is_set():
-        n += 1
-        with engine.begin() as conn:
-            ids = conn.execute(text("SELECT id FROM customers")).scalars().all()
-            cid = rng.choice(ids)
-            conn.execute(
-                text("UPDATE customers SET name = :n WHERE id = :c"), {"n": f"{seed}-{n}", "c": cid}
-            )
-            if n % 3 == 0:
-                conn.execute(
-                    text("INSERT INTO orders (customer_id, amount) VALUES (:c, :a)"),
-                    {"c": cid, "a": n},
-                )
-            time.sleep(rng.uniform(0, 0.02))  # hold the transaction: commits land out of order
-        counter[seed] = n
 
 
 def _reconcile(database_url: str, resources: dict) -> int:
@@ -93,7 +71,18 @@ def test_writers_worker_killed_then_the_sensor_brings_every_file_up_to_date(
     stop, counter = threading.Event(), [0] * WRITERS
     barrier = threading.Barrier(WRITERS + 1)
     writers = [
-        threading.Thread(target=_writer, args=(clean_db, seed, stop, barrier, counter))
+        threading.Thread(
+            target=write_customers,
+            args=(clean_db, stop, counter),
+            kwargs={
+                "slot": seed,
+                "seed": seed,
+                "order_every": 3,
+                "hold": 0.02,
+                "pause": 0,
+                "barrier": barrier,
+            },
+        )
         for seed in range(WRITERS)
     ]
     with open(tmp_path / "worker.log", "wb") as log:

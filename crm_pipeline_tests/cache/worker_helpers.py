@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,52 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, every: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout}s: {predicate.__name__}")
         time.sleep(every)
+
+
+def write_customers(
+    engine: Engine,
+    stop: threading.Event,
+    counter: list[int],
+    *,
+    slot: int = 0,
+    seed: int = 3,
+    new_customer_every: int = 0,
+    order_every: int = 5,
+    hold: float = 0.0,
+    pause: float = 0.005,
+    barrier: threading.Barrier | None = None,
+) -> None:
+    """A writer thread's loop until `stop`: each transaction renames a random customer, and every
+    `order_every`-th also adds an order (every `new_customer_every`-th a new customer, 0 never).
+
+    `counter[slot]` counts committed transactions. `hold` keeps each transaction open a random
+    0..hold seconds after its writes, so concurrent writers commit out of order.
+    """
+    rng = random.Random(seed)
+    if barrier is not None:
+        barrier.wait()
+    n = 0
+    while not stop.is_set():
+        n += 1
+        with engine.begin() as conn:
+            ids = conn.execute(text("SELECT id FROM customers")).scalars().all()
+            cid = rng.choice(ids)
+            conn.execute(
+                text("UPDATE customers SET name = :n WHERE id = :c"), {"n": f"{seed}-{n}", "c": cid}
+            )
+            if new_customer_every and n % new_customer_every == 0:
+                conn.execute(
+                    text("INSERT INTO customers (email) VALUES (:e)"), {"e": f"p{seed}-{n}@x.io"}
+                )
+            if n % order_every == 0:
+                conn.execute(
+                    text("INSERT INTO orders (customer_id, amount) VALUES (:c, :a)"),
+                    {"c": cid, "a": n},
+                )
+            if hold:
+                time.sleep(rng.uniform(0, hold))
+        counter[slot] = n
+        time.sleep(pause)
 
 
 @contextmanager
