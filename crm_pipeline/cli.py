@@ -155,16 +155,21 @@ def _api_keys_revoke(args: argparse.Namespace) -> int:
 
 def _config_check(args: argparse.Namespace) -> int:
     from crm_pipeline.config import ConfigError
+    from crm_pipeline.facebook.custom_insights import CustomInsightsError, load_custom_insights
 
     try:
         settings = load_settings()
-    except ConfigError as exc:
+        # The file is read as the code location reads it: a wrong entry is caught here too.
+        custom = load_custom_insights(settings.graph.custom_insights)
+    except (ConfigError, CustomInsightsError) as exc:
         print(f"crm-pipeline: configuration error: {exc}", file=sys.stderr)
         return 2
     width = max(len(variable) for variable, _ in settings.describe())
     print(f"effective configuration (CRM_ENV={settings.env}; secrets masked):")
     for variable, shown in settings.describe():
         print(f"  {variable:<{width}}  {shown}")
+    if custom:
+        print(f"custom insights: {', '.join(entry.table for entry in custom)}")
     problems = settings.production_problems() if settings.production else []
     notes = []
     if not settings.production and settings.missing_graph_credentials():

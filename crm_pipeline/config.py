@@ -47,6 +47,7 @@ from crm_pipeline.config_values import (
     env_field,
     normalize_database_url,
     parse_account_ids,
+    parse_page_ids,
     redact_url,
 )
 from crm_pipeline.facebook.ids import API_VERSION
@@ -71,6 +72,7 @@ __all__ = [
     "load_settings",
     "normalize_database_url",
     "parse_account_ids",
+    "parse_page_ids",
     "redact_url",
 ]
 
@@ -108,7 +110,11 @@ class Settings(BaseSettings):
         shown_default="each command (or run) starts its own emulator process",
     )
     api_version: str | None = env_field(
-        "FB_API_VERSION", "e.g. `v26.0`", shown_default="the SDK's own"
+        "FB_API_VERSION",
+        "Graph API version of every call, e.g. `v26.0`; unset follows the installed "
+        "facebook-business SDK (its newest), so upgrading the SDK moves to the newer version. "
+        "Meta's deprecation warnings are logged; an expired version fails the run at once",
+        shown_default="the SDK's own (`facebook_business.apiconfig`)",
     )
     access_token: Secret | None = env_field(
         "FB_ACCESS_TOKEN",
@@ -130,6 +136,13 @@ class Settings(BaseSettings):
         "FB_PAGE_ID",
         "page for lead forms, conversations and webhooks",
         shown_default="none (the emulator's with `FB_GRAPH_URL=emulator`)",
+    )
+    page_ids: tuple[str, ...] = env_field(
+        "FB_PAGE_IDS",
+        "more pages, comma-separated numeric ids; with `FB_PAGE_ID` the union is synced and "
+        "served (each page is read with its own Page access token)",
+        (),
+        shown_default="none",
     )
     webhook_verify_token: Secret | None = env_field(
         "FB_WEBHOOK_VERIFY_TOKEN", "token of Meta's webhook subscription handshake", repr=False
@@ -246,6 +259,11 @@ class Settings(BaseSettings):
     def _accounts(cls, value: Any) -> Any:
         return parse_account_ids(value) if isinstance(value, str) else value
 
+    @field_validator("page_ids", mode="before")
+    @classmethod
+    def _pages(cls, value: Any) -> Any:
+        return parse_page_ids(value) if isinstance(value, str) else value
+
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
     def _case(cls, value: Any, info) -> Any:
@@ -270,6 +288,11 @@ class Settings(BaseSettings):
         if self.uses_emulator:
             return self.emulator_url
         return self.graph_url or DEFAULT_GRAPH_URL
+
+    @property
+    def all_page_ids(self) -> tuple[str, ...]:
+        """Every configured page: `FB_PAGE_ID` first, then `FB_PAGE_IDS` (the union, once each)."""
+        return tuple(dict.fromkeys(((self.page_id,) if self.page_id else ()) + self.page_ids))
 
     @property
     def pg_data_dir(self) -> Path:
@@ -309,7 +332,7 @@ class Settings(BaseSettings):
             "FB_APP_SECRET": self.app_secret,
             "FB_WEBHOOK_VERIFY_TOKEN": self.webhook_verify_token,
             "FB_AD_ACCOUNT_IDS": self.ad_account_ids,
-            "FB_PAGE_ID": self.page_id,
+            "FB_PAGE_ID or FB_PAGE_IDS": self.all_page_ids,
             "CRM_MASK_KEY": self.mask_key,
         }
         missing = [name for name, value in required.items() if not value]

@@ -5,6 +5,7 @@ together, each read from its own flat environment variable by `crm_pipeline.conf
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -39,6 +40,12 @@ class GraphSettings(SettingsGroup):
         "CRM_INSIGHTS_MODE",
         "`sync` (paged GETs) or `async` (report runs, for large accounts)",
         "sync",
+    )
+    custom_insights: Path | None = env_field(
+        "CRM_CUSTOM_INSIGHTS",
+        "YAML file declaring custom insight tables (level, fields, breakdowns, attribution "
+        "windows), checked when the definitions load (`custom_insights.example.yaml`)",
+        shown_default="none: no custom insights",
     )
     max_wait_seconds: float = env_field(
         "CRM_GRAPH_MAX_WAIT_SECONDS",

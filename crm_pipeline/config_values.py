@@ -114,6 +114,22 @@ def parse_account_ids(raw: str | None) -> tuple[str, ...]:
     return tuple(ids)
 
 
+def parse_page_ids(raw: str | None) -> tuple[str, ...]:
+    """Parse `FB_PAGE_IDS`: comma-separated numeric page ids (duplicates dropped, order kept)."""
+    ids: list[str] = []
+    for item in (part.strip() for part in (raw or "").split(",")):
+        if not item:
+            continue
+        if not NUMERIC_ID.match(item):
+            raise ConfigError(
+                f"FB_PAGE_IDS has an entry that is not a numeric page id: {item!r} "
+                "(expected digits, comma-separated)"
+            )
+        if item not in ids:
+            ids.append(item)
+    return tuple(ids)
+
+
 def comma_list(value: Any) -> Any:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())

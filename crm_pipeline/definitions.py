@@ -36,6 +36,7 @@ from crm_pipeline.defs.facebook.assets import (
     fb_conversations_raw,
     fb_leads_raw,
 )
+from crm_pipeline.defs.facebook.custom_insights import CUSTOM_INSIGHT_ASSETS
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 from crm_pipeline.defs.sync_schedules import (
@@ -84,6 +85,9 @@ def _domains() -> list[dg.Definitions]:
         dg.Definitions(
             assets=[fb_ad_insights_raw, fb_ad_objects_raw, fb_leads_raw, fb_conversations_raw],
         ),
+        # Each CRM_CUSTOM_INSIGHTS entry's raw asset and table (groups facebook_raw, facebook:
+        # the freshness policy below covers them like the built-in insights).
+        dg.Definitions(assets=CUSTOM_INSIGHT_ASSETS),
         dg.Definitions(
             jobs=[facebook_insights_job, facebook_streams_job],
             schedules=[hourly_facebook_sync, daily_attribution_resync],

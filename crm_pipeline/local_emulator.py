@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import requests
 
 from crm_pipeline.config import ConfigError, Settings, ask_for_emulator_in_this_process
+from crm_pipeline.facebook.ids import sdk_api_version
 
 __all__ = [
     "EMULATOR_MISSING",
@@ -53,8 +54,6 @@ STOP_TIMEOUT_SECONDS = 5.0
 HTTP_TIMEOUT_SECONDS = 10.0
 # The emulator accepts any token; this one says where it came from, and Meta's never goes there.
 DISCOVERY_TOKEN = "crm-pipeline-local-emulator"
-# Any `vX.Y` works against the emulator; this one is only used when FB_API_VERSION is unset.
-DISCOVERY_API_VERSION = "v26.0"
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,8 @@ def emulator_process(*args: str) -> Iterator[str]:
 def discover(url: str, api_version: str | None = None) -> LocalEmulator:
     """Ask the emulator at `url` for its ad accounts and Page, as a client asks Meta."""
     base = url.rstrip("/")
-    version = api_version or DISCOVERY_API_VERSION
+    # The version the syncs will use: FB_API_VERSION, else the SDK's own (as GraphClient does).
+    version = api_version or sdk_api_version()
     with requests.Session() as session:
         session.trust_env = False  # no proxies: the emulator is local
         accounts = _all_pages(session, f"{base}/{version}/me/adaccounts", "id,account_id")

@@ -41,7 +41,7 @@ from crm_pipeline.defs.facebook.partitions import (
 )
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
-from crm_pipeline.defs.sync_schedules import STREAM_ASSETS
+from crm_pipeline.defs.sync_schedules import INSIGHT_ASSETS, STREAM_ASSETS
 from crm_pipeline.local_emulator import emulator_for
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def _sync_insights(
         f"..{run_days[-1]}" if len(run_days) > 1 else ""
     )
     result = _run(
-        [fb_ad_insights_raw, ad_insights_daily],
+        INSIGHT_ASSETS,  # the built-in insights and every custom insights entry
         insights_partition_range(account, run_days[0], run_days[-1]),
         resources,
         instance,

@@ -114,6 +114,9 @@ def _kind(raw: Any) -> str:
     return "unknown"
 
 
+_NOT_OUR_PAGE = "entry.id: not a page this receiver serves (FB_PAGE_ID, FB_PAGE_IDS)"
+
+
 def _review_entry(raw: Any, object_ok: bool, pages: frozenset[str]) -> Verdict:
     kind = _kind(raw)
     if too_deep(raw):
@@ -131,7 +134,7 @@ def _review_entry(raw: Any, object_ok: bool, pages: frozenset[str]) -> Verdict:
     if mismatch:
         return Verdict(kind, raw, reason=mismatch)
     if pages and entry.id not in pages:
-        return Verdict(kind, raw, reason="entry.id: not a page this receiver serves (FB_PAGE_ID)")
+        return Verdict(kind, raw, reason=_NOT_OUR_PAGE)
     return Verdict(kind, raw, entry=entry)
 
 
@@ -352,7 +355,8 @@ async def receive(request: Request) -> dict[str, int]:
         raise Problem(400, "Malformed JSON", "The request body is not valid JSON.") from None
 
     db = request.app.state.db
-    pages = frozenset({settings.page_id}) if settings.page_id else frozenset()
+    # FB_PAGE_ID and FB_PAGE_IDS together: an entry of any configured page is ours.
+    pages = frozenset(settings.all_page_ids)
 
     def store() -> dict[str, int]:
         with db.begin(actor=WEBHOOK_ACTOR) as conn:  # change rows name Meta's webhook

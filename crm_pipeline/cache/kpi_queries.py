@@ -46,6 +46,8 @@ SELECT coalesce(sum(spend), 0) AS total,
        coalesce(sum(leads), 0)::bigint AS leads,
        coalesce(sum(leads) FILTER (WHERE date BETWEEN :first_day AND :last_day), 0)::bigint
            AS leads_last_30_days,
+       coalesce(sum(purchases), 0)::bigint AS purchases,
+       coalesce(sum(purchase_value), 0) AS purchase_value,
        min(date) AS first_date, max(date) AS last_date
 FROM ad_insights_daily
 """
@@ -87,7 +89,8 @@ ORDER BY days.day
 """
 # First-touch attribution: each customer belongs to the campaign of their earliest lead that
 # names one (directly, or through the lead's ad), and brings the revenue of their orders placed
-# at or after that lead. One campaign per customer, so no revenue is counted twice.
+# at or after that lead. One campaign per customer, so no revenue is counted twice. Beside it,
+# Meta's own view: the purchases and purchase value Meta reports for the campaign's ads.
 ROAS_BY_CAMPAIGN = """
 WITH first_touch AS (
     SELECT DISTINCT ON (l.customer_id)
@@ -104,14 +107,19 @@ WITH first_touch AS (
      AND (f.created_time IS NULL OR o.created_at >= f.created_time)
     GROUP BY f.campaign_id
 ), spend AS (
-    SELECT campaign_id, sum(spend) AS spend FROM ad_insights_daily GROUP BY campaign_id
+    SELECT campaign_id, sum(spend) AS spend, sum(purchases)::bigint AS purchases,
+           sum(purchase_value) AS purchase_value
+    FROM ad_insights_daily GROUP BY campaign_id
 )
 SELECT coalesce(a.campaign_id, s.campaign_id) AS campaign_id, c.name AS campaign_name,
        coalesce(a.customers, 0) AS attributed_customers,
        coalesce(a.orders, 0) AS attributed_orders,
        coalesce(a.revenue, 0) AS attributed_revenue,
        coalesce(s.spend, 0) AS spend,
-       CASE WHEN a.customers > 0 AND s.spend > 0 THEN round(a.revenue / s.spend, 4) END AS roas
+       CASE WHEN a.customers > 0 AND s.spend > 0 THEN round(a.revenue / s.spend, 4) END AS roas,
+       coalesce(s.purchases, 0) AS meta_purchases,
+       coalesce(s.purchase_value, 0) AS meta_purchase_value,
+       CASE WHEN s.spend > 0 THEN round(s.purchase_value / s.spend, 4) END AS meta_roas
 FROM attributed a
 FULL JOIN spend s ON s.campaign_id = a.campaign_id
 LEFT JOIN campaigns c ON c.id = coalesce(a.campaign_id, s.campaign_id)

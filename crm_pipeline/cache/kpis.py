@@ -79,7 +79,7 @@ def build_summary(conn: Connection, today: dt.date) -> Summary:
         customers=_customers(rows(sql.BY_TIER), single),
         ad_spend=_ad_spend(spend, rows(sql.SPEND_BY_CAMPAIGN)),
         leads=_leads(leads, rows(sql.LEADS_BY_DAY), spend),
-        roas=_roas(rows(sql.ROAS_BY_CAMPAIGN), spend.total, single),
+        roas=_roas(rows(sql.ROAS_BY_CAMPAIGN), spend, single),
         freshness=Freshness.model_validate(freshness._mapping),
     )
 
@@ -151,14 +151,20 @@ def _leads(counts: Row[Any], by_day: _Rows, spend: Row[Any]) -> Leads:
     )
 
 
-def _roas(campaigns: _Rows, spend: Decimal, single: bool) -> Roas:
+def _roas(campaigns: _Rows, totals: Row[Any], single: bool) -> Roas:
     customers = sum(c.attributed_customers for c in campaigns)
     revenue = sum((c.attributed_revenue for c in campaigns), start=Decimal(0))
+    spend = totals.total
+    # Only the order-based figures depend on the orders' currencies; Meta's purchase value is
+    # in the ad accounts' currency, like spend.
     hidden = {} if single else {"attributed_revenue": None, "roas": None}
     return Roas(
         attributed_customers=customers,
         attributed_revenue=revenue if single else None,
         spend=spend,
         roas=_ratio(revenue, spend, 4) if single and customers and spend > 0 else None,
+        meta_purchases=totals.purchases,
+        meta_purchase_value=totals.purchase_value,
+        meta_roas=_ratio(totals.purchase_value, spend, 4) if spend > 0 else None,
         by_campaign=_each(CampaignRoas, campaigns, **hidden),
     )

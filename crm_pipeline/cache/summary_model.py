@@ -17,8 +17,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PlainSerializer, WithJsonSchema
 
-# Bump when the document's shape or the meaning of a field changes.
-SUMMARY_SCHEMA_VERSION = 2
+# Bump when the document's shape or the meaning of a field changes. 3: Meta's reported
+# purchases, purchase value and meta_roas in the roas section.
+SUMMARY_SCHEMA_VERSION = 3
 LEAD_SOURCES = ("facebook_lead_ads", "other")
 LeadSource = Literal["facebook_lead_ads", "other"]
 
@@ -49,6 +50,23 @@ _MIXED = " Null when revenue orders use more than one currency (see revenue.by_c
 _WINDOW = "the 30-day window (window_30_days, UTC days, today included)"
 _CAMPAIGN_ID = "Meta campaign id, as in ad_insights_daily.campaign_id."
 _CAMPAIGN_NAME = "Campaign name from the campaigns table; null if not synced."
+_META_VIEW = (
+    "Meta's own attribution (its attribution windows; pixel, app and offline purchase "
+    "events), not the first-touch attribution from orders above: the two can differ, and "
+    "neither is wrong. In the ad accounts' currency, like spend."
+)
+_META_PURCHASES = (
+    "Purchases Meta reports for {what} (ad_insights_daily.purchases: the `purchase` action, "
+    "else `offsite_conversion.fb_pixel_purchase`, never both), all time."
+)
+_META_VALUE = (
+    "Purchase value Meta reports for {what} (ad_insights_daily.purchase_value, from "
+    "action_values like meta_purchases), all time. " + _MONEY
+)
+_META_ROAS = (
+    "Meta-reported ROAS: meta_purchase_value / spend, rounded half away from zero to 4 "
+    "places; null when spend is 0. " + _META_VIEW
+)
 
 
 class _Model(BaseModel):
@@ -229,6 +247,9 @@ class CampaignRoas(_Model):
     )
     spend: Money = Field(description="All-time spend of the campaign (0 if none).")
     roas: Money | None = Field(description="attributed_revenue / spend, or null (see above).")
+    meta_purchases: Count = Field(description=_META_PURCHASES.format(what="the campaign's ads"))
+    meta_purchase_value: Money = Field(description=_META_VALUE.format(what="the campaign's ads"))
+    meta_roas: Money | None = Field(description=_META_ROAS)
 
 
 class Roas(_Model):
@@ -243,6 +264,9 @@ class Roas(_Model):
         description="Blended ROAS: attributed_revenue / spend; null when no customer is "
         "attributed, spend is 0, or several currencies."
     )
+    meta_purchases: Count = Field(description=_META_PURCHASES.format(what="all ads"))
+    meta_purchase_value: Money = Field(description=_META_VALUE.format(what="all ads"))
+    meta_roas: Money | None = Field(description=f"Blended {_META_ROAS}")
     by_campaign: list[CampaignRoas] = Field(
         description="Every campaign with spend or attributed customers, ordered by campaign id "
         "(byte order)."
@@ -292,7 +316,9 @@ class Summary(_Model):
         "no created_time). ROAS = attributed revenue / all-time spend of the campaign, rounded "
         "half away from zero to 4 places. It is null when not attributable: the campaign has "
         "no attributed customers, has no spend, or revenue orders use more than one currency. "
-        "Spend is assumed to be in the orders' currency."
+        "Spend is assumed to be in the orders' currency. Beside it, Meta's own view: "
+        "meta_purchases, meta_purchase_value and meta_roas (Meta-reported purchase value / "
+        "spend), as Meta attributes purchases to the ads."
     )
     freshness: Freshness = Field(
         description="How recent the data behind this file is: the newest timestamp in each "

@@ -126,8 +126,30 @@ ad_insights_daily = Table(
     Column("synced_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("actions", JSONB),  # Meta's actions list, kept whole
     Column("leads", BigInteger, nullable=False, server_default=text("0")),  # from actions
+    # Migration 0006: Meta's value fields, nullable or defaulted so writers that follow the
+    # documented contract (which does not name them) still succeed.
+    Column("frequency", Numeric),  # impressions / reach, as Meta reports it
+    Column("action_values", JSONB),  # Meta's action_values list, kept whole
+    Column("conversions", JSONB),  # Meta's conversions list, kept whole
+    # From actions / action_values: the `purchase` type, else the pixel's (never both).
+    Column("purchases", BigInteger, nullable=False, server_default=text("0")),
+    Column("purchase_value", Numeric(18, 4), nullable=False, server_default=text("0")),
     Index("ix_ad_insights_daily_account_id_date", "account_id", "date"),
     Index("ix_ad_insights_daily_campaign_id_date", "campaign_id", "date"),
+)
+
+# Meta's own totals of an ad account and day (level=account insights, migration 0006): what
+# the sum of that day's ad_insights_daily rows must match (the `matches_account_totals` check).
+# account_id is Meta's, without the act_ prefix, as in ad_insights_daily.
+ad_account_insights_daily = Table(
+    "ad_account_insights_daily",
+    metadata,
+    Column("account_id", Text, primary_key=True),
+    Column("date", Date, primary_key=True),
+    Column("spend", Numeric(18, 4), nullable=False, server_default=text("0")),
+    Column("impressions", BigInteger, nullable=False, server_default=text("0")),
+    Column("clicks", BigInteger, nullable=False, server_default=text("0")),
+    Column("synced_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 # --- CRM core -----------------------------------------------------------------------------------

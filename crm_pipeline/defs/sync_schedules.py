@@ -21,6 +21,7 @@ from crm_pipeline.defs.facebook.assets import (
     fb_conversations_raw,
     fb_leads_raw,
 )
+from crm_pipeline.defs.facebook.custom_insights import CUSTOM_INSIGHT_ASSETS
 from crm_pipeline.defs.facebook.partitions import (
     insights_partition_range,
     partition_range_tags,
@@ -32,9 +33,12 @@ ATTRIBUTION_LOOKBACK_DAYS = load_settings().graph.attribution_lookback_days
 # Marks the runs that call Meta (filter on it in the UI); the graph_api pool limits their steps.
 GRAPH_TAGS = {"crm/graph_api": "true"}
 
+# The built-in insights and every custom insights entry (CRM_CUSTOM_INSIGHTS), all partitioned
+# alike: the hourly sync, the attribution re-sync and `crm-pipeline sync` run them together.
+INSIGHT_ASSETS = [fb_ad_insights_raw, ad_insights_daily, *CUSTOM_INSIGHT_ASSETS]
 facebook_insights_job = dg.define_asset_job(
     "facebook_insights_job",
-    selection=[fb_ad_insights_raw, ad_insights_daily],  # partitioned like them (inferred)
+    selection=INSIGHT_ASSETS,  # partitioned like them (inferred)
     tags=GRAPH_TAGS,
     description=(
         "Fetch Facebook insights of account-days and upsert them into PostgreSQL; a run over a "
@@ -49,7 +53,6 @@ STREAM_ASSETS = [
     fb_conversations_raw,
     conversations_and_messages,
 ]
-INSIGHT_ASSETS = [fb_ad_insights_raw, ad_insights_daily]
 facebook_streams_job = dg.define_asset_job(
     "facebook_streams_job",
     selection=STREAM_ASSETS,

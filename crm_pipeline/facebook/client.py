@@ -15,22 +15,27 @@ from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
+from facebook_business.adobjects.ad import Ad
 from facebook_business.adobjects.adaccount import AdAccount
+from facebook_business.adobjects.adset import AdSet
+from facebook_business.adobjects.campaign import Campaign
 from facebook_business.api import FacebookAdsApi, FacebookSession
 from facebook_business.exceptions import FacebookRequestError
 
-from crm_pipeline.facebook.error_kinds import PERMISSION_CODES, TOKEN_CODES
+from crm_pipeline.facebook.api_notices import ApiNotices
+from crm_pipeline.facebook.error_messages import explain
 from crm_pipeline.facebook.errors import GraphApiError
 from crm_pipeline.facebook.fields import (
     AD_ACCOUNT_FIELDS,
     INSIGHT_FIELDS,
+    INSIGHT_LEVEL,
     OBJECT_FIELDS,
     insight_params,
 )
 from crm_pipeline.facebook.governor import RateLimitGovernor
 from crm_pipeline.facebook.governor_registry import GovernorRegistry, GovernorRouter
 from crm_pipeline.facebook.governor_settings import GovernorSettings
-from crm_pipeline.facebook.ids import API_VERSION, account_node
+from crm_pipeline.facebook.ids import API_VERSION, account_node, sdk_api_version
 
 __all__ = ["GovernedAdsApi", "GraphClient"]
 
@@ -38,6 +43,8 @@ T = TypeVar("T")
 
 # kind -> the SDK AdAccount edge method that lists it
 _OBJECT_EDGES = {"campaigns": "get_campaigns", "adsets": "get_ad_sets", "ads": "get_ads"}
+# kind -> the SDK node class of one such object
+_OBJECT_NODES = {"campaigns": Campaign, "adsets": AdSet, "ads": Ad}
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _REDACTED = "[REDACTED]"
 
@@ -48,12 +55,14 @@ class GovernedAdsApi(FacebookAdsApi):
     ``call`` is the single funnel of the SDK: node reads, edge cursors (including
     ``Cursor.load_next_page``), report-run creation and polls, batches. ``route(path)`` picks the
     governor (and the stats ledger) of each request. ``attempts`` counts HTTP requests actually
-    sent, retries included.
+    sent, retries included. ``notices`` receives the version and deprecation warnings in the
+    headers of every response, successes and errors alike.
     """
 
-    def __init__(self, session, api_version, route) -> None:
+    def __init__(self, session, api_version, route, notices: ApiNotices | None = None) -> None:
         super().__init__(session, api_version)
         self._route = route
+        self._notices = notices if notices is not None else ApiNotices()
         self._attempts = 0
         self._attempts_lock = threading.Lock()
 
@@ -82,7 +91,16 @@ class GovernedAdsApi(FacebookAdsApi):
         def send():
             with self._attempts_lock:
                 self._attempts += 1
-            return parent.call(method, path, params, headers, files, url_override, api_version)
+            try:
+                response = parent.call(
+                    method, path, params, headers, files, url_override, api_version
+                )
+            except FacebookRequestError as exc:
+                # An expired version's 400 may carry the warning too: read errors' headers.
+                self._notices.observe(exc.http_headers())
+                raise
+            self._notices.observe(response.headers())
+            return response
 
         return governor.call(send, params=params, ledger=ledger)
 
@@ -100,6 +118,8 @@ class GraphClient:
       calling an account shares its usage and throttle state; the wait budget and
       :attr:`governor`'s ``stats`` are this client's own;
     - a :class:`GovernorRegistry`: the same, with that registry's governors (tests);
+    - a :class:`GovernorRouter`: that router, shared with the client that owns it (its stats
+      and wait budget too), as :meth:`with_token` does;
     - a :class:`RateLimitGovernor`: every call of this client goes through that one governor.
 
     ``governor_settings`` (default: :class:`GovernorSettings`' defaults) apply to the shared
@@ -115,12 +135,16 @@ class GraphClient:
         app_secret: str | None = None,
         app_id: str | None = None,
         timeout: float = 60,
-        governor: RateLimitGovernor | GovernorRegistry | None = None,
+        governor: RateLimitGovernor | GovernorRegistry | GovernorRouter | None = None,
         governor_settings: GovernorSettings | None = None,
+        notices: ApiNotices | None = None,
     ) -> None:
         if api_version is not None and not API_VERSION.match(api_version):
             raise ValueError(f"api_version must look like 'v19.0', got {api_version!r}")
         self._secrets = [s for s in (access_token, app_secret) if s]
+        self._token_clients: list[GraphClient] = []  # made by with_token (Page tokens)
+        # Unset means the SDK's own: the newest version the installed facebook-business speaks.
+        self._api_version = api_version or sdk_api_version()
         session = FacebookSession(app_id, app_secret, access_token, timeout=timeout)
         # The appsecret_proof is derived from both secrets; it must not leak either.
         proof = getattr(session, "appsecret_proof", None)
@@ -136,12 +160,19 @@ class GraphClient:
             self._governor: RateLimitGovernor | GovernorRouter = governor
             route = lambda path: (governor, None)  # noqa: E731 - one governor for every call
         else:
-            router = GovernorRouter(governor, governor_settings)
+            router = (
+                governor
+                if isinstance(governor, GovernorRouter)
+                else GovernorRouter(governor, governor_settings)
+            )
             self._governor = router
             route = router.route
+        # Meta's version and deprecation warnings, redacted like errors before anyone reads them;
+        # `notices` shares another client's (a Page-token client reports into its parent's).
+        self._notices = notices if notices is not None else ApiNotices(self._redact)
         # Built directly rather than via FacebookAdsApi.init(): init() would install a process-wide
         # default API and, unless told otherwise, enable the SDK's crash reporter.
-        self._api = GovernedAdsApi(session, api_version, route)
+        self._api = GovernedAdsApi(session, self._api_version, route, self._notices)
 
     @property
     def api(self) -> FacebookAdsApi:
@@ -159,9 +190,43 @@ class GraphClient:
         return self._governor
 
     @property
+    def api_version(self) -> str:
+        """The Graph API version of every call: ``FB_API_VERSION``, else the SDK's own."""
+        return self._api_version
+
+    @property
+    def notices(self) -> ApiNotices:
+        """Meta's version and deprecation warnings seen so far (distinct, bounded, redacted)."""
+        return self._notices
+
+    @property
     def calls(self) -> int:
-        """How many HTTP calls this client has made so far (retried and failed ones included)."""
-        return self._api.attempts
+        """How many HTTP calls this client, and the clients made by :meth:`with_token`, have
+        made so far (retried and failed ones included)."""
+        return self._api.attempts + sum(other.calls for other in self._token_clients)
+
+    def with_token(self, access_token: str) -> GraphClient:
+        """A client for the same server, app and governors that sends ``access_token`` (a Page
+        access token) instead of ours.
+
+        Its calls are paced and counted with ours (same governor router: same usage state,
+        stats and wait budget); both clients redact both tokens from their errors.
+        """
+        session = self._api._session
+        other = GraphClient(
+            session.GRAPH,
+            access_token,
+            api_version=self._api._api_version,
+            app_secret=session.app_secret,
+            app_id=session.app_id,
+            timeout=session.timeout,
+            governor=self._governor,
+            notices=self._notices,
+        )
+        other._secrets.extend(s for s in self._secrets if s not in other._secrets)
+        self._secrets.extend(s for s in other._secrets if s not in self._secrets)
+        self._token_clients.append(other)
+        return other
 
     def iter_insights(
         self,
@@ -171,13 +236,16 @@ class GraphClient:
         *,
         fields: Iterable[str] = INSIGHT_FIELDS,
         limit: int = 500,
+        level: str = INSIGHT_LEVEL,
     ) -> Iterator[dict]:
-        """Yield daily ad-level insight rows for ``since..until`` (inclusive) as plain dicts.
+        """Yield daily insight rows for ``since..until`` (inclusive) as plain dicts.
 
-        Values keep Meta's wire types: counts and spend are strings. For large ranges see
+        ``level`` is ``ad`` (one row per ad and day) or ``account`` (Meta's totals of the
+        account and day; pass ``ACCOUNT_INSIGHT_FIELDS``). Values keep Meta's wire types:
+        counts and spend are strings. For large ranges see
         :class:`~crm_pipeline.facebook.async_reports.AsyncInsightsRun`.
         """
-        params = insight_params(since, until, limit=limit)
+        params = insight_params(since, until, limit=limit, level=level)
         account = self.account(account_id)
         yield from self.iterate(lambda: account.get_insights(fields=list(fields), params=params))
 
@@ -206,6 +274,16 @@ class GraphClient:
         query = {"limit": limit, **(params or {})}
         fields = list(fields or OBJECT_FIELDS[kind])
         yield from self.iterate(lambda: fetch(fields=fields, params=query))
+
+    def read_object(
+        self, kind: str, object_id: str, account_id: str, *, fields: Iterable[str] | None = None
+    ) -> dict:
+        """One campaign, ad set or ad (`kind`) alone (``GET /<id>?fields=...``) as a plain dict,
+        billed to its ad account's governor."""
+        node = _OBJECT_NODES[kind](object_id, api=self._api)
+        self.bind_node(object_id, account_id)
+        self.request(lambda: node.api_get(fields=list(fields or OBJECT_FIELDS[kind])))
+        return node.export_all_data()
 
     def iter_campaigns(self, account_id: str, **kwargs: Any) -> Iterator[dict]:
         """Yield the account's campaigns as plain dicts."""
@@ -274,19 +352,10 @@ class GraphClient:
         detail = f"HTTP {status}, code={code}" + (
             f", subcode={subcode}" if subcode is not None else ""
         )
-        if code in TOKEN_CODES:
-            text = (
-                f"Graph API rejected the access token ({detail}): {message}. "
-                "Check FB_ACCESS_TOKEN: it is invalid, expired or revoked."
-            )
-        elif code in PERMISSION_CODES:
-            text = (
-                f"Graph API denied permission ({detail}): {message}. The access token lacks a "
-                "permission (e.g. ads_read, leads_retrieval, pages_read_engagement) or access "
-                "to this object; check the app's permissions and FB_AD_ACCOUNT_IDS/FB_PAGE_ID."
-            )
-        else:
-            text = f"Graph API error ({detail}): {message}"
+        # A bad token or permission, an expired or unknown version, a refused field: named with
+        # the fix, and never retryable (settled), whatever else the error body says.
+        explained = explain(code, message, detail, self.api_version)
+        text = explained.text
         retries = getattr(exc, "governor_retries", None)
         if retries:
             text += f" (gave up after {retries} retries)"
@@ -295,7 +364,7 @@ class GraphClient:
             code=code,
             subcode=subcode,
             http_status=status,
-            is_transient=bool(exc.api_transient_error()),
+            is_transient=not explained.settled and bool(exc.api_transient_error()),
             error_type=exc.api_error_type(),
             fbtrace_id=error.get("fbtrace_id"),
         )

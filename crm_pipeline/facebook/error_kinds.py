@@ -4,19 +4,28 @@ error message both start here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 
+from crm_pipeline.facebook.ids import version_key
+
 __all__ = [
+    "EXPIRED_VERSION_CODES",
     "FATAL_KINDS",
     "PERMISSION_CODES",
     "THROTTLE_CODES",
     "TOKEN_CODES",
+    "UNKNOWN_PATH_CODES",
     "Failure",
     "classify_error",
+    "expired_version",
+    "latest_version",
+    "refused_fields",
+    "unknown_path",
 ]
 
 # Meta's rate-limit codes: app (4), user/ad account (17), page (32), API-specific (613) and the
@@ -26,8 +35,26 @@ THROTTLE_CODES = frozenset({4, 17, 32, 613, *range(80000, 80015)})
 TOKEN_CODES = frozenset({102, 190})
 # 10: permission denied; 200-299: missing permission (ads_read, leads_retrieval, ...).
 PERMISSION_CODES = frozenset({10, *range(200, 300)})
-# Kinds no retry can fix.
-FATAL_KINDS = frozenset({"token", "permission", "fatal"})
+# 2635: "You are calling a deprecated version of the Ads API" (the version has expired).
+EXPIRED_VERSION_CODES = frozenset({2635})
+# 2500: "Unknown path components": what Meta answers for a version that does not exist.
+UNKNOWN_PATH_CODES = frozenset({2500})
+# Kinds no retry can fix: only a change of settings, field lists or SDK can.
+FATAL_KINDS = frozenset(
+    {"token", "permission", "expired_version", "unknown_path", "refused_field", "fatal"}
+)
+
+_EXPIRED_WORDING = "deprecated version"
+_VERSION_IN_TEXT = re.compile(r"\bv\d+\.\d+\b")
+# Code 100 wordings that name one field Meta no longer accepts (insights; object nodes/edges).
+_FIELD = r"[\w.:-]+"
+_REFUSED_FIELDS = (
+    re.compile(
+        rf"(?:\(#100\)\s*)?({_FIELD}(?:,\s*{_FIELD})*) (?:is|are) not valid for fields param",
+        re.IGNORECASE,
+    ),
+    re.compile(rf"Tried accessing nonexisting field \(({_FIELD})\)", re.IGNORECASE),
+)
 
 _REDUCE_DATA = "reduce the amount of data"
 _RETRYABLE_NETWORK_ERRORS = (
@@ -41,8 +68,10 @@ _RETRYABLE_NETWORK_ERRORS = (
 class Failure:
     """A failed call as the governor sees it.
 
-    ``kind`` is ``throttle``, ``reduce_data``, ``transient``, ``token``, ``permission`` or
-    ``fatal`` (anything else: a bad request, an unknown object).
+    ``kind`` is ``throttle``, ``reduce_data``, ``transient``, ``token``, ``permission``,
+    ``expired_version`` (code 2635), ``unknown_path`` (code 2500: an unknown version or edge),
+    ``refused_field`` (code 100 naming a field) or ``fatal`` (anything else: a bad request, an
+    unknown object).
     """
 
     kind: str
@@ -72,6 +101,12 @@ def classify_error(exc: BaseException) -> Failure | None:
         kind = "token"
     elif code in PERMISSION_CODES:
         kind = "permission"
+    elif expired_version(code, message):
+        kind = "expired_version"
+    elif unknown_path(code):
+        kind = "unknown_path"
+    elif refused_fields(code, message):
+        kind = "refused_field"
     elif code in THROTTLE_CODES or status == 429:
         kind = "throttle"
     elif code == 1 and _REDUCE_DATA in message.lower():
@@ -81,6 +116,32 @@ def classify_error(exc: BaseException) -> Failure | None:
     else:
         kind = "fatal"
     return Failure(kind, code, subcode if isinstance(subcode, int) else None, status, headers)
+
+
+def expired_version(code: int | None, message: str) -> bool:
+    """Meta refuses the API version in the URL: it has expired (code 2635, or its wording)."""
+    return code in EXPIRED_VERSION_CODES or _EXPIRED_WORDING in message.lower()
+
+
+def unknown_path(code: int | None) -> bool:
+    """Meta does not know a path component: an API version that does not exist, or an edge."""
+    return code in UNKNOWN_PATH_CODES
+
+
+def refused_fields(code: int | None, message: str) -> tuple[str, ...]:
+    """The fields a code-100 error says Meta does not accept (removed or misspelt), if any."""
+    if code != 100:
+        return ()
+    for pattern in _REFUSED_FIELDS:
+        found = pattern.search(message)
+        if found:
+            return tuple(name.strip() for name in found.group(1).split(","))
+    return ()
+
+
+def latest_version(message: str) -> str | None:
+    """The newest version an error or warning names ("Please update to ... v27.0."), if any."""
+    return max(_VERSION_IN_TEXT.findall(message), key=version_key, default=None)
 
 
 def _integer(value: Any) -> int | None:

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["AD_ACCOUNT_NODE", "API_VERSION", "account_node", "meta_account_id"]
+__all__ = [
+    "AD_ACCOUNT_NODE",
+    "API_VERSION",
+    "account_node",
+    "meta_account_id",
+    "sdk_api_version",
+    "version_key",
+]
 
 # An ad account as a Graph node: the id Meta reports in rows (`account_id`) with `act_` before it.
 AD_ACCOUNT_NODE = re.compile(r"^act_\d+$")
@@ -25,3 +32,23 @@ def account_node(account_id: str | int) -> str:
 def meta_account_id(account_id: str | int) -> str:
     """The id Meta puts in rows' ``account_id`` (no ``act_`` prefix), from either form."""
     return str(account_id).strip().removeprefix(_PREFIX)
+
+
+def sdk_api_version() -> str:
+    """The Graph API version the installed facebook-business SDK is built for (e.g. ``v26.0``).
+
+    What an unset ``FB_API_VERSION`` means everywhere: the newest version the SDK supports,
+    so upgrading the SDK moves the pipeline to the newer version.
+    """
+    # Imported here: `crm_pipeline.config` imports this module and must stay light.
+    from facebook_business.apiconfig import ads_api_config
+
+    return str(ads_api_config["API_VERSION"])
+
+
+def version_key(version: str) -> tuple[int, int] | None:
+    """``v26.0`` as ``(26, 0)`` for ordering versions; None when it is not that shape."""
+    if not API_VERSION.match(version):
+        return None
+    major, minor = version[1:].split(".")
+    return int(major), int(minor)

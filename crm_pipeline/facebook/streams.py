@@ -1,13 +1,15 @@
-"""The incremental Graph API streams: ad objects, Lead Ads leads, page conversations.
+"""The incremental Graph API streams of a Page: Lead Ads forms and leads, conversations.
 
 Each reader takes a `GraphClient` (governed, SDK-based) and a watermark, and asks Meta for as
-little as possible: `filtering` on `updated_time` / `time_created` where the edge supports it,
-and for conversations (newest first, no server-side filter) it stops paging at the watermark.
+little as possible: `filtering` on `time_created` where the edge supports it, and for
+conversations (newest first, no server-side filter) it stops paging at the watermark. Pass the
+Page's own client (`page_tokens.PageClients`): Meta serves a Page's conversations only to a Page
+access token. The ad objects are read by `object_reads`.
 """
 
 import datetime as dt
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from facebook_business.adobjects.leadgenform import LeadgenForm
@@ -20,7 +22,6 @@ from crm_pipeline.facebook.fields import (
     LEAD_FIELDS,
     LEAD_FORM_FIELDS,
     MESSAGE_FIELDS,
-    OBJECT_FIELDS,
     nested_messages,
 )
 from crm_pipeline.facebook.validate import parse_meta_time
@@ -42,15 +43,6 @@ def _after(field_name: str, unix_seconds: int | None) -> dict:
     return {"filtering": [{"field": field_name, "operator": "GREATER_THAN", "value": unix_seconds}]}
 
 
-def iter_objects(
-    client: GraphClient, kind: str, account_id: str, updated_after: int | None
-) -> Iterator[dict]:
-    """Campaigns, adsets or ads of an account updated after a unix time (all when None)."""
-    yield from client.iter_objects(
-        kind, account_id, fields=OBJECT_FIELDS[kind], params=_after("updated_time", updated_after)
-    )
-
-
 def iter_lead_forms(client: GraphClient, page_id: str) -> Iterator[dict]:
     """The page's lead forms."""
     page = Page(page_id, api=client.api)
@@ -64,6 +56,26 @@ def iter_leads(client: GraphClient, form_id: str, created_after: int | None) -> 
     form = LeadgenForm(form_id, api=client.api)
     params = {"limit": 100, **_after("time_created", created_after)}
     yield from client.iterate(lambda: form.get_leads(fields=list(LEAD_FIELDS), params=params))
+
+
+def lead_forms_of(clients: Mapping[str, GraphClient]) -> list[tuple[str, dict]]:
+    """(page id, form) of every lead form of every page, each page read with its own client."""
+    return [
+        (page, form) for page, client in clients.items() for form in iter_lead_forms(client, page)
+    ]
+
+
+def read_leads_of(
+    clients: Mapping[str, GraphClient],
+    forms: list[tuple[str, dict]],
+    created_after: Mapping[str, int | None],
+) -> list[dict]:
+    """Leads of each (page, form) created after its form's unix time, with their form and page."""
+    rows = []
+    for page, form in forms:
+        for lead in iter_leads(clients[page], form["id"], created_after.get(form["id"])):
+            rows.append({"form_id": form["id"], **lead, "page_id": page})
+    return rows
 
 
 @dataclass
@@ -115,6 +127,18 @@ def read_conversations(
                 continue
             batch.messages.append({**message, "conversation_id": conv["id"]})
         batch.conversations.append({**conv, "page_id": page_id, "psid": _psid(conv, page_id)})
+    return batch
+
+
+def read_conversations_of(
+    clients: Mapping[str, GraphClient], updated_after: Mapping[str, dt.datetime | None]
+) -> ConversationBatch:
+    """:func:`read_conversations` of every page, each with its own client and watermark."""
+    batch = ConversationBatch()
+    for page, client in clients.items():
+        got = read_conversations(client, page, updated_after.get(page))
+        batch.conversations += got.conversations
+        batch.messages += got.messages
     return batch
 
 

@@ -2,7 +2,7 @@
 
 Pure functions, no I/O: the Dagster assets read and write, these only reshape. The raw landing
 keeps what Meta sent (all strings, nested values as JSON text); the DB rows lift out what the
-CRM queries (lead contact fields, lead counts, message senders).
+CRM queries (lead contact fields, lead and purchase counts, purchase value, message senders).
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ import orjson
 import pyarrow as pa
 
 from crm_pipeline.facebook.ids import account_node
+from crm_pipeline.facebook.insight_values import purchase_count, purchase_value
 
 __all__ = [
+    "ACCOUNT_TOTALS_COLUMNS",
     "INSIGHTS_COLUMNS",
     "LEAD_ACTION_TYPES",
+    "account_total_rows",
     "ad_account_row",
     "conversation_row",
     "flatten_lead",
@@ -38,7 +41,18 @@ INSIGHTS_COLUMNS = {
     "clicks": "clicks",
     "spend": "spend",
     "reach": "reach",
+    "frequency": "frequency",
     "actions": "actions",
+    "action_values": "action_values",
+    "conversions": "conversions",
+}
+# Raw account-level Graph fields -> ad_account_insights_daily columns.
+ACCOUNT_TOTALS_COLUMNS = {
+    "account_id": "account_id",
+    "date_start": "date",
+    "spend": "spend",
+    "impressions": "impressions",
+    "clicks": "clicks",
 }
 # Meta reports Lead Ads leads under several action types; "lead" is their total when present.
 LEAD_ACTION_TYPES = ("lead", "onsite_conversion.lead_grouped", "leadgen_grouped")
@@ -79,11 +93,41 @@ def lead_count(actions_json: str | None) -> int:
     return 0
 
 
+def _with_columns(raw: pa.Table, columns: Iterable[str]) -> pa.Table:
+    """`raw` with every one of `columns`; those it lacks are added as all-null strings (a
+    file landed before the field was asked for)."""
+    for name in columns:
+        if name not in raw.column_names:
+            raw = raw.append_column(name, pa.nulls(raw.num_rows, pa.string()))
+    return raw
+
+
 def insight_rows(raw: pa.Table) -> pa.Table:
-    """Landed insights as `ad_insights_daily` rows: columns renamed, leads counted."""
+    """Landed insights as `ad_insights_daily` rows: columns renamed, leads and purchases
+    counted, the purchase value lifted out of `action_values`.
+
+    Files landed before `frequency`, `action_values` and `conversions` were asked for still
+    load: those columns are NULL and purchases 0.
+    """
+    raw = _with_columns(raw, INSIGHTS_COLUMNS)
     rows = raw.select(list(INSIGHTS_COLUMNS)).rename_columns(list(INSIGHTS_COLUMNS.values()))
-    leads = pa.array([lead_count(a) for a in rows["actions"].to_pylist()], pa.int64())
-    return rows.append_column("leads", leads)
+    actions = rows["actions"].to_pylist()
+    values = rows["action_values"].to_pylist()
+    return (
+        rows.append_column("leads", pa.array([lead_count(a) for a in actions], pa.int64()))
+        .append_column("purchases", pa.array([purchase_count(a) for a in actions], pa.int64()))
+        .append_column(
+            # Text, cast by PostgreSQL into numeric: money never passes through a float.
+            "purchase_value",
+            pa.array([format(purchase_value(v), "f") for v in values], pa.string()),
+        )
+    )
+
+
+def account_total_rows(raw: pa.Table) -> pa.Table:
+    """Landed account-level insights as `ad_account_insights_daily` rows."""
+    rows = raw.select(list(ACCOUNT_TOTALS_COLUMNS))
+    return rows.rename_columns(list(ACCOUNT_TOTALS_COLUMNS.values()))
 
 
 def ad_account_row(raw: dict) -> dict:

@@ -1,8 +1,14 @@
 """Meta's rate-limit usage headers, read into one :class:`Usage`.
 
-``X-App-Usage``, ``X-Ad-Account-Usage``, ``X-Business-Use-Case-Usage`` and
-``x-fb-ads-insights-throttle`` come on successes and errors alike; values are JSON whose shape
-Meta varies, so anything malformed or missing is ignored rather than trusted.
+``X-App-Usage``, ``X-Ad-Account-Usage``, ``X-Business-Use-Case-Usage``,
+``x-fb-ads-insights-throttle`` and ``x-Fb-Ads-Insights-Reach-Throttle`` come on successes and
+errors alike; values are JSON whose shape Meta varies, so anything malformed or missing is
+ignored rather than trusted.
+
+The reach throttle is Meta's separate quota for insights with ``reach`` (and ``frequency``)
+and breakdowns: about 10 such queries per ad account per day for start dates over 13 months
+old. Past it Meta does not fail the request but silently drops ``reach`` from the rows, so it
+counts toward the usage the governor paces on like any other quota.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Usage", "parse_usage"]
+__all__ = ["REACH_THROTTLE", "Usage", "parse_usage"]
+
+# Meta's docs spell it `x-Fb-Ads-Insights-Reach-Throttle`; headers are read in lower case.
+REACH_THROTTLE = "x-fb-ads-insights-reach-throttle"
 
 # Percent-of-quota keys of the app and Business Use Case headers.
 _PCT_KEYS = ("call_count", "total_cputime", "total_time")
@@ -25,8 +34,8 @@ class Usage:
 
     ``pct`` is the highest percentage of any quota in any header (0 when there are none),
     ``eta_seconds`` the longest ``estimated_time_to_regain_access`` (Meta reports minutes),
-    ``reset_seconds`` the ad account's ``reset_time_duration`` (seconds) and ``by_header`` the
-    highest percentage per header (lower-case names).
+    ``reset_seconds`` the longest ``reset_time_duration`` (seconds) of the ad account and reach
+    throttle headers and ``by_header`` the highest percentage per header (lower-case names).
     """
 
     pct: float = 0.0
@@ -59,6 +68,13 @@ def parse_usage(headers: Any) -> Usage:
     )
     if insights is not None:
         by_header["x-fb-ads-insights-throttle"] = insights
+
+    reach = _json(lowered.get(REACH_THROTTLE))
+    reach_pct = _max_of(reach, ("acc_id_util_pct", "app_id_util_pct"))
+    if reach_pct is not None:
+        by_header[REACH_THROTTLE] = reach_pct
+    if _is_map(reach):
+        reset = max(reset, _number(reach.get("reset_time_duration")) or 0.0)
 
     return Usage(
         pct=max(by_header.values(), default=0.0),

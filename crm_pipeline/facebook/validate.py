@@ -7,7 +7,7 @@ not a date). Validation never fixes values: the raw landing keeps what Meta sent
 
 import datetime as dt
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -88,6 +88,44 @@ def _split(rows: Iterable[dict], problem: Callable[[dict], str | None]) -> Check
 def check_insights(rows: Iterable[dict], day: str) -> Checked:
     """Ad-level daily insights for `day`."""
     return _split(rows, lambda r: _problems_insight(r, day))
+
+
+def check_custom_insights(
+    rows: Iterable[dict], day: str, ids: Iterable[str], kinds: Mapping[str, str]
+) -> Checked:
+    """Rows of a custom insights entry for `day`: the level's `ids` present, `date_start` the
+    day, and each field of `kinds` storable as its kind (`integer`, `decimal`, `json`), so one
+    odd value is quarantined instead of failing the load of its whole account-day."""
+    ids = tuple(ids)
+    return _split(rows, lambda r: _problems_custom(r, day, ids, kinds))
+
+
+def _problems_custom(
+    row: dict, day: str, ids: tuple[str, ...], kinds: Mapping[str, str]
+) -> str | None:
+    for key in ids:
+        if not str(row.get(key) or "").strip():
+            return f"missing {key}"
+    if row.get("date_start") != day:
+        return f"date_start {row.get('date_start')!r} is not the partition day {day}"
+    for key, kind in kinds.items():
+        value = row.get(key)
+        if value is None:
+            continue
+        if kind == "integer" and not _INTEGER.match(str(value)):
+            return f"{key} is not a non-negative integer: {value!r}"
+        if kind == "decimal" and not _is_number(value):
+            return f"{key} is not a number: {value!r}"
+        if kind == "json" and not isinstance(value, (list, dict)):
+            return f"{key} is not a list or an object"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        return Decimal(str(value)).is_finite()
+    except InvalidOperation:
+        return False
 
 
 def check_ad_accounts(rows: Iterable[dict]) -> Checked:

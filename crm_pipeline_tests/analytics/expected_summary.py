@@ -151,7 +151,7 @@ def _campaign_totals(tables: _Tables, window: _Window) -> dict:
     by_campaign = defaultdict(lambda: defaultdict(Decimal))
     for r in tables.insights:
         row = by_campaign[r["campaign_id"]]
-        for field in ("spend", "impressions", "clicks", "leads"):
+        for field in ("spend", "impressions", "clicks", "leads", "purchases", "purchase_value"):
             row[field] += r[field]
         row["spend_last_30_days"] += r["spend"] if window.has_day(r["date"]) else 0
     return by_campaign
@@ -244,10 +244,12 @@ def _roas(tables: _Tables, window: _Window, single: bool) -> dict:
             if o["customer_id"] == customer and (since is None or o["created_at"] >= since):
                 attributed[campaign]["orders"] += 1
                 attributed[campaign]["revenue"] += o["amount"]
-    spend_of = {cid: v["spend"] for cid, v in _campaign_totals(tables, window).items()}
+    totals = _campaign_totals(tables, window)
+    spend_of = {cid: v["spend"] for cid, v in totals.items()}
     roas_rows = []
     for cid in sorted(set(attributed) | set(spend_of)):
         got, spent = attributed.get(cid), spend_of.get(cid, ZERO)
+        meta_value = totals[cid]["purchase_value"] if cid in totals else ZERO
         roas_rows.append(
             {
                 "campaign_id": cid,
@@ -257,10 +259,14 @@ def _roas(tables: _Tables, window: _Window, single: bool) -> dict:
                 "attributed_revenue": (got["revenue"] if got else 0) if single else None,
                 "spend": spent,
                 "roas": _q(got["revenue"] / spent, 4) if single and got and spent else None,
+                "meta_purchases": totals[cid]["purchases"] if cid in totals else 0,
+                "meta_purchase_value": meta_value,
+                "meta_roas": _q(meta_value / spent, 4) if spent else None,
             }
         )
     attributed_revenue = sum((v["revenue"] for v in attributed.values()), ZERO)
     spend_total = sum((r["spend"] for r in tables.insights), ZERO)
+    meta_value_total = sum((r["purchase_value"] for r in tables.insights), ZERO)
     return {
         "attributed_customers": len(touches),
         "attributed_revenue": attributed_revenue if single else None,
@@ -268,5 +274,8 @@ def _roas(tables: _Tables, window: _Window, single: bool) -> dict:
         "roas": _q(attributed_revenue / spend_total, 4)
         if single and touches and spend_total
         else None,
+        "meta_purchases": sum(r["purchases"] for r in tables.insights),
+        "meta_purchase_value": meta_value_total,
+        "meta_roas": _q(meta_value_total / spend_total, 4) if spend_total else None,
         "by_campaign": roas_rows,
     }

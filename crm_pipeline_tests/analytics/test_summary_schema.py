@@ -51,7 +51,7 @@ def test_published_schema_file_is_generated_from_the_models():
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
     properties = schema["properties"]
-    assert properties["schema_version"]["const"] == SUMMARY_SCHEMA_VERSION == 2
+    assert properties["schema_version"]["const"] == SUMMARY_SCHEMA_VERSION == 3
     assert set(schema["required"]) >= {"generated_at", "watermark", "schema_version"}
     assert properties["generated_at"]["format"] == "date-time"
     assert properties["watermark"] == {**properties["watermark"], "type": "string"}
@@ -99,6 +99,7 @@ def _empty_payload() -> dict:
         },
         "roas": {
             "attributed_customers": 0, "attributed_revenue": 0, "spend": 0, "roas": None,
+            "meta_purchases": 0, "meta_purchase_value": 0, "meta_roas": None,
             "by_campaign": [],
         },
         "freshness": dict.fromkeys(

@@ -48,7 +48,35 @@ def test_unknown_page_is_rejected_when_a_page_is_configured(page_api, clean_db):
         ("9990001", "pending"),
         (rejected_key(theirs), "rejected"),
     ]
-    assert rows[1].error == "entry.id: not a page this receiver serves (FB_PAGE_ID)"
+    assert rows[1].error == "entry.id: not a page this receiver serves (FB_PAGE_ID, FB_PAGE_IDS)"
+
+
+@pytest.fixture
+def pages_api(clean_db, database_url, dirs):
+    """The API with FB_PAGE_ID and FB_PAGE_IDS set: entries of either are ours."""
+    settings = api_settings(dirs["cache"]).model_copy(
+        update={"page_id": PAGE, "page_ids": (OTHER_PAGE,)}
+    )
+    app = create_app(settings, database_url=database_url, cache_dir=dirs["cache"])
+    live = run_live(app)
+    url = next(live)
+    yield LiveApi(url, app, dirs["cache"])
+    next(live, None)
+
+
+def test_entries_of_every_configured_page_are_accepted(pages_api, clean_db):
+    third = lead_entry("9990003", page="4001")
+    response = post(
+        pages_api,
+        delivery(lead_entry("9990001", page=PAGE), lead_entry("9990002", OTHER_PAGE), third),
+    )
+    assert response.json() == counts(stored=2, rejected=1)
+    rows = inbox(clean_db)
+    assert [(r.event_key, r.status) for r in rows] == [
+        ("9990001", "pending"),
+        ("9990002", "pending"),
+        (rejected_key(third), "rejected"),
+    ]
 
 
 def test_any_page_is_accepted_when_none_is_configured(api, clean_db):

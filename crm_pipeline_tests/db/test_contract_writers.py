@@ -190,3 +190,9 @@ def test_a_psql_writer_of_the_contract_columns_reaches_the_cache(clean_db, datab
     assert [c["id"] for c in index["customers"]] == [cid]
     insights = read_json(dirs["cache"] / "marketing" / "insights.json")
     assert [c["campaign_id"] for c in insights["by_campaign"]] == ["contract-campaign"]
+    # Insight columns outside the contract took their defaults: no purchases Meta reported.
+    summary = read_json(dirs["cache"] / "analytics" / "summary.json")
+    [campaign] = summary["roas"]["by_campaign"]
+    assert campaign["campaign_id"] == "contract-campaign"
+    assert (campaign["meta_purchases"], campaign["meta_purchase_value"]) == (0, 0)
+    assert campaign["meta_roas"] == 0  # 0 purchase value over 12.34 of spend

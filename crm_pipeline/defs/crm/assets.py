@@ -12,14 +12,16 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from crm_pipeline import lake
 from crm_pipeline.db import schema
 from crm_pipeline.db.crm_core import link_conversations_to_customers, link_leads_to_customers
+from crm_pipeline.db.insight_totals import load_account_totals
 from crm_pipeline.db.sync_state import get_state, put_state
 from crm_pipeline.db.upsert import bulk_upsert
 from crm_pipeline.defs import groups
+from crm_pipeline.defs.crm.insight_totals import account_totals_result, matches_account_totals
 from crm_pipeline.defs.facebook.assets import (
     INSIGHTS_STREAM,
     OBJECT_STREAMS,
@@ -27,8 +29,10 @@ from crm_pipeline.defs.facebook.assets import (
 )
 from crm_pipeline.defs.facebook.partitions import insights_partitions
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
+from crm_pipeline.facebook.account_totals import ACCOUNT_TOTALS_STREAM
 from crm_pipeline.facebook.ids import meta_account_id
 from crm_pipeline.facebook.transforms import (
+    account_total_rows,
     ad_account_row,
     conversation_row,
     flatten_lead,
@@ -61,16 +65,21 @@ orders = dg.AssetSpec(
     group_name=groups.FACEBOOK,
     kinds={"postgres"},
     owners=["team:data-engineering"],
+    check_specs=[matches_account_totals],
     description=(
         "One row per ad and day (PostgreSQL table `ad_insights_daily`), upserted from the raw "
-        "Parquet partition on (ad_id, date) through COPY + INSERT … ON CONFLICT. The account-day "
-        "then mirrors Meta exactly: rows Meta no longer reports for it are deleted."
+        "Parquet partition on (ad_id, date) through COPY + INSERT … ON CONFLICT, with leads, "
+        "purchases and Meta's purchase value lifted out of actions / action_values. The "
+        "account-day then mirrors Meta exactly: rows Meta no longer reports for it are deleted. "
+        "Meta's account-level totals of the same days go to `ad_account_insights_daily`, and "
+        "the check matches_account_totals compares the two."
     ),
 )
 def ad_insights_daily(
     context: dg.AssetExecutionContext, postgres: PostgresResource, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """Upsert the run's account-days of raw insights into PostgreSQL, one transaction each.
+    """Upsert the run's account-days of raw insights into PostgreSQL, one transaction each,
+    then check them against Meta's account totals.
 
     Per account-day rather than one transaction for a whole range: each day's upsert and mirror
     delete stay atomic, a transaction never holds more than one day's rows, and a long backfill
@@ -81,29 +90,17 @@ def ad_insights_daily(
     # MultiPartitionKeys, account-first like their strings: one account's days in date order.
     keys = sorted(context.partition_keys, key=str)
     engine = postgres.engine()
+    compared: list[tuple[str, str]] = []  # (Meta's account id, day) with Meta's totals loaded
+    unchecked: list[tuple[str, str]] = []
     for key in keys:
         account_id, day = key.keys_by_dimension["account"], key.keys_by_dimension["date"]
-        partition = f"account={account_id}/date={day}"
-        raw = lake.read_partition(storage.data_path(), INSIGHTS_STREAM, partition)
-        rows = insight_rows(raw)
-        # With malformed rows quarantined we cannot tell which ads Meta really reports: keep all.
-        mirror = not lake.quarantine_path(storage.data_path(), INSIGHTS_STREAM, partition).exists()
-        with engine.begin() as conn:
-            result = bulk_upsert(conn, schema.ad_insights_daily, rows)
-            deleted = _delete_unreported(conn, account_id, day, rows["ad_id"]) if mirror else 0
+        counts, has_totals = _load_insights_day(engine, storage, account_id, day)
+        (compared if has_totals else unchecked).append((meta_account_id(account_id), day))
         context.log.info(
-            f"ad_insights_daily {account_id} {day}: {result.inserted} inserted, "
-            f"{result.updated} updated, {result.unchanged} unchanged, {deleted} deleted"
+            f"ad_insights_daily {account_id} {day}: {counts['inserted']} inserted, "
+            f"{counts['updated']} updated, {counts['unchanged']} unchanged, "
+            f"{counts['deleted']} deleted"
         )
-        counts = {
-            "rows": result.staged,
-            "inserted": result.inserted,
-            "updated": result.updated,
-            "unchanged": result.unchanged,
-            "deleted": deleted,
-            "leads": int(pc.sum(rows["leads"]).as_py() or 0),
-            "upsert_seconds": round(result.seconds, 3),
-        }
         # Each partition's materialisation carries its own counts.
         context.add_asset_metadata(counts, partition_key=key)
         for name, value in counts.items():
@@ -113,7 +110,49 @@ def ad_insights_daily(
         metadata.update(
             {"range_partitions": len(keys), **{f"range_{k}": v for k, v in totals.items()}}
         )
-    return dg.MaterializeResult(metadata=metadata)
+    with engine.connect() as conn:
+        check = account_totals_result(conn, compared, unchecked)
+    return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+
+def _load_insights_day(
+    engine: Engine, storage: StorageResource, account_id: str, day: str
+) -> tuple[dict[str, Any], bool]:
+    """Upsert one account-day's ad rows (and Meta's totals of it, when landed) in one
+    transaction; returns its counts and whether Meta's totals were loaded."""
+    partition = f"account={account_id}/date={day}"
+    rows = insight_rows(lake.read_partition(storage.data_path(), INSIGHTS_STREAM, partition))
+    # With malformed rows quarantined we cannot tell which ads Meta really reports: keep all.
+    mirror = not lake.quarantine_path(storage.data_path(), INSIGHTS_STREAM, partition).exists()
+    account_totals = _landed_account_totals(storage, partition)
+    with engine.begin() as conn:
+        result = bulk_upsert(conn, schema.ad_insights_daily, rows)
+        deleted = _delete_unreported(conn, account_id, day, rows["ad_id"]) if mirror else 0
+        if account_totals is not None:
+            load_account_totals(conn, meta_account_id(account_id), day, account_totals)
+    counts = {
+        "rows": result.staged,
+        "inserted": result.inserted,
+        "updated": result.updated,
+        "unchanged": result.unchanged,
+        "deleted": deleted,
+        "leads": int(pc.sum(rows["leads"]).as_py() or 0),
+        "purchases": int(pc.sum(rows["purchases"]).as_py() or 0),
+        "upsert_seconds": round(result.seconds, 3),
+    }
+    return counts, account_totals is not None
+
+
+def _landed_account_totals(storage: StorageResource, partition: str) -> pa.Table | None:
+    """Meta's landed totals of the account-day as table rows; None when there is nothing to
+    trust: never landed (an older sync) or a malformed row quarantined."""
+    data = storage.data_path()
+    if lake.quarantine_path(data, ACCOUNT_TOTALS_STREAM, partition).exists():
+        return None
+    try:
+        return account_total_rows(lake.read_partition(data, ACCOUNT_TOTALS_STREAM, partition))
+    except FileNotFoundError:
+        return None
 
 
 def _delete_unreported(conn: Connection, account_id: str, day: str, ads: pa.ChunkedArray) -> int:
@@ -207,7 +246,10 @@ def ad_objects(
         yield _upsert_result("ad_accounts", result)
         for kind in OBJECT_STREAMS:
             table = _load(storage, kind)
-            result = bulk_upsert(conn, schema.metadata.tables[kind], table)
+            db_table = schema.metadata.tables[kind]
+            # The raw landing keeps more of Meta's fields (effective_status) than the table has.
+            columns = [c for c in table.column_names if c in db_table.c]
+            result = bulk_upsert(conn, db_table, table.select(columns))
             marks = _advance(
                 conn, kind, _newest(table.to_pylist(), "account_id", "updated_time"), "updated_time"
             )

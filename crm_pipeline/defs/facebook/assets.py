@@ -6,8 +6,7 @@ committed, so a failed load is fetched again, never skipped) and lands the new b
 """
 
 import datetime as dt
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,6 +16,8 @@ from crm_pipeline import lake
 from crm_pipeline.config import ConfigError
 from crm_pipeline.db.sync_state import get_state
 from crm_pipeline.defs import groups
+from crm_pipeline.defs.facebook.account_totals import land_account_totals
+from crm_pipeline.defs.facebook.graph_usage import graph_metadata
 from crm_pipeline.defs.facebook.partitions import (
     account_and_day,
     days_by_account,
@@ -24,10 +25,12 @@ from crm_pipeline.defs.facebook.partitions import (
 )
 from crm_pipeline.defs.facebook.resources import GraphApiResource, GraphSession
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
-from crm_pipeline.facebook import streams, validate
+from crm_pipeline.facebook import object_reads, streams, validate
+from crm_pipeline.facebook.client import GraphClient
 from crm_pipeline.facebook.errors import GraphApiError
 from crm_pipeline.facebook.fields import INSIGHT_FIELDS, RAW_FIELDS
 from crm_pipeline.facebook.ids import meta_account_id
+from crm_pipeline.facebook.insight_values import value_problem
 from crm_pipeline.facebook.transforms import to_arrow
 
 INSIGHTS_STREAM = "fb_ad_insights"
@@ -37,29 +40,6 @@ GRAPH_POOL = "graph_api"  # op concurrency pool: how many steps call Meta at onc
 RETRY = dg.RetryPolicy(
     max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
-
-
-def graph_metadata(graph: GraphSession) -> dict[str, Any]:
-    """API usage of this step: calls, retries and waits imposed by Meta's rate limits."""
-    meta: dict[str, Any] = {
-        "api_calls": graph.client.calls,
-        "graph_server": graph.server,
-        # Time in the Graph session so far: requests, paging, rate-limit waits.
-        "graph_seconds": round(time.perf_counter() - graph.opened_at, 3),
-    }
-    stats = getattr(getattr(graph.client, "governor", None), "stats", None)
-    if stats is not None:
-        meta.update(
-            {
-                # Calls that returned data: each is one page of some edge.
-                "pages": max(0, stats.calls - stats.retries),
-                "retries": stats.retries,
-                "throttle_waits": stats.throttle_waits,
-                "waited_seconds": round(stats.waited_seconds, 3),
-                "page_size_reductions": stats.page_size_reductions,
-            }
-        )
-    return meta
 
 
 @contextmanager
@@ -115,11 +95,14 @@ def _quarantine_spec(name: str) -> dg.AssetCheckSpec:
     pool=GRAPH_POOL,
     check_specs=[_quarantine_spec("fb_ad_insights_raw")],
     description=(
-        "Ad-level daily insights (impressions, clicks, spend, reach, actions) of one ad account "
-        "and day, fetched with the facebook-business SDK through the rate-limit governor (an "
-        "async report run when the account is large) and landed as Parquet under "
-        "CRM_DATA_DIR/raw/fb_ad_insights/. A run over a range of days reads each account's "
-        "consecutive days with one query (time_increment=1) and lands one file per day."
+        "Ad-level daily insights (impressions, clicks, spend, reach, frequency, actions, "
+        "action_values, conversions) of one ad account and day, ads of every status (deleted "
+        "and archived included), fetched with the facebook-business SDK through the rate-limit "
+        "governor (an async report run when the account is large) and landed as Parquet under "
+        "CRM_DATA_DIR/raw/fb_ad_insights/; Meta's account-level totals of the same days land "
+        "under raw/fb_account_insights/ for the reconcile check. A run over a range of days "
+        "reads each account's consecutive days with one query (time_increment=1) and lands one "
+        "file per day."
     ),
 )
 def fb_ad_insights_raw(
@@ -138,16 +121,24 @@ def fb_ad_insights_raw(
     bad_paths = []
     with failing_fast(), graph_api.session() as graph:
         for account_id, runs in days_by_account(keys.keys()).items():
-            for days in _windows(runs, graph_api.insights_days_per_query):
+            for days in query_windows(runs, graph_api.insights_days_per_query):
                 since, until = dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1])
                 with failing_fast():
                     rows = list(graph_api.fetch_insights(graph.client, account_id, since, until))
+                    # Meta's own account totals of the same days: what the ad rows must add up to.
+                    totals = land_account_totals(
+                        graph.client, storage, account_id, days, page_size=graph_api.page_size
+                    )
                 context.log.info(f"{len(rows)} insight rows for {account_id} {since}..{until}")
+                bad.update({id(b["record"]): b for b in totals.bad})
                 for day, checked in split_by_day(rows, days).items():
                     day_meta, bad_path = _land_insights_day(storage, account_id, day, checked)
                     bad.update({id(b["record"]): b for b in checked.bad})
                     bad_paths += [bad_path] if bad_path else []
-                    context.add_asset_metadata(day_meta, partition_key=keys[(account_id, day)])
+                    context.add_asset_metadata(
+                        {**day_meta, "account_total_rows": totals.rows[day]},
+                        partition_key=keys[(account_id, day)],
+                    )
                     landed.append(day_meta)
         usage = graph_metadata(graph)
     context.log.info(
@@ -192,7 +183,7 @@ def _land_insights_day(
     return day_meta, bad_path
 
 
-def _windows(runs: list[list[str]], most: int) -> Iterator[list[str]]:
+def query_windows(runs: list[list[str]], most: int) -> Iterator[list[str]]:
     """Runs of consecutive days, cut into windows of at most `most` days (one query each)."""
     most = max(1, most)
     for days in runs:
@@ -200,12 +191,17 @@ def _windows(runs: list[list[str]], most: int) -> Iterator[list[str]]:
             yield days[start : start + most]
 
 
-def split_by_day(rows: list[dict], days: list[str]) -> dict[str, validate.Checked]:
+def split_by_day(
+    rows: list[dict],
+    days: list[str],
+    check: Callable[[list[dict], str], validate.Checked] | None = None,
+) -> dict[str, validate.Checked]:
     """One query's rows checked per day of `days`, keyed on `date_start`.
 
     A row whose date_start is none of `days` cannot be placed: it is quarantined in every day
     of the query, so none of them is mirrored (its row might belong to any of them). For one
-    day this is exactly checking every row against that day.
+    day this is exactly checking every row against that day. `check(rows, day)` checks other
+    rows than the built-in ad insights (a custom insights entry's).
     """
     buckets: dict[str, list[dict]] = {day: [] for day in days}
     for row in rows:
@@ -215,7 +211,24 @@ def split_by_day(rows: list[dict], days: list[str]) -> dict[str, validate.Checke
         else:
             for bucket in buckets.values():
                 bucket.append(row)
-    return {day: validate.check_insights(bucket, day) for day, bucket in buckets.items()}
+    if check is not None:
+        return {day: check(bucket, day) for day, bucket in buckets.items()}
+    return {
+        day: _check_values(validate.check_insights(bucket, day)) for day, bucket in buckets.items()
+    }
+
+
+def _check_values(checked: validate.Checked) -> validate.Checked:
+    """`checked` with the good rows whose value fields cannot be loaded (a frequency or an
+    action value that is not a number) moved to the quarantined ones."""
+    result = validate.Checked(bad=list(checked.bad))
+    for row in checked.good:
+        reason = value_problem(row)
+        if reason:
+            result.bad.append({"reason": reason, "record": row})
+        else:
+            result.good.append(row)
+    return result
 
 
 # Incremental reads start this far before the watermark: an object updated in the same second
@@ -243,7 +256,9 @@ def _unix(value: str | None) -> int | None:
             owners=["team:data-engineering"],
             description=(
                 f"{kind.capitalize()} of every configured ad account updated since the last "
-                "sync (incremental on updated_time), landed as Parquet."
+                "sync (incremental on updated_time), of every status (deleted and archived "
+                "included), landed as Parquet. Objects Meta refuses to return are quarantined "
+                "and counted (`refused`)."
             ),
         )
         for kind in OBJECT_STREAMS
@@ -279,39 +294,59 @@ def fb_ad_objects_raw(
                 for kind in OBJECT_STREAMS
                 for acct in graph.account_ids
             }
-        batches: dict[str, list[dict]] = {kind: [] for kind in OBJECT_STREAMS}
+        batches = {kind: object_reads.ObjectBatch() for kind in OBJECT_STREAMS}
         with failing_fast():
             # A handful of nodes, one call each: always read whole, no watermark.
             accounts = [graph.client.read_ad_account(acct) for acct in graph.account_ids]
             for kind in OBJECT_STREAMS:
                 for acct in graph.account_ids:
-                    batches[kind] += streams.iter_objects(
+                    got = object_reads.read_objects(
                         graph.client, kind, acct, _unix(marks[(kind, acct)])
                     )
+                    batches[kind].objects += got.objects
+                    batches[kind].refused += got.refused
         usage = graph_metadata(graph)
-    for kind in OBJECT_STREAMS:
-        yield from _land(context, storage, kind, batches[kind], validate.check_objects, usage)
+    for kind, got in batches.items():
+        yield from _land(
+            context, storage, kind, got.objects, validate.check_objects, usage, got.refused
+        )
     yield from _land(context, storage, "ad_accounts", accounts, validate.check_ad_accounts, usage)
 
 
-def _land(context, storage: StorageResource, kind: str, rows: list[dict], check, usage: dict):
-    """Validate, land the batch as Parquet, and report it (one stream of a multi-asset)."""
+def _land(context, storage, kind: str, rows: list[dict], check, usage: dict, refused=None):
+    """Validate, land the batch as Parquet, and report it (one stream of a multi-asset).
+
+    `refused` (object streams): what Meta would not return, quarantined with the bad rows.
+    """
     checked = check(rows)
+    bad = [*checked.bad, *(refused or [])]
     table = to_arrow(checked.good, RAW_FIELDS[kind])
     path = lake.land_sync(storage.data_path(), kind, table)
-    bad_path = lake.write_quarantine(storage.data_path(), kind, "latest", checked.bad)
+    bad_path = lake.write_quarantine(storage.data_path(), kind, "latest", bad)
     times = [r.get("updated_time") or r.get("created_time") for r in checked.good]
+    refusals = {} if refused is None else {"refused": len(refused)}
     yield dg.MaterializeResult(
         asset_key=f"fb_{kind}_raw",
         metadata={
             "rows": table.num_rows,
-            "quarantined": len(checked.bad),
+            "quarantined": len(bad),
+            **refusals,
             "newest": max((t for t in times if t), default=None) or "",
             **usage,
             "path": dg.MetadataValue.path(str(path)),
         },
     )
-    yield quarantine_check(f"fb_{kind}_raw", checked.bad, bad_path)
+    yield quarantine_check(f"fb_{kind}_raw", bad, bad_path, **refusals)
+
+
+def _page_clients(graph: GraphSession) -> dict[str, GraphClient]:
+    """Every configured page's client, every Page token asked before any page is read.
+
+    A page the token cannot act as (unknown, no task on it, no permission) fails the step here,
+    before anything of any page is read or landed: nothing is lost and no watermark moves; once
+    the configuration is fixed, the next run reads every page from its own watermark.
+    """
+    return {page: graph.page_client(page) for page in graph.page_ids}
 
 
 @dg.asset(
@@ -322,8 +357,9 @@ def _land(context, storage: StorageResource, kind: str, rows: list[dict], check,
     pool=GRAPH_POOL,
     check_specs=[_quarantine_spec("fb_leads_raw")],
     description=(
-        "Lead Ads leads of every lead form on FB_PAGE_ID (forms discovered from the page), "
-        "incremental on time_created, landed as Parquet with field_data kept whole."
+        "Lead Ads leads of every lead form on each page of FB_PAGE_ID/FB_PAGE_IDS (forms "
+        "discovered from the page, read with its Page access token), incremental on "
+        "time_created, landed as Parquet with field_data kept whole."
     ),
 )
 def fb_leads_raw(
@@ -332,23 +368,20 @@ def fb_leads_raw(
     storage: StorageResource,
     postgres: PostgresResource,
 ):
-    """Leads created since each form's watermark."""
-    rows: list[dict] = []
+    """Leads created since each form's watermark, on every configured page."""
     with failing_fast(), graph_api.session() as graph:
-        if graph.page_id is None:
-            context.log.warning("FB_PAGE_ID is not set: no lead forms to sync")
+        if not graph.page_ids:
+            context.log.warning("FB_PAGE_ID/FB_PAGE_IDS are not set: no lead forms to sync")
         with failing_fast():
-            forms = (
-                list(streams.iter_lead_forms(graph.client, graph.page_id)) if graph.page_id else []
-            )
+            clients = _page_clients(graph)
+            forms = streams.lead_forms_of(clients)
             with postgres.engine().connect() as conn:
                 marks = {
-                    f["id"]: get_state(conn, "leads", f["id"]).get("created_time") for f in forms
+                    f["id"]: _unix(get_state(conn, "leads", f["id"]).get("created_time"))
+                    for _, f in forms
                 }
-            for form in forms:
-                for lead in streams.iter_leads(graph.client, form["id"], _unix(marks[form["id"]])):
-                    rows.append({"form_id": form["id"], **lead, "page_id": graph.page_id})
-        usage = {**graph_metadata(graph), "forms": len(forms)}
+            rows = streams.read_leads_of(clients, forms, marks)
+        usage = {**graph_metadata(graph), "forms": len(forms), "facebook_pages": len(clients)}
     yield from _land(context, storage, "leads", rows, validate.check_leads, usage)
 
 
@@ -359,7 +392,10 @@ def fb_leads_raw(
             group_name=groups.FACEBOOK_RAW,
             kinds={"facebook", "parquet"},
             owners=["team:data-engineering"],
-            description="Messenger conversations of FB_PAGE_ID updated since the last sync.",
+            description=(
+                "Messenger conversations of each page of FB_PAGE_ID/FB_PAGE_IDS updated since "
+                "its last sync, read with the page's Page access token."
+            ),
         ),
         dg.AssetSpec(
             "fb_messages_raw",
@@ -379,19 +415,18 @@ def fb_conversations_raw(
     storage: StorageResource,
     postgres: PostgresResource,
 ):
-    """Conversations newer than the page's watermark (paging stops there), with messages."""
+    """Each page's conversations newer than its watermark (paging stops there), with messages."""
     with failing_fast(), graph_api.session() as graph:
-        if graph.page_id is None:
-            context.log.warning("FB_PAGE_ID is not set: no conversations to sync")
+        if not graph.page_ids:
+            context.log.warning("FB_PAGE_ID/FB_PAGE_IDS are not set: no conversations to sync")
         with postgres.engine().connect() as conn:
-            mark = get_state(conn, "conversations", graph.page_id or "").get("updated_time")
+            marks = {
+                p: _since(get_state(conn, "conversations", p).get("updated_time"))
+                for p in graph.page_ids
+            }
         with failing_fast():
-            batch = (
-                streams.read_conversations(graph.client, graph.page_id, _since(mark))
-                if graph.page_id
-                else streams.ConversationBatch()
-            )
-        usage = graph_metadata(graph)
+            batch = streams.read_conversations_of(_page_clients(graph), marks)
+        usage = {**graph_metadata(graph), "facebook_pages": len(graph.page_ids)}
     yield from _land(
         context,
         storage,

@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
-from crm_pipeline.config import ConfigError, load_settings, parse_account_ids
+from crm_pipeline.config import ConfigError, load_settings, parse_account_ids, parse_page_ids
 from crm_pipeline.facebook.async_reports import AsyncInsightsRun
 from crm_pipeline.facebook.client import GraphClient
+from crm_pipeline.facebook.page_tokens import PageClients
 from crm_pipeline.local_emulator import emulator_for
 
 # Sent when no token is configured: only to the emulator or a server given in code.
@@ -27,19 +28,28 @@ PLACEHOLDER_TOKEN = "crm-pipeline-no-token"
 
 @dataclass
 class GraphSession:
-    """A client plus the accounts and page to sync and a printable server name."""
+    """A client plus the accounts and pages to sync and a printable server name."""
 
     client: GraphClient
     account_ids: tuple[str, ...]
     server: str
     emulated: bool
-    configured_page_id: str | None = None
+    # The pages whose lead forms and conversations are synced (`FB_PAGE_ID` + `FB_PAGE_IDS`).
+    page_ids: tuple[str, ...] = ()
     opened_at: float = field(default_factory=time.perf_counter)
+    pages: PageClients = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.pages = PageClients(self.client)
 
     @property
     def page_id(self) -> str | None:
-        """The page whose lead forms and conversations are synced (`FB_PAGE_ID`), if any."""
-        return self.configured_page_id
+        """The first configured page, if any."""
+        return self.page_ids[0] if self.page_ids else None
+
+    def page_client(self, page_id: str) -> GraphClient:
+        """The client that reads `page_id` with its Page access token (asked once a session)."""
+        return self.pages.client_for(page_id)
 
 
 class GraphApiResource(dg.ConfigurableResource):
@@ -48,7 +58,9 @@ class GraphApiResource(dg.ConfigurableResource):
     graph_url: str | None = None
     api_version: str | None = None
     ad_account_ids: str | None = None  # comma-separated act_<digits>
+    # Pages: both given means the union, as with FB_PAGE_ID and FB_PAGE_IDS.
     page_id: str | None = None
+    page_ids: str | None = None  # comma-separated numeric ids
     page_size: int = 500
     # "sync": paged GETs; "async": report runs (Meta's advice for large accounts).
     insights_mode: str = load_settings().graph.insights_mode
@@ -87,7 +99,8 @@ class GraphApiResource(dg.ConfigurableResource):
         settings = load_settings()
         settings.require_production_ready("a Graph API run")
         accounts = parse_account_ids(self.ad_account_ids) or settings.ad_account_ids
-        page_id = self.page_id or settings.page_id
+        pages = parse_page_ids(",".join(p for p in (self.page_id, self.page_ids) if p))
+        pages = pages or settings.all_page_ids
         with ExitStack() as stack:
             emulated = not self.graph_url and settings.uses_emulator
             if self.graph_url:
@@ -97,7 +110,7 @@ class GraphApiResource(dg.ConfigurableResource):
                 emulator = stack.enter_context(emulator_for(settings))
                 url = emulator.url
                 accounts = accounts or emulator.ad_account_ids
-                page_id = page_id or emulator.page_id
+                pages = pages or ((emulator.page_id,) if emulator.page_id else ())
             else:
                 settings.require_graph_credentials()
                 url = settings.effective_graph_url
@@ -121,5 +134,5 @@ class GraphApiResource(dg.ConfigurableResource):
                 account_ids=accounts,
                 server=f"{parts.scheme}://{parts.netloc}",
                 emulated=emulated,
-                configured_page_id=page_id,
+                page_ids=pages,
             )

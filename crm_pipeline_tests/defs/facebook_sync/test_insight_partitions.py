@@ -43,6 +43,7 @@ def test_a_single_partition_runs_exactly_as_before(clean_db, database_url, dirs)
         "rows",
         "quarantined",
         "path",
+        "account_total_rows",
         "api_calls",
         "graph_server",
         "graph_seconds",
@@ -62,8 +63,14 @@ def test_a_single_partition_runs_exactly_as_before(clean_db, database_url, dirs)
         "unchanged": 0,
         "deleted": 0,
         "leads": db.metadata["leads"].value,
+        "purchases": sum(int(_purchases(r)) for r in expected),
         "table": "ad_insights_daily",
     }
+    assert raw.metadata["account_total_rows"].value == 1  # Meta's totals of the day
+
+
+def _purchases(row: dict) -> str:
+    return next((a["value"] for a in row.get("actions", []) if a["action_type"] == "purchase"), "0")
 
 
 def test_malformed_rows_are_quarantined_and_the_check_fails(clean_db, database_url, dirs):
@@ -83,7 +90,9 @@ def test_malformed_rows_are_quarantined_and_the_check_fails(clean_db, database_u
             resources=resources_for(database_url, server.url, dirs),
         )
     assert result.success
-    checks = result.get_asset_check_evaluations()
+    checks = [
+        c for c in result.get_asset_check_evaluations() if c.check_name == "no_quarantined_rows"
+    ]
     assert [c.passed for c in checks] == [False]
     meta = result.asset_materializations_for_node("fb_ad_insights_raw")[0].metadata
     assert meta["quarantined"].value == 1
@@ -130,7 +139,9 @@ def test_malformed_rows_in_a_range_are_quarantined_on_their_own_day(clean_db, da
     with GraphEmulator(MalformedData()) as server:  # one bad row: the query's first
         result = range_run(resources_for(database_url, server.url, dirs), "act_1001", first, last)
     assert result.success
-    [check] = result.get_asset_check_evaluations()
+    [check] = [
+        c for c in result.get_asset_check_evaluations() if c.check_name == "no_quarantined_rows"
+    ]
     assert not check.passed and check.metadata["quarantined"].value == 1
     quarantined = {
         e.partition.keys_by_dimension["date"]: e.metadata["quarantined"].value
@@ -147,6 +158,11 @@ def test_malformed_rows_in_a_range_are_quarantined_on_their_own_day(clean_db, da
             ).all()
         )
     assert per_day == {first: ads - 1, "2026-10-02": ads, last: ads}
+    # Meta's account totals count the quarantined row: that day's ad rows do not add up.
+    [totals] = [
+        c for c in result.get_asset_check_evaluations() if c.check_name == "matches_account_totals"
+    ]
+    assert not totals.passed and totals.metadata["days"].value == [first]
 
 
 def test_async_report_runs_cover_a_range_with_the_same_rows(clean_db, database_url, dirs):
