@@ -246,8 +246,7 @@ class GraphClient:
         :class:`~crm_pipeline.facebook.async_reports.AsyncInsightsRun`.
         """
         params = insight_params(since, until, limit=limit, level=level)
-        account = self.account(account_id)
-        yield from self.iterate(lambda: account.get_insights(fields=list(fields), params=params))
+        yield from self.iter_edge_rows(account_node(account_id), "insights", fields, params)
 
     def read_ad_account(
         self, account_id: str, *, fields: Iterable[str] = AD_ACCOUNT_FIELDS
@@ -312,6 +311,29 @@ class GraphClient:
         with self.translate_errors():
             for obj in fetch():
                 yield obj.export_all_data()
+
+    def iter_edge_rows(
+        self, node: str, edge: str, fields: Iterable[str], params: dict[str, Any]
+    ) -> Iterator[dict]:
+        """Page through ``node/edge`` yielding each row of Meta's JSON as it came.
+
+        For the big edges (insights: hundreds of thousands of rows a day for an agency). The
+        SDK's cursor builds an object per row and exports it back to a dict, a third of the
+        client's time on a 15,000-row range; here each page is one governed ``call`` (pacing,
+        retries, page-size shrinking and notices as for every request) and its ``data`` is
+        yielded as is. Paging follows Meta's ``after`` cursor, as the SDK's cursor does.
+        """
+        # One dict for the whole read: a `limit` the governor shrinks sticks to later pages.
+        query: dict[str, Any] = {**params, "fields": ",".join(fields)}
+        with self.translate_errors():
+            while True:
+                body = self._api.call("GET", (node, edge), params=query).json()
+                yield from body.get("data") or []
+                paging = body.get("paging") or {}
+                after = (paging.get("cursors") or {}).get("after")
+                if not paging.get("next") or not after:
+                    return
+                query["after"] = after
 
     def request(self, fn: Callable[[], T]) -> T:
         """Run one SDK call (e.g. a node read), translating its errors like :meth:`iterate`."""

@@ -40,6 +40,7 @@ from crm_pipeline.facebook.fields import (
     REMOVED_ATTRIBUTION_WINDOWS,
     insight_params,
 )
+from crm_pipeline.facebook.ids import account_node
 
 __all__ = [
     "TABLE_PREFIX",
@@ -237,9 +238,8 @@ def read_custom_insights(
     """The entry's rows of one account for ``since..until``: one paged /insights query through
     the client's rate-limit governor (values keep Meta's wire types)."""
     params = entry.params(since, until, limit=limit)
-    fields = list(entry.request_fields)
-    account = client.account(account_id)
-    yield from client.iterate(lambda: account.get_insights(fields=fields, params=params))
+    node = account_node(account_id)
+    yield from client.iter_edge_rows(node, "insights", entry.request_fields, params)
 
 
 def load_custom_insights(path: Path | str | None) -> tuple[CustomInsight, ...]:

@@ -16,7 +16,7 @@ from graph_emulator import EmulatorData
 
 from crm_pipeline.facebook.client import GraphClient
 from crm_pipeline.facebook.errors import GraphApiError
-from crm_pipeline.facebook.fields import AD_ACCOUNT_FIELDS, INSIGHT_FIELDS
+from crm_pipeline.facebook.fields import AD_ACCOUNT_FIELDS, INSIGHT_FIELDS, insight_params
 from crm_pipeline.facebook.governor import RateLimitGovernor
 from crm_pipeline.facebook.governor_settings import GovernorSettings
 
@@ -72,6 +72,20 @@ def test_time_range_is_respected(client):
     assert days == {(since + timedelta(days=i)).isoformat() for i in range(4)}
     assert all(r["date_start"] == r["date_stop"] for r in rows)
     assert len(rows) == 4 * 12
+
+
+def test_insight_rows_are_the_sdk_cursors_rows_without_its_objects(emulator, client):
+    """Insights are paged as plain JSON (no SDK object per row): same rows, same requests."""
+    since, until = date(2026, 2, 2), date(2026, 2, 3)
+    ours = list(client.iter_insights("act_1001", since, until, limit=7))
+    ours_requests = [(r.path, r.params) for r in emulator.requests]
+    emulator.reset_requests()
+    params = insight_params(since, until, limit=7)
+    account = client.account("act_1001")
+    sdk = list(client.iterate(lambda: account.get_insights(fields=INSIGHT_FIELDS, params=params)))
+    assert ours == sdk and len(ours) == 2 * 12  # 24 rows on 4 pages of 7
+    assert ours_requests == [(r.path, r.params) for r in emulator.requests]
+    assert len(ours_requests) == 4 and all("after" in p for _, p in ours_requests[1:])
 
 
 def test_sdk_wire_format_for_insights(emulator, client):
