@@ -7,17 +7,14 @@ sum of a day's ad rows can be compared with what Meta reports for the whole acco
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from decimal import Decimal, InvalidOperation
 
-from crm_pipeline.facebook.validate import Checked
+from crm_pipeline.facebook.validate import Checked, metric_problem
 
 __all__ = ["ACCOUNT_TOTALS_STREAM", "split_account_totals"]
 
 # The raw stream: raw/fb_account_insights/account=<act_id>/date=<day>/part-0.parquet
 ACCOUNT_TOTALS_STREAM = "fb_account_insights"
-_INTEGER = re.compile(r"^\d+$")
 
 
 def _problem(row: dict, days: set[str]) -> str | None:
@@ -25,17 +22,7 @@ def _problem(row: dict, days: set[str]) -> str | None:
         return "missing account_id"
     if row.get("date_start") not in days:
         return f"date_start {row.get('date_start')!r} is none of the days asked for"
-    for key in ("impressions", "clicks"):
-        value = row.get(key)
-        if value is not None and not _INTEGER.match(str(value)):
-            return f"{key} is not a non-negative integer: {value!r}"
-    try:
-        spend = Decimal(str(row.get("spend", "0")))
-    except InvalidOperation:
-        return f"spend is not a number: {row.get('spend')!r}"
-    if not spend.is_finite() or spend < 0:
-        return f"spend is not a non-negative amount: {row.get('spend')!r}"
-    return None
+    return metric_problem(row, ("impressions", "clicks"))
 
 
 def split_account_totals(rows: Iterable[dict], days: list[str]) -> dict[str, Checked]:

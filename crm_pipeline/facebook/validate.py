@@ -26,13 +26,10 @@ class Checked:
     bad: list[dict[str, Any]] = field(default_factory=list)  # {"reason": str, "record": dict}
 
 
-def _problems_insight(row: dict, day: str) -> str | None:
-    for key in ("ad_id", "adset_id", "campaign_id", "account_id"):
-        if not str(row.get(key) or "").strip():
-            return f"missing {key}"
-    if row.get("date_start") != day:
-        return f"date_start {row.get('date_start')!r} is not the partition day {day}"
-    for key in ("impressions", "clicks", "reach"):
+def metric_problem(row: dict, counts: tuple[str, ...]) -> str | None:
+    """What is wrong with an insights row's `counts` (non-negative integer strings, or absent)
+    and its `spend` (a non-negative amount), or None."""
+    for key in counts:
         value = row.get(key)
         if value is not None and not _INTEGER.match(str(value)):
             return f"{key} is not a non-negative integer: {value!r}"
@@ -42,6 +39,18 @@ def _problems_insight(row: dict, day: str) -> str | None:
         return f"spend is not a number: {row.get('spend')!r}"
     if not spend.is_finite() or spend < 0:
         return f"spend is not a non-negative amount: {row.get('spend')!r}"
+    return None
+
+
+def _problems_insight(row: dict, day: str) -> str | None:
+    for key in ("ad_id", "adset_id", "campaign_id", "account_id"):
+        if not str(row.get(key) or "").strip():
+            return f"missing {key}"
+    if row.get("date_start") != day:
+        return f"date_start {row.get('date_start')!r} is not the partition day {day}"
+    problem = metric_problem(row, ("impressions", "clicks", "reach"))
+    if problem:
+        return problem
     actions = row.get("actions")
     if actions is not None and not (
         isinstance(actions, list) and all(isinstance(a, dict) for a in actions)

@@ -6,7 +6,7 @@ committed, so a failed load is fetched again, never skipped) and lands the new b
 """
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -120,26 +120,26 @@ def fb_ad_insights_raw(
     bad: dict[int, dict] = {}  # distinct malformed rows (a stray row is in several days)
     bad_paths = []
     with failing_fast(), graph_api.session() as graph:
-        for account_id, runs in days_by_account(keys.keys()).items():
-            for days in query_windows(runs, graph_api.insights_days_per_query):
-                since, until = dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1])
-                with failing_fast():
-                    rows = list(graph_api.fetch_insights(graph.client, account_id, since, until))
-                    # Meta's own account totals of the same days: what the ad rows must add up to.
-                    totals = land_account_totals(
-                        graph.client, storage, account_id, days, page_size=graph_api.page_size
-                    )
-                context.log.info(f"{len(rows)} insight rows for {account_id} {since}..{until}")
-                bad.update({id(b["record"]): b for b in totals.bad})
-                for day, checked in split_by_day(rows, days).items():
-                    day_meta, bad_path = _land_insights_day(storage, account_id, day, checked)
-                    bad.update({id(b["record"]): b for b in checked.bad})
-                    bad_paths += [bad_path] if bad_path else []
-                    context.add_asset_metadata(
-                        {**day_meta, "account_total_rows": totals.rows[day]},
-                        partition_key=keys[(account_id, day)],
-                    )
-                    landed.append(day_meta)
+        for account_id, days, since, until in account_windows(
+            keys, graph_api.insights_days_per_query
+        ):
+            with failing_fast():
+                rows = list(graph_api.fetch_insights(graph.client, account_id, since, until))
+                # Meta's own account totals of the same days: what the ad rows must add up to.
+                totals = land_account_totals(
+                    graph.client, storage, account_id, days, page_size=graph_api.page_size
+                )
+            context.log.info(f"{len(rows)} insight rows for {account_id} {since}..{until}")
+            bad.update({id(b["record"]): b for b in totals.bad})
+            for day, checked in split_by_day(rows, days).items():
+                day_meta, bad_path = _land_insights_day(storage, account_id, day, checked)
+                bad.update({id(b["record"]): b for b in checked.bad})
+                bad_paths += [bad_path] if bad_path else []
+                context.add_asset_metadata(
+                    {**day_meta, "account_total_rows": totals.rows[day]},
+                    partition_key=keys[(account_id, day)],
+                )
+                landed.append(day_meta)
         usage = graph_metadata(graph)
     context.log.info(
         f"{sum(d['rows'] for d in landed)} insight rows in {len(landed)} account-day(s) ({usage})"
@@ -183,12 +183,22 @@ def _land_insights_day(
     return day_meta, bad_path
 
 
-def query_windows(runs: list[list[str]], most: int) -> Iterator[list[str]]:
-    """Runs of consecutive days, cut into windows of at most `most` days (one query each)."""
+def account_windows(
+    account_days: Iterable[tuple[str, str]], most: int
+) -> Iterator[tuple[str, list[str], dt.date, dt.date]]:
+    """Each account's consecutive days, cut into windows of at most `most` days, one query
+    each: `(account, days, first day, last day)`."""
     most = max(1, most)
-    for days in runs:
-        for start in range(0, len(days), most):
-            yield days[start : start + most]
+    for account_id, runs in days_by_account(account_days).items():
+        for run in runs:
+            for start in range(0, len(run), most):
+                days = run[start : start + most]
+                yield (
+                    account_id,
+                    days,
+                    dt.date.fromisoformat(days[0]),
+                    dt.date.fromisoformat(days[-1]),
+                )
 
 
 def split_by_day(

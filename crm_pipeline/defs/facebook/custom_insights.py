@@ -12,7 +12,6 @@ The file is read when this module is imported, i.e. when the code location loads
 fails the load with a ConfigError naming the file, the entry and what to change.
 """
 
-import datetime as dt
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,16 +26,15 @@ from crm_pipeline.defs import groups
 from crm_pipeline.defs.facebook.assets import (
     GRAPH_POOL,
     RETRY,
+    account_windows,
     failing_fast,
     graph_metadata,
     quarantine_check,
-    query_windows,
     split_by_day,
 )
 from crm_pipeline.defs.facebook.partitions import (
     account_and_day,
     backfill_policy_beta_silenced,
-    days_by_account,
     insights_partitions,
 )
 from crm_pipeline.defs.facebook.resources import GraphApiResource
@@ -116,26 +114,26 @@ def _fetch_and_land(
     bad: dict[int, dict] = {}  # distinct malformed rows (a stray row is in several days)
     bad_paths = []
     with failing_fast(), graph_api.session() as graph:
-        for account_id, runs in days_by_account(keys.keys()).items():
-            for days in query_windows(runs, graph_api.insights_days_per_query):
-                since, until = dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1])
-                rows = list(
-                    read_custom_insights(
-                        graph.client, entry, account_id, since, until, limit=graph_api.page_size
-                    )
+        for account_id, days, since, until in account_windows(
+            keys, graph_api.insights_days_per_query
+        ):
+            rows = list(
+                read_custom_insights(
+                    graph.client, entry, account_id, since, until, limit=graph_api.page_size
                 )
-                context.log.info(f"{len(rows)} {entry.name} rows for {account_id} {since}..{until}")
-                checked_days = split_by_day(
-                    rows,
-                    days,
-                    lambda bucket, day: validate.check_custom_insights(bucket, day, ids, kinds),
-                )
-                for day, checked in checked_days.items():
-                    day_meta, bad_path = _land_day(storage, entry, account_id, day, checked)
-                    bad.update({id(b["record"]): b for b in checked.bad})
-                    bad_paths += [bad_path] if bad_path else []
-                    context.add_asset_metadata(day_meta, partition_key=keys[(account_id, day)])
-                    landed.append(day_meta)
+            )
+            context.log.info(f"{len(rows)} {entry.name} rows for {account_id} {since}..{until}")
+            checked_days = split_by_day(
+                rows,
+                days,
+                lambda bucket, day: validate.check_custom_insights(bucket, day, ids, kinds),
+            )
+            for day, checked in checked_days.items():
+                day_meta, bad_path = _land_day(storage, entry, account_id, day, checked)
+                bad.update({id(b["record"]): b for b in checked.bad})
+                bad_paths += [bad_path] if bad_path else []
+                context.add_asset_metadata(day_meta, partition_key=keys[(account_id, day)])
+                landed.append(day_meta)
         usage = graph_metadata(graph)
     metadata: dict[str, Any] = dict(usage)
     if len(landed) > 1:
