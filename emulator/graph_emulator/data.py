@@ -13,20 +13,14 @@ import hashlib
 import random
 import threading
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 
+from graph_emulator.accounts import DEFAULT_ACCOUNTS, account_table
+from graph_emulator.daily_rows import AdIds, DailyRows
 from graph_emulator.page_data import PageData, graph_time
 from graph_emulator.statuses import SETTABLE, apply_status, effective
-from graph_emulator.tally import frequency
 
 __all__ = ["EmulatorData", "normalize_account_id"]
 
-# The ad accounts the token can see: number -> (name, currency, IANA time zone).
-_ACCOUNTS = {
-    "1001": ("Northwind Outdoor - Prospecting", "USD", "America/New_York"),
-    "1002": ("Northwind Outdoor - Retargeting", "USD", "America/New_York"),
-}
-_ACCOUNT_NUMBERS = tuple(_ACCOUNTS)
 _ACTIVE = 1  # Meta's account_status for an active ad account
 _PAGE_ID = "2001"
 _PAGE_CATEGORY = "Outdoor & Sporting Goods Company"
@@ -65,7 +59,10 @@ class EmulatorData:
     Identical seeds give identical output; everything is returned as fresh copies so callers may
     mutate them freely. Tests change the data through :meth:`touch`, :meth:`set_status`,
     :meth:`break_object`, :meth:`add_lead` and :meth:`add_message`, safely while the emulator
-    serves it from other threads.
+    serves it from other threads; each change bumps :attr:`generation`.
+
+    ``accounts`` (default 2: ``act_1001``, ``act_1002``) adds ``act_1003``, … for benchmarks;
+    the first two accounts are the same whatever the count.
     """
 
     def __init__(
@@ -75,31 +72,39 @@ class EmulatorData:
         campaigns_per_account: int = _CAMPAIGNS_PER_ACCOUNT,
         adsets_per_campaign: int = _ADSETS_PER_CAMPAIGN,
         ads_per_adset: int = _ADS_PER_ADSET,
+        accounts: int = DEFAULT_ACCOUNTS,
     ) -> None:
-        # The shape knobs let benchmarks ask for big accounts (e.g. 5 x 10 x 10 = 500 ads); the
-        # defaults give the small data set the tests and the demo know.
+        # The shape knobs let benchmarks ask for big accounts (e.g. 5 x 10 x 10 = 500 ads) and
+        # many of them; the defaults give the small data set the tests and the demo know.
         shape = (campaigns_per_account, adsets_per_campaign, ads_per_adset)
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
             raise ValueError(f"campaigns/adsets/ads per parent must be positive ints, got {shape}")
+        self._accounts = account_table(accounts)  # raises ValueError unless a positive int
         self.seed = seed
         self._shape = shape
         self._lock = threading.RLock()
+        # Bumped by every change, so caches of derived answers know when they went stale.
+        self._generation = 0
         self._campaigns: dict[str, list[dict]] = {}
         self._adsets: dict[str, list[dict]] = {}
         self._ads: dict[str, list[dict]] = {}
         # Insight numbers are a pure function of (seed, ad, day): computed once, then every page
         # of a paged range is a lookup, as on a real server, instead of rebuilding the range.
-        self._insight_rows: dict[tuple[str, str, str, str, date], dict] = {}
+        self._daily = DailyRows(self._stream)
         self._broken: set[str] = set()  # ads Meta refuses to return (break_object)
         self._build()
+        # Leads point at ads of any account: with more accounts the Page's leads differ from the
+        # default data set's (its objects and insights do not).
         all_ads = [ad for ads in self._ads.values() for ad in ads]
         self._page = PageData(seed, _PAGE_ID, all_ads)
 
     # -- structure -------------------------------------------------------------------------------
 
     def _build(self) -> None:
+        # One RNG drawn in account order: extra accounts come after 1001 and 1002, so asking for
+        # more accounts changes nothing of the first two.
         builder = _ObjectBuilder(random.Random(self.seed), *self._shape)
-        for number in _ACCOUNT_NUMBERS:
+        for number in self._accounts:
             act = f"act_{number}"
             self._campaigns[act], self._adsets[act], self._ads[act] = builder.account(number)
 
@@ -130,7 +135,7 @@ class EmulatorData:
         ``account_status`` is Meta's integer code (1: active); ``account_id`` is bare digits.
         """
         node = normalize_account_id(account_id)
-        name, currency, timezone = _ACCOUNTS[node.removeprefix("act_")]
+        name, currency, timezone = self._accounts[node.removeprefix("act_")]
         return {
             "id": node,
             "account_id": node.removeprefix("act_"),
@@ -184,6 +189,7 @@ class EmulatorData:
                             obj["updated_time"] = graph_time(when)
                             if name is not None:
                                 obj["name"] = name
+                            self._changed()
                             return copy.deepcopy(obj)
         raise KeyError(f"no campaign, ad set or ad with id {object_id!r}")
 
@@ -203,6 +209,7 @@ class EmulatorData:
                 tables = (self._campaigns[act], self._adsets[act], self._ads[act])
                 edited = apply_status(*tables, object_id, status, graph_time(when))
                 if edited is not None:
+                    self._changed()
                     return copy.deepcopy(edited)
         raise KeyError(f"no campaign, ad set or ad with id {object_id!r}")
 
@@ -230,6 +237,7 @@ class EmulatorData:
             raise KeyError(f"no ad with id {ad_id!r}")
         with self._lock:
             self._broken.add(ad_id)
+            self._changed()
 
     def is_broken(self, object_id: str) -> bool:
         """Whether :meth:`break_object` was called for ``object_id``."""
@@ -278,7 +286,7 @@ class EmulatorData:
     ) -> dict:
         """Record a new lead on ``form_id``; ``ad_id=None`` makes it organic. Returns it."""
         with self._lock:
-            return self._page.add_lead(
+            lead = self._page.add_lead(
                 form_id,
                 created_time=created_time,
                 email=email,
@@ -286,6 +294,8 @@ class EmulatorData:
                 phone=phone,
                 ad_id=ad_id,
             )
+            self._changed()
+            return lead
 
     def conversations(self) -> list[dict]:
         """Page conversations, most recently updated first, with participants (no messages)."""
@@ -315,9 +325,11 @@ class EmulatorData:
         created; an unknown id creates that conversation. Its ``updated_time`` moves forward.
         """
         with self._lock:
-            return self._page.add_message(
+            message = self._page.add_message(
                 conversation_id, psid=psid, text=text, created_time=created_time
             )
+            self._changed()
+            return message
 
     def insights(self, account_id: str, since: date, until: date) -> list[dict]:
         """Ad-level daily insight rows for ``since..until`` inclusive, in Graph wire format.
@@ -330,80 +342,46 @@ class EmulatorData:
         """
         # Fresh row dicts (callers and test doubles replace or edit rows); the nested action
         # lists are shared and must be treated as read-only.
-        return [dict(row) for row in self._insight_rows_for(account_id, since, until)]
+        return [dict(row) for row in self.shared_insights(account_id, since, until)]
 
-    def _insight_rows_for(self, account_id: str, since: date, until: date) -> list[dict]:
-        # Each page of a paged range asks for the whole range again: rows are computed once per
-        # (ad, day) and then looked up, so a page costs a copy, not a rebuild of every row.
+    def shared_insights(self, account_id: str, since: date, until: date) -> list[dict]:
+        """The rows of :meth:`insights`, but the stored dicts themselves: strictly read-only.
+
+        For the emulator's routes, which build new dicts when they project rows, so that a page
+        of a big range does not copy every row of the range.
+        """
+        return self._daily.rows(self._ad_ids(account_id), since, until)
+
+    def prepare_insights(self, account_id: str, since: date, until: date) -> int:
+        """Compute (warm) the insight numbers of every ad of one account for ``since..until``.
+
+        The emulator computes each (ad, day) row on first use and stores it; a real Graph server
+        has its numbers stored already. A benchmark calls this before its timed section so it
+        measures the client and the wire, not the emulator's one-time data generation. Returns
+        the number of rows; raises KeyError for unknown accounts.
+        """
+        return len(self.shared_insights(account_id, since, until))
+
+    @property
+    def generation(self) -> int:
+        """A counter bumped by every change to the data: caches key their answers on it."""
         with self._lock:
-            ads = copy.deepcopy(self._ads[normalize_account_id(account_id)])
-        rows = []
-        day = since
-        while day <= until:
-            for ad in ads:  # ads are stored in ascending id order already
-                key = (ad["account_id"], ad["campaign_id"], ad["adset_id"], ad["id"], day)
-                row = self._insight_rows.get(key)
-                if row is None:
-                    row = self._insight_rows[key] = self._insight_row(ad, day)
-                rows.append(row)
-            day += timedelta(days=1)
-        return rows
+            return self._generation
 
-    # -- insight numbers -------------------------------------------------------------------------
+    def _changed(self) -> None:
+        """Note a change (callers hold the lock), so answers cached before it go stale."""
+        self._generation += 1
+
+    def _ad_ids(self, account_id: str) -> list[AdIds]:
+        # The ids are all a row needs, and never change: cheaper than deep-copying every ad.
+        with self._lock:
+            ads = self._ads[normalize_account_id(account_id)]  # ascending id order already
+            return [(ad["account_id"], ad["campaign_id"], ad["adset_id"], ad["id"]) for ad in ads]
 
     def _stream(self, *parts: object) -> random.Random:
         """A private RNG keyed by the seed and ``parts`` (stable across processes and runs)."""
         key = ":".join(str(p) for p in (self.seed, *parts)).encode()
         return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
-
-    def _insight_row(self, ad: dict, day: date) -> dict:
-        # Per-ad traits stay fixed across days so each ad has a recognisable profile.
-        traits = self._stream("ad", ad["id"])
-        base_impressions = traits.randrange(400, 6000)
-        ctr = traits.uniform(0.004, 0.035)
-        cpm = traits.uniform(4.0, 22.0)
-        reach_ratio = traits.uniform(0.55, 0.95)
-
-        daily = self._stream("day", ad["id"], day.isoformat())
-        weekend = 0.8 if day.weekday() >= 5 else 1.0
-        impressions = max(1, int(base_impressions * weekend * daily.uniform(0.6, 1.4)))
-        clicks = min(impressions, int(impressions * ctr * daily.uniform(0.7, 1.3)))
-        reach = min(impressions, max(1, int(impressions * reach_ratio * daily.uniform(0.9, 1.0))))
-        spend = Decimal(impressions * cpm * daily.uniform(0.85, 1.15) / 1000).quantize(
-            Decimal("0.01"), rounding=ROUND_HALF_UP
-        )
-        stamp = day.isoformat()
-        # Meta's actions list: link clicks, and Lead Ads leads on some days.
-        leads = daily.choices((0, 1, 2, 3), weights=(70, 18, 8, 4))[0]
-        actions = [{"action_type": "link_click", "value": str(clicks)}] if clicks else []
-        if leads:
-            actions += [
-                {"action_type": "lead", "value": str(leads)},
-                {"action_type": "onsite_conversion.lead_grouped", "value": str(leads)},
-            ]
-        # Drawn after every older number, so adding purchases changed none of them.
-        purchases = daily.choices((0, 1, 2, 3), weights=(78, 14, 6, 2))[0]
-        revenue_cents = sum(daily.randrange(1500, 15000) for _ in range(purchases))
-        row = {
-            "account_id": ad["account_id"],
-            "campaign_id": ad["campaign_id"],
-            "adset_id": ad["adset_id"],
-            "ad_id": ad["id"],
-            "date_start": stamp,
-            "date_stop": stamp,
-            "impressions": str(impressions),
-            "clicks": str(clicks),
-            "spend": f"{spend:.2f}",
-            "reach": str(reach),
-            "frequency": frequency(impressions, reach),
-        }
-        if purchases:
-            actions += _purchase_entries(str(purchases))
-            row["action_values"] = _purchase_entries(f"{Decimal(revenue_cents) / 100:.2f}")
-            row["conversions"] = [{"action_type": "purchase", "value": str(purchases)}]
-        if actions:  # Meta leaves an empty list out of the row
-            row["actions"] = actions
-        return row
 
 
 class _ObjectBuilder:
@@ -483,11 +461,3 @@ class _ObjectBuilder:
             "created_time": created,
             "updated_time": updated,
         }
-
-
-def _purchase_entries(value: str) -> list[dict]:
-    """A purchase as Meta lists it: the generic type and the pixel's, with the same value."""
-    return [
-        {"action_type": "purchase", "value": value},
-        {"action_type": "offsite_conversion.fb_pixel_purchase", "value": value},
-    ]

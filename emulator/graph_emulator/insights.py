@@ -4,17 +4,22 @@ The rows start as the data's ad-level day rows. A plain call (level ad, no break
 attribution windows) serves them as they are; any other call turns each into whole-unit
 numbers (:class:`~graph_emulator.tally.Tally`), attributes and splits them per ad and day, and
 sums them per level, so every derived row adds up exactly to the ad rows it came from.
+
+Every page of a paged range asks for the whole range again, so a query's rows are computed once
+and kept (:class:`RowCache`) until the data changes: a page then costs its own rows.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from graph_emulator.action_breakdowns import parse_action_breakdowns, split_by_device
 from graph_emulator.attribution import attribute, parse_windows
 from graph_emulator.breakdowns import Breakdowns, parse_breakdowns
-from graph_emulator.data import EmulatorData
+from graph_emulator.data import EmulatorData, normalize_account_id
 from graph_emulator.derived import DERIVED, derived_metrics
 from graph_emulator.insight_fields import check_insight_fields
 from graph_emulator.labels import LABELS, labels
@@ -23,7 +28,7 @@ from graph_emulator.statuses import HIDDEN_BY_DEFAULT, status_set
 from graph_emulator.tally import Tally
 from graph_emulator.wire import param_error, parse_fields, parse_filtering, parse_time_range
 
-__all__ = ["InsightQuery", "InsightReader", "parse_query", "project"]
+__all__ = ["InsightQuery", "InsightReader", "RowCache", "parse_query", "project"]
 
 # Parameters that would change the shape of the result; silently ignoring them would return
 # plausible but wrong data, so the emulator rejects them instead.
@@ -35,6 +40,9 @@ _FILTERS = {
     **{f"{level}.id": {"IN", "EQUAL"} for level in _LEVELS},
     **{f"{level}.effective_status": {"IN"} for level in _LEVELS},
 }
+# Queries whose rows are kept: a client pages through a few ranges at a time (one per account
+# and date window it syncs), so a small LRU covers them while bounding memory.
+_CACHED_QUERIES = 64
 
 
 @dataclass(frozen=True)
@@ -113,14 +121,64 @@ def project(rows: list[dict], columns: list[str]) -> list[dict]:
     return [{name: row[name] for name in columns if name in row} for row in rows]
 
 
-class InsightReader:
-    """Answers insights queries from :class:`EmulatorData`."""
+class RowCache:
+    """A thread-safe LRU of row lists by key; the lists and their rows are shared, read-only."""
 
-    def __init__(self, data: EmulatorData) -> None:
+    def __init__(self, size: int = _CACHED_QUERIES) -> None:
+        if size < 1:
+            raise ValueError("a row cache holds at least one entry")
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, list[dict]] = OrderedDict()
+
+    def get(self, key: tuple) -> list[dict] | None:
+        """The rows stored under ``key`` (now the most recently used), or None."""
+        with self._lock:
+            rows = self._entries.get(key)
+            if rows is not None:
+                self._entries.move_to_end(key)
+            return rows
+
+    def put(self, key: tuple, rows: list[dict]) -> None:
+        """Store ``rows`` under ``key``, dropping the least recently used entry when full."""
+        with self._lock:
+            self._entries[key] = rows
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+class InsightReader:
+    """Answers insights queries from :class:`EmulatorData`, keeping recent queries' rows."""
+
+    def __init__(self, data: EmulatorData, cache: RowCache | None = None) -> None:
         self.data = data
+        self.cache = cache if cache is not None else RowCache()
 
     def rows(self, account_id: str, query: InsightQuery) -> list[dict]:
-        """The query's rows in order (date, ids, breakdown values), not yet projected."""
+        """The query's rows in order (date, ids, breakdown values), not yet projected.
+
+        The list and its rows may be shared with other calls: callers must not mutate them
+        (:func:`project` builds new dicts).
+        """
+        generation = self.data.generation
+        # repr is a stable key: the query is a frozen dataclass, but a filter value may be a list.
+        key = (normalize_account_id(account_id), repr(query), generation)
+        rows = self.cache.get(key)
+        if rows is None:
+            rows = self._compute(account_id, query)
+            # Kept only if the data did not change meanwhile: the rows may mix both states.
+            if self.data.generation == generation:
+                self.cache.put(key, rows)
+        return rows
+
+    def _compute(self, account_id: str, query: InsightQuery) -> list[dict]:
+        # Through `insights()`, not the shared rows: tests replace it to serve odd rows (a row
+        # without an id, a day Meta stopped reporting). Its copy costs once per query.
         rows = self.data.insights(account_id, query.since, query.until)
         rows = self._filter(account_id, rows, query.filters)
         return rows if query.plain else self._derive(account_id, rows, query)
