@@ -71,6 +71,21 @@ class GraphSettings(SettingsGroup):
         ge=0,
         allow_inf_nan=False,
     )
+    calls_per_account: int = env_field(
+        "CRM_GRAPH_CALLS_PER_ACCOUNT",
+        "Graph API requests in flight at once per ad account (Meta rate-limits each account on "
+        "its own, so more in parallel only reaches its limit sooner)",
+        1,
+        ge=1,
+    )
+    max_calls_in_flight: int = env_field(
+        "CRM_GRAPH_MAX_CALLS_IN_FLIGHT",
+        "Graph API requests in flight at once across all ad accounts of one process (Meta also "
+        "rate-limits the app as a whole, and one process's CPU parses every response); a "
+        "request waiting for a slot does not count toward `CRM_GRAPH_MAX_WAIT_SECONDS`",
+        8,
+        ge=1,
+    )
 
     def governor_settings(self) -> GovernorSettings:
         """The rate-limit governor's settings (`CRM_GRAPH_*`), for `GraphClient`."""
@@ -80,6 +95,8 @@ class GraphSettings(SettingsGroup):
                 base_backoff_seconds=self.base_backoff_seconds,
                 max_retries=self.max_retries,
                 slow_down_at_pct=self.slow_down_at_pct,
+                calls_per_account=self.calls_per_account,
+                max_calls_in_flight=self.max_calls_in_flight,
             )
         except ValueError as error:
             raise ConfigError(f"invalid Graph API governor settings: {error}") from None

@@ -32,9 +32,10 @@ from crm_pipeline.defs.crm.assets import ad_insights_daily
 from crm_pipeline.defs.facebook.assets import fb_ad_insights_raw
 from crm_pipeline.defs.facebook.partitions import (
     INSIGHTS_START_DATE,
+    account_blocks,
+    accounts_partition_range,
     contiguous_days,
     insights_partition_key,
-    insights_partition_range,
     insights_partitions,
     partition_range_tags,
     partitioned_account_ids,
@@ -180,10 +181,11 @@ def sync_facebook(
     database_url: str,
     refresh_caches: bool = True,
 ) -> SyncReport:
-    """The incremental streams once, insights in one run per account, then the caches once.
+    """The incremental streams once, insights in one run over every account, then the caches.
 
-    Each account's days run as one Dagster run over the partition range (one /insights query,
-    one step per asset), or one run per stretch of consecutive days when some are already done.
+    Every account's days run as one Dagster run over the partition range (accounts × days: one
+    step per asset, the accounts read at once, each account's days with one /insights query),
+    or one run per stretch of consecutive days when some are already done.
     Finished account-days are checkpointed in `sync_state` under this range: when a run ends
     early (a rate-limit wait past the budget, a crash), the same command resumes where it
     stopped without fetching the finished days again. A run's days are checkpointed together
@@ -202,28 +204,78 @@ def sync_facebook(
 
     result = _run(STREAM_ASSETS, None, resources, instance, "facebook streams sync")
     report.api_calls += sum(_metadata(result, a).get("api_calls", 0) for a in STREAM_ASSETS)
-    for account in accounts:
-        pending = [d for d in days if str(insights_partition_key(account, d)) not in done]
-        for run_days in contiguous_days(pending):
-            _sync_insights(account, run_days, report, resources=resources, instance=instance)
-            done.update(str(insights_partition_key(account, day)) for day in run_days)
-            checkpoint.save(done)
+    for group, run_days in _insight_runs(accounts, days, done):
+        try:
+            _sync_insights(group, run_days, report, resources=resources, instance=instance)
+        except RunFailed:
+            if len(group) == 1:
+                raise
+            # One account failing fails the run of all (Dagster cannot fail part of a ranged
+            # run): each account alone then, so the others still land and are checkpointed.
+            _sync_each_alone(group, run_days, report, done, checkpoint, resources, instance)
+            continue
+        done.update(str(insights_partition_key(a, day)) for a in group for day in run_days)
+        checkpoint.save(done)
     checkpoint.clear()
     if refresh_caches:
         report.cache_files = refresh_cache_files(resources=resources, instance=instance)
     return report
 
 
-def _sync_insights(
-    account: str, run_days: list[str], report: SyncReport, *, resources, instance
+def _insight_runs(
+    accounts: list[str], days: list[str], done: set[str]
+) -> Iterator[tuple[list[str], list[str]]]:
+    """The insights runs of a sync: `(accounts, consecutive days)`, each one partition range.
+
+    Every account with the same days to do, neighbours in the partitions' order, runs
+    together: a fresh sync is one run over all accounts × all days (the accounts read at
+    once). A resumed one runs what its checkpoint left, in as few ranges as that allows.
+    """
+    todo = {
+        account: [d for d in days if str(insights_partition_key(account, d)) not in done]
+        for account in accounts
+    }
+    for block in account_blocks(accounts):
+        group: list[str] = []
+        for account in [*block, None]:  # None flushes the last group
+            if group and (account is None or todo[account] != todo[group[0]]):
+                for run_days in contiguous_days(todo[group[0]]):
+                    yield group, run_days
+                group = []
+            if account is not None:
+                group.append(account)
+
+
+def _sync_each_alone(
+    group: list[str], run_days: list[str], report, done: set[str], checkpoint, resources, instance
 ) -> None:
-    """One insights run over an account's consecutive days; its counts go into `report`."""
-    what = f"insights sync for {account} {run_days[0]}" + (
+    """An insights run per account of `group`, checkpointing each that succeeds; raises the
+    first failure once every account has had its run."""
+    failure: RunFailed | None = None
+    for account in group:
+        try:
+            _sync_insights([account], run_days, report, resources=resources, instance=instance)
+        except RunFailed as exc:
+            failure = failure or exc
+            continue
+        done.update(str(insights_partition_key(account, day)) for day in run_days)
+        checkpoint.save(done)
+    if failure is not None:
+        raise failure
+
+
+def _sync_insights(
+    accounts: list[str], run_days: list[str], report: SyncReport, *, resources, instance
+) -> None:
+    """One insights run over neighbouring accounts' consecutive days; its counts go into
+    `report`."""
+    names = accounts[0] if len(accounts) == 1 else f"{accounts[0]}..{accounts[-1]}"
+    what = f"insights sync for {names} {run_days[0]}" + (
         f"..{run_days[-1]}" if len(run_days) > 1 else ""
     )
     result = _run(
         INSIGHT_ASSETS,  # the built-in insights and every custom insights entry
-        insights_partition_range(account, run_days[0], run_days[-1]),
+        accounts_partition_range(accounts, run_days[0], run_days[-1]),
         resources,
         instance,
         what,

@@ -23,7 +23,8 @@ from crm_pipeline.defs.facebook.assets import (
 )
 from crm_pipeline.defs.facebook.custom_insights import CUSTOM_INSIGHT_ASSETS
 from crm_pipeline.defs.facebook.partitions import (
-    insights_partition_range,
+    account_blocks,
+    accounts_partition_range,
     partition_range_tags,
     partitioned_account_ids,
 )
@@ -66,14 +67,15 @@ def _keys(assets) -> list[dg.AssetKey]:
 
 
 def _insights_requests(days: list[dt.date], stamp: str, **selection):
-    """One run per account over its days (a partition range): one /insights query each.
+    """One run over every account's days (a partition range: accounts × days), which reads
+    the accounts at once and each account's days with one /insights query.
 
     The range travels as run tags (`partition_range_tags`): Dagster 1.13's `RunRequest` takes
     one partition key, and schedules cannot request a backfill.
     """
     first, last = min(days).isoformat(), max(days).isoformat()
-    for account in partitioned_account_ids():
-        key_range = insights_partition_range(account, first, last)
+    for block in account_blocks(partitioned_account_ids()):  # one block: every account
+        key_range = accounts_partition_range(block, first, last)
         yield dg.RunRequest(
             run_key=f"{key_range.start}..{key_range.end}@{stamp}",
             tags=partition_range_tags(key_range),
@@ -93,7 +95,7 @@ def _insights_requests(days: list[dt.date], stamp: str, **selection):
     ),
 )
 def hourly_facebook_sync(context: dg.ScheduleEvaluationContext):
-    """One streams run, and one insights run per account over yesterday and today."""
+    """One streams run, and one insights run over every account's yesterday and today."""
     now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
     stamp = now.strftime("%Y-%m-%dT%H")
     yield dg.RunRequest(run_key=f"streams@{stamp}", asset_selection=_keys(STREAM_ASSETS))
@@ -115,7 +117,7 @@ def hourly_facebook_sync(context: dg.ScheduleEvaluationContext):
     ),
 )
 def daily_attribution_resync(context: dg.ScheduleEvaluationContext):
-    """One insights run per account over the lookback window (the hourly run has the rest)."""
+    """One insights run over every account's lookback window (the hourly run has the rest)."""
     now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
     days = [now.date() - dt.timedelta(days=n) for n in range(2, ATTRIBUTION_LOOKBACK_DAYS + 1)]
     yield from _insights_requests(days, now.strftime("%Y-%m-%d"))

@@ -155,6 +155,12 @@ class GraphClient:
         if urlsplit(session.GRAPH).hostname in _LOOPBACK_HOSTS:
             # Never route local (emulator) traffic through a proxy taken from the environment.
             session.requests.trust_env = False
+        # Accounts are read from several threads at once: keep a connection for every request
+        # the governors let be in flight (requests' default pool keeps 10 and drops the rest).
+        in_flight = (governor_settings or GovernorSettings()).max_calls_in_flight
+        pool = requests.adapters.HTTPAdapter(pool_maxsize=max(10, in_flight))
+        session.requests.mount("https://", pool)
+        session.requests.mount("http://", pool)
 
         if isinstance(governor, RateLimitGovernor):
             self._governor: RateLimitGovernor | GovernorRouter = governor

@@ -12,7 +12,15 @@ Every SDK request goes through :meth:`RateLimitGovernor.call`, which
 - halves the request's ``limit`` on "Please reduce the amount of data" (code 1, HTTP 500) and
   restores it step by step after successes (:mod:`~crm_pipeline.facebook.page_size`);
 - fails at once on an invalid token (190) or a permission error (10, 200-299);
-- raises :class:`RateLimitBudgetExceeded` rather than wait past ``max_wait_seconds`` in total.
+- raises :class:`RateLimitBudgetExceeded` rather than wait past ``max_wait_seconds`` in total;
+- holds a request slot of its scope (``calls_per_account``) and one of the app
+  (``max_calls_in_flight``) around each ``send()`` only, never while it waits, so a throttled
+  account does not take slots from the others.
+
+The governors of one registry share an :class:`~crm_pipeline.facebook.governor_slots.AppState`:
+the app-wide slots, the latest ``X-App-Usage`` (every account paces on the higher of its own
+usage and the app's) and the app-level throttle (code 4 blocks every account; the other codes
+only the account that got them).
 
 What each error means is decided in :mod:`~crm_pipeline.facebook.error_kinds`; which governor
 a call goes to (one per ad account, shared process-wide) in
@@ -33,6 +41,12 @@ from typing import Any, TypeVar
 from crm_pipeline.facebook.error_kinds import FATAL_KINDS, Failure, classify_error
 from crm_pipeline.facebook.errors import RateLimitBudgetExceeded
 from crm_pipeline.facebook.governor_settings import MAX_WAIT_ENV, GovernorSettings
+from crm_pipeline.facebook.governor_slots import (
+    APP_THROTTLE_CODES,
+    APP_USAGE_HEADER,
+    AppState,
+    Slots,
+)
 from crm_pipeline.facebook.governor_stats import GovernorStats, StatsLedger
 from crm_pipeline.facebook.page_size import PageSizes
 from crm_pipeline.facebook.usage_headers import Usage, parse_usage
@@ -56,8 +70,10 @@ class RateLimitGovernor:
     """Paces, retries and backs off the calls of one rate-limit scope (e.g. one ad account).
 
     Thread-safe: concurrent callers share the observed usage and throttle state, so when one
-    caller is told to wait, the others wait too. ``sleep``, ``clock`` and ``rng`` are
-    injectable for tests (a fake ``sleep`` should advance the fake ``clock``).
+    caller is told to wait, the others wait too. ``app`` is the state shared with the other
+    governors of the same app (the registry passes its own); a governor created alone gets its
+    own. ``sleep``, ``clock`` and ``rng`` are injectable for tests (a fake ``sleep`` should
+    advance the fake ``clock``).
     """
 
     def __init__(
@@ -68,8 +84,14 @@ class RateLimitGovernor:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         name: str | None = None,
+        app: AppState | None = None,
     ) -> None:
-        self.settings = settings if settings is not None else GovernorSettings()
+        settings = settings if settings is not None else GovernorSettings()
+        self._slots = Slots(settings.calls_per_account)
+        # Only a governor's own app state follows its settings: a shared one is the registry's.
+        self._owns_app = app is None
+        self._app = app if app is not None else AppState(settings.max_calls_in_flight)
+        self.settings = settings
         self.sleep = sleep
         self.clock = clock
         self.name = name
@@ -84,6 +106,24 @@ class RateLimitGovernor:
         return f"RateLimitGovernor(name={self.name!r}, usage={self._usage_pct:g}%)"
 
     @property
+    def settings(self) -> GovernorSettings:
+        """How patient this governor is; setting it resizes the request slots."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: GovernorSettings) -> None:
+        # Resized in place: calls in flight keep their slots and count against the new limit.
+        self._slots.resize(settings.calls_per_account)
+        if self._owns_app:
+            self._app.slots.resize(settings.max_calls_in_flight)
+        self._settings = settings
+
+    @property
+    def app(self) -> AppState:
+        """The state shared with the other governors of the app (slots, usage, throttle)."""
+        return self._app
+
+    @property
     def stats(self) -> GovernorStats:
         """A snapshot of every call this governor has made, whoever asked for it."""
         return self._ledger.snapshot()
@@ -94,22 +134,30 @@ class RateLimitGovernor:
         with self._lock:
             return self._usage_pct
 
+    @property
+    def pacing_pct(self) -> float:
+        """The usage the next call paces on: the higher of this scope's and the app's."""
+        return max(self.usage_pct, self._app.snapshot()[0])
+
     # -- rules -----------------------------------------------------------------------------------
 
     def observe(self, headers: Any, ledger: StatsLedger | None = None) -> Usage:
-        """Record a response's usage headers (success or error)."""
+        """Record a response's usage headers (success or error); the app's usage is shared."""
         usage = parse_usage(headers)
         if usage.by_header:
             with self._lock:
                 self._usage_pct = usage.pct
+            app_pct = usage.by_header.get(APP_USAGE_HEADER)
+            if app_pct is not None:
+                self._app.observe_usage(app_pct)
             for target in self._ledgers(ledger):
                 target.usage(usage.pct)
         return usage
 
     def slow_down_seconds(self, pct: float | None = None) -> float:
-        """The pause before the next call at ``pct`` percent usage (default: the latest seen)."""
+        """The pause before the next call at ``pct`` percent usage (default: :attr:`pacing_pct`)."""
         if pct is None:
-            pct = self.usage_pct
+            pct = self.pacing_pct
         start = self.settings.slow_down_at_pct
         if pct < start:
             return 0.0
@@ -156,7 +204,7 @@ class RateLimitGovernor:
             self._pause_before_call(budget, ledger, slow_down=pace)
             self._count(ledger, calls=1)
             try:
-                response = send()
+                response = self._send(send)
             except Exception as exc:
                 failure = classify_error(exc)
                 if failure is None or not self._recover(
@@ -210,6 +258,16 @@ class RateLimitGovernor:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _send(self, send: Callable[[], T]) -> T:
+        """``send()`` holding a slot of this scope, then one of the app.
+
+        Only around the request: every wait (slow-down, backoff, throttle) happens outside, so
+        a sleeping account holds no slot. Always this order, and a thread holding an app slot
+        never waits for a scope slot, so two governors cannot deadlock.
+        """
+        with self._slots.held(), self._app.slots.held():
+            return send()
+
     def _ledgers(self, ledger: StatsLedger | None) -> tuple[StatsLedger, ...]:
         if ledger is None or ledger is self._ledger:
             return (self._ledger,)
@@ -223,16 +281,21 @@ class RateLimitGovernor:
         self, budget: StatsLedger, ledger: StatsLedger | None, *, slow_down: bool = True
     ) -> None:
         with self._lock:
-            blocked = self._blocked_until - self.clock()
-            usage = self._usage_pct
+            own_until, usage = self._blocked_until, self._usage_pct
+        app_usage, app_until = self._app.snapshot()
+        blocked = max(own_until, app_until) - self.clock()
         if blocked > 0:
-            # Another caller of this scope was throttled: wait out what Meta told it.
-            self._wait(blocked, budget, ledger, reason="throttled (shared)")
+            # Another caller of this scope (or, for code 4, of any scope) was throttled: wait
+            # out what Meta told it.
+            which = "app-wide" if app_until > own_until else "shared"
+            self._wait(blocked, budget, ledger, reason=f"throttled ({which})")
             self._count(ledger, throttle_waits=1)
             slow_down = False
-        pause = self.slow_down_seconds(usage) if slow_down else 0.0
+        pct = max(usage, app_usage)
+        pause = self.slow_down_seconds(pct) if slow_down else 0.0
         if pause > 0:
-            self._wait(pause, budget, ledger, reason=f"usage at {usage:g}%")
+            whose = " (app)" if app_usage > usage else ""
+            self._wait(pause, budget, ledger, reason=f"usage at {pct:g}%{whose}")
             self._count(ledger, slowdowns=1)
 
     def _wait(
@@ -253,8 +316,12 @@ class RateLimitGovernor:
         if waited + seconds > limit:
             raise _budget_exceeded(self.name, seconds, waited, limit, failure, usage, reason)
         if block:
+            until = self.clock() + seconds
             with self._lock:
-                self._blocked_until = max(self._blocked_until, self.clock() + seconds)
+                self._blocked_until = max(self._blocked_until, until)
+            if failure is not None and failure.code in APP_THROTTLE_CODES:
+                # The app as a whole is throttled: every account of the registry waits it out.
+                self._app.block_until(until)
         self._count(ledger, waited_seconds=seconds)
         if failure is not None:
             code = f" code {failure.code}" if failure.code is not None else ""

@@ -4,6 +4,10 @@ Meta rate-limits per ad account (and per app), so two clients calling the same a
 see each other's usage and throttles. :func:`governor_for` returns the process-wide governor of
 an account; a :class:`GovernorRouter` is one client's view of those governors (its own stats
 and wait budget), routing each request by the ``act_<id>`` in its path.
+
+A registry is one app's view of Meta's limits: its governors share an
+:class:`~crm_pipeline.facebook.governor_slots.AppState` (the ``max_calls_in_flight`` request
+slots, the app's latest ``X-App-Usage`` and its code-4 throttle).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 from crm_pipeline.facebook.governor import RateLimitGovernor
 from crm_pipeline.facebook.governor_settings import GovernorSettings
+from crm_pipeline.facebook.governor_slots import AppState
 from crm_pipeline.facebook.governor_stats import GovernorStats, StatsLedger
 from crm_pipeline.facebook.ids import AD_ACCOUNT_NODE, account_node
 
@@ -41,7 +46,9 @@ class GovernorRegistry:
     """One :class:`RateLimitGovernor` per key (ad account), created on first use.
 
     The latest settings passed to :meth:`get` win, so a process's governors follow its current
-    configuration. ``sleep``/``clock``/``rng_seed`` are for tests.
+    configuration: the account's ``calls_per_account`` and the registry-wide
+    ``max_calls_in_flight`` are resized in place (calls in flight keep their slots; new calls
+    wait until the count is under the new limit). ``sleep``/``clock``/``rng_seed`` are for tests.
     """
 
     def __init__(
@@ -56,6 +63,12 @@ class GovernorRegistry:
         self._rng_seed = rng_seed
         self._lock = threading.Lock()
         self._governors: dict[str, RateLimitGovernor] = {}
+        self._app = AppState(GovernorSettings().max_calls_in_flight)
+
+    @property
+    def app(self) -> AppState:
+        """What every governor of this registry shares: app-wide slots, usage and throttle."""
+        return self._app
 
     def get(
         self, account_id: str | int | None, settings: GovernorSettings | None = None
@@ -63,11 +76,13 @@ class GovernorRegistry:
         """The governor of ``account_id`` (None: the app scope), with ``settings`` if given."""
         key = account_key(account_id)
         with self._lock:
+            if settings is not None:
+                self._app.slots.resize(settings.max_calls_in_flight)
             governor = self._governors.get(key)
             if governor is None:
                 rng = random.Random(self._rng_seed) if self._rng_seed is not None else None
                 governor = RateLimitGovernor(
-                    settings, sleep=self.sleep, clock=self.clock, rng=rng, name=key
+                    settings, sleep=self.sleep, clock=self.clock, rng=rng, name=key, app=self._app
                 )
                 self._governors[key] = governor
             elif settings is not None and settings != governor.settings:
@@ -75,9 +90,11 @@ class GovernorRegistry:
             return governor
 
     def reset(self) -> None:
-        """Forget every governor (tests; a fresh process starts empty anyway)."""
+        """Forget every governor and the app's state (tests; a fresh process starts empty)."""
         with self._lock:
             self._governors.clear()
+            # Calls still in flight release the old slots, so the new ones start empty.
+            self._app = AppState(self._app.slots.limit)
 
 
 _REGISTRY = GovernorRegistry()

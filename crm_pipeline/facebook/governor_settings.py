@@ -23,6 +23,11 @@ class GovernorSettings:
     :class:`~crm_pipeline.facebook.errors.RateLimitBudgetExceeded` instead. The slow-down pause
     grows linearly from 0 at ``slow_down_at_pct`` to ``slow_down_factor * base_backoff_seconds``
     at 100% usage.
+
+    ``calls_per_account`` is how many requests of one scope (one ad account) may be in flight at
+    once, ``max_calls_in_flight`` how many across every governor of a registry (the process):
+    Meta limits each account and the app as a whole. Waiting for a free slot is not a rate-limit
+    wait and does not count toward ``max_wait_seconds``.
     """
 
     slow_down_at_pct: float = 75.0
@@ -35,6 +40,8 @@ class GovernorSettings:
     jitter: float = 0.25
     min_page_size: int = 1
     restore_page_size_after: int = 5
+    calls_per_account: int = 1
+    max_calls_in_flight: int = 8
 
     def __post_init__(self) -> None:
         if not 0 < self.slow_down_at_pct <= 100:
@@ -53,3 +60,6 @@ class GovernorSettings:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.min_page_size < 1 or self.restore_page_size_after < 1:
             raise ValueError("min_page_size and restore_page_size_after must be at least 1")
+        for name in ("calls_per_account", "max_calls_in_flight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -132,11 +132,11 @@ def test_hourly_schedule_syncs_streams_and_two_days_of_insights_per_account():
     insights = [r for r in requests if RANGE_START in r.tags]
     assert len(streams) == 1 and streams[0].partition_key is None
     assert dg.AssetKey("fb_leads_raw") in streams[0].asset_selection
-    # One run per account over yesterday and today: one /insights query each.
-    assert _ranges(insights) == [
-        ("act_1001|2026-11-23", "act_1001|2026-11-24"),
-        ("act_1002|2026-11-23", "act_1002|2026-11-24"),
-    ]
+    # One run over every account's yesterday and today (accounts x days: the cross product).
+    assert _ranges(insights) == [("act_1001|2026-11-23", "act_1002|2026-11-24")]
+    assert insights_partitions.get_partition_keys_in_range(
+        dg.PartitionKeyRange(*_ranges(insights)[0])
+    ) == [f"{a}|2026-11-{d}" for a in ("act_1001", "act_1002") for d in (23, 24)]
     assert all(r.partition_key is None for r in insights)
     assert all(dg.AssetKey("ad_insights_daily") in r.asset_selection for r in insights)
     assert len({r.run_key for r in requests}) == len(requests)
@@ -151,22 +151,21 @@ def test_daily_resync_covers_the_attribution_lookback():
     requests = list(
         daily_attribution_resync(dg.build_schedule_context(scheduled_execution_time=when))
     )
-    # 28 days back, minus the hourly's two: one run per account over the 27 days.
-    assert _ranges(requests) == [
-        ("act_1001|2026-10-27", "act_1001|2026-11-22"),
-        ("act_1002|2026-10-27", "act_1002|2026-11-22"),
-    ]
-    days = insights_partitions.get_partition_keys_in_range(
+    # 28 days back, minus the hourly's two: one run over every account's 27 days.
+    assert _ranges(requests) == [("act_1001|2026-10-27", "act_1002|2026-11-22")]
+    keys = insights_partitions.get_partition_keys_in_range(
         dg.PartitionKeyRange(*_ranges(requests)[0])
     )
-    assert len(days) == 27
+    assert len(keys) == 2 * 27
+    assert {k.split("|")[0] for k in keys} == {"act_1001", "act_1002"}
 
 
 def test_a_scheduled_range_runs_as_one_run_of_the_insights_job(clean_db, database_url, dirs):
     """What the daemon launches for a tick: the job, with the request's range tags.
 
     Dagster 1.13 has no public name for those tags (crm_pipeline/defs/facebook/partitions.py):
-    this run covering all 27 days in one query is what shows Dagster still reads ours.
+    this run covering both accounts' 27 days, one query each, is what shows Dagster still
+    reads ours.
     """
     from graph_emulator import EmulatorData, GraphEmulator
 
@@ -190,10 +189,12 @@ def test_a_scheduled_range_runs_as_one_run_of_the_insights_job(clean_db, databas
         )
         insights_calls = sum(r.path.endswith("/insights") for r in server.requests)
     assert result.success
-    expected = data.insights("act_1001", dt.date(2026, 10, 27), dt.date(2026, 11, 22))
-    # The ad rows' pages, and one call for Meta's account totals of the 27 days.
-    assert insights_calls == math.ceil(len(expected) / 100) + 1
-    assert len(result.asset_materializations_for_node("ad_insights_daily")) == 27
+    first, last = dt.date(2026, 10, 27), dt.date(2026, 11, 22)
+    per_account = [data.insights(a, first, last) for a in ("act_1001", "act_1002")]
+    expected = [row for rows in per_account for row in rows]
+    # Per account: the ad rows' pages, and one call for Meta's account totals of the 27 days.
+    assert insights_calls == sum(math.ceil(len(rows) / 100) + 1 for rows in per_account)
+    assert len(result.asset_materializations_for_node("ad_insights_daily")) == 2 * 27
     with clean_db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM ad_insights_daily")).scalar_one() == len(
             expected

@@ -29,6 +29,7 @@ from crm_pipeline.defs.facebook.assets import (
 )
 from crm_pipeline.defs.facebook.partitions import insights_partitions
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
+from crm_pipeline.facebook.account_threads import each_account
 from crm_pipeline.facebook.account_totals import ACCOUNT_TOTALS_STREAM
 from crm_pipeline.facebook.ids import meta_account_id
 from crm_pipeline.facebook.transforms import (
@@ -39,6 +40,10 @@ from crm_pipeline.facebook.transforms import (
     insight_rows,
     message_row,
 )
+
+# Connections loading a range's accounts at once: PostgreSQL merges on its own cores while this
+# process reads the next Parquet file; within the engine's default pool (5).
+DB_LOAD_THREADS = 4
 
 customers = dg.AssetSpec(
     "customers",
@@ -81,30 +86,51 @@ def ad_insights_daily(
     """Upsert the run's account-days of raw insights into PostgreSQL, one transaction each,
     then check them against Meta's account totals.
 
-    Per account-day rather than one transaction for a whole range: each day's upsert and mirror
-    delete stay atomic, a transaction never holds more than one day's rows, and a long backfill
-    does not hold back the change-log watermark (pg_snapshot_xmin) the cache sensor reads below
-    for its whole duration; a failed range is re-run whole, which is idempotent.
+    Per account-day rather than one transaction for a whole range (accounts at once, up to
+    DB_LOAD_THREADS connections): each day's upsert and mirror delete stay atomic, a
+    transaction never holds more than one day's rows, and a long backfill does not hold back
+    the change-log watermark (pg_snapshot_xmin) the cache sensor reads below for its whole
+    duration; a failed range is re-run whole, which is idempotent.
     """
     totals: dict[str, int] = {}
     # MultiPartitionKeys, account-first like their strings: one account's days in date order.
     keys = sorted(context.partition_keys, key=str)
+    by_account: dict[str, list] = {}
+    for key in keys:
+        by_account.setdefault(key.keys_by_dimension["account"], []).append(key)
     engine = postgres.engine()
     compared: list[tuple[str, str]] = []  # (Meta's account id, day) with Meta's totals loaded
     unchecked: list[tuple[str, str]] = []
-    for key in keys:
-        account_id, day = key.keys_by_dimension["account"], key.keys_by_dimension["date"]
-        counts, has_totals = _load_insights_day(engine, storage, account_id, day)
-        (compared if has_totals else unchecked).append((meta_account_id(account_id), day))
-        context.log.info(
-            f"ad_insights_daily {account_id} {day}: {counts['inserted']} inserted, "
-            f"{counts['updated']} updated, {counts['unchanged']} unchanged, "
-            f"{counts['deleted']} deleted"
-        )
-        # Each partition's materialisation carries its own counts.
-        context.add_asset_metadata(counts, partition_key=key)
-        for name, value in counts.items():
-            totals[name] = totals.get(name, 0) + value
+
+    def load_account(account_id: str) -> list[tuple[Any, dict[str, Any], bool]]:
+        return [
+            (key, *_load_insights_day(engine, storage, account_id, key.keys_by_dimension["date"]))
+            for key in by_account[account_id]
+        ]
+
+    # Accounts side by side (disjoint rows; PostgreSQL does the work on its own cores), each
+    # account's days in order; reported here, in the step's thread, as each account finishes.
+    outcomes = []
+    for outcome in each_account(load_account, list(by_account), threads=DB_LOAD_THREADS):
+        outcomes.append(outcome)
+        if outcome.error is not None:
+            context.log.error(f"ad_insights_daily {outcome.account_id} failed: {outcome.error}")
+            continue
+        for key, counts, has_totals in outcome.value or []:
+            account_id, day = key.keys_by_dimension["account"], key.keys_by_dimension["date"]
+            (compared if has_totals else unchecked).append((meta_account_id(account_id), day))
+            context.log.info(
+                f"ad_insights_daily {account_id} {day}: {counts['inserted']} inserted, "
+                f"{counts['updated']} updated, {counts['unchanged']} unchanged, "
+                f"{counts['deleted']} deleted"
+            )
+            # Each partition's materialisation carries its own counts.
+            context.add_asset_metadata(counts, partition_key=key)
+            for name, value in counts.items():
+                totals[name] = totals.get(name, 0) + value
+    failed = next((o for o in outcomes if o.error is not None), None)
+    if failed is not None:
+        raise failed.error
     metadata: dict[str, Any] = {"table": "ad_insights_daily", "database": postgres.display_url()}
     if len(keys) > 1:
         metadata.update(

@@ -6,28 +6,36 @@ committed, so a failed load is fetched again, never skipped) and lands the new b
 """
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
 
 from crm_pipeline import lake
-from crm_pipeline.config import ConfigError
 from crm_pipeline.db.sync_state import get_state
 from crm_pipeline.defs import groups
 from crm_pipeline.defs.facebook.account_totals import land_account_totals
 from crm_pipeline.defs.facebook.graph_usage import graph_metadata
-from crm_pipeline.defs.facebook.partitions import (
-    account_and_day,
-    days_by_account,
-    insights_partitions,
+from crm_pipeline.defs.facebook.insight_windows import (
+    LandedDay,
+    LandedWindow,
+    Window,
+    land_windows,
+    split_by_day,
 )
+from crm_pipeline.defs.facebook.partitions import insights_partitions
 from crm_pipeline.defs.facebook.resources import GraphApiResource, GraphSession
+from crm_pipeline.defs.facebook.step_rules import (
+    GRAPH_POOL,
+    RETRY,
+    failing_fast,
+    quarantine_check,
+    quarantine_spec,
+    raise_first_failure,
+)
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 from crm_pipeline.facebook import object_reads, streams, validate
+from crm_pipeline.facebook.account_threads import each_account
 from crm_pipeline.facebook.client import GraphClient
-from crm_pipeline.facebook.errors import GraphApiError
 from crm_pipeline.facebook.fields import INSIGHT_FIELDS, RAW_FIELDS
 from crm_pipeline.facebook.ids import meta_account_id
 from crm_pipeline.facebook.insight_values import value_problem
@@ -35,53 +43,6 @@ from crm_pipeline.facebook.transforms import to_arrow
 
 INSIGHTS_STREAM = "fb_ad_insights"
 OBJECT_STREAMS = ("campaigns", "adsets", "ads")
-
-GRAPH_POOL = "graph_api"  # op concurrency pool: how many steps call Meta at once (dagster.yaml)
-RETRY = dg.RetryPolicy(
-    max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
-
-
-@contextmanager
-def failing_fast() -> Iterator[None]:
-    """Retryable Graph errors go back to the RetryPolicy; the rest fail the step at once.
-
-    A configuration error (missing credentials, no emulator package) will not heal by retrying
-    either: the run fails at once, naming what to set.
-    """
-    try:
-        yield
-    except ConfigError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    except GraphApiError as exc:
-        if exc.retryable:
-            raise
-        # An invalid token (190) or a permission error will not heal by retrying.
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-
-
-def quarantine_check(asset_key: str, bad: list[dict], path, **extra: Any) -> dg.AssetCheckResult:
-    """The visible verdict on malformed rows of one materialisation."""
-    return dg.AssetCheckResult(
-        asset_key=asset_key,
-        check_name="no_quarantined_rows",
-        passed=not bad,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "quarantined": len(bad),
-            "reasons": dg.MetadataValue.json(sorted({b["reason"] for b in bad})[:20]),
-            **({"path": dg.MetadataValue.path(str(path))} if path else {}),
-            **extra,
-        },
-    )
-
-
-def _quarantine_spec(name: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
-        "no_quarantined_rows",
-        asset=name,
-        description="Fails when the Graph API returned rows that could not be loaded.",
-    )
 
 
 @dg.asset(
@@ -93,7 +54,7 @@ def _quarantine_spec(name: str) -> dg.AssetCheckSpec:
     owners=["team:data-engineering"],
     retry_policy=RETRY,
     pool=GRAPH_POOL,
-    check_specs=[_quarantine_spec("fb_ad_insights_raw")],
+    check_specs=[quarantine_spec("fb_ad_insights_raw")],
     description=(
         "Ad-level daily insights (impressions, clicks, spend, reach, frequency, actions, "
         "action_values, conversions) of one ad account and day, ads of every status (deleted "
@@ -112,58 +73,36 @@ def fb_ad_insights_raw(
 
     Each account's consecutive days are read with one /insights query (up to
     `insights_days_per_query` days) and split by `date_start`, so the per-day files and
-    quarantine are exactly those of running each day alone. A day Meta returns no rows for
-    lands as an empty file: the DB asset then deletes that day's stale rows.
+    quarantine are exactly those of running each day alone; accounts are read at once. A day
+    Meta returns no rows for lands as an empty file: the DB asset then deletes that day's
+    stale rows.
     """
-    keys = {account_and_day(key): key for key in context.partition_keys}
-    landed: list[dict[str, Any]] = []
-    bad: dict[int, dict] = {}  # distinct malformed rows (a stray row is in several days)
-    bad_paths = []
-    with failing_fast(), graph_api.session() as graph:
-        for account_id, days, since, until in account_windows(
-            keys, graph_api.insights_days_per_query
-        ):
-            with failing_fast():
-                rows = list(graph_api.fetch_insights(graph.client, account_id, since, until))
-                # Meta's own account totals of the same days: what the ad rows must add up to.
-                totals = land_account_totals(
-                    graph.client, storage, account_id, days, page_size=graph_api.page_size
-                )
-            context.log.info(f"{len(rows)} insight rows for {account_id} {since}..{until}")
-            bad.update({id(b["record"]): b for b in totals.bad})
-            for day, checked in split_by_day(rows, days).items():
-                day_meta, bad_path = _land_insights_day(storage, account_id, day, checked)
-                bad.update({id(b["record"]): b for b in checked.bad})
-                bad_paths += [bad_path] if bad_path else []
-                context.add_asset_metadata(
-                    {**day_meta, "account_total_rows": totals.rows[day]},
-                    partition_key=keys[(account_id, day)],
-                )
-                landed.append(day_meta)
-        usage = graph_metadata(graph)
-    context.log.info(
-        f"{sum(d['rows'] for d in landed)} insight rows in {len(landed)} account-day(s) ({usage})"
+
+    def land_window(client: GraphClient, window: Window) -> LandedWindow:
+        return _land_insights_window(client, graph_api, storage, window)
+
+    return land_windows(context, graph_api, "fb_ad_insights_raw", land_window)
+
+
+def _land_insights_window(
+    client: GraphClient, graph_api: GraphApiResource, storage: StorageResource, window: Window
+) -> LandedWindow:
+    """One window's ad rows and Meta's account totals of the same days, landed per day."""
+    account_id, days = window.account_id, window.days
+    rows = list(graph_api.fetch_insights(client, account_id, window.since, window.until))
+    # Meta's own account totals of the same days: what the ad rows must add up to.
+    totals = land_account_totals(client, storage, account_id, days, page_size=graph_api.page_size)
+    landed = LandedWindow(
+        window,
+        [],
+        f"{len(rows)} insight rows for {account_id} {window.since}..{window.until}",
+        bad=totals.bad,
     )
-    # Every partition's event carries the API usage of the run; rows, quarantined and path are
-    # the partition's own (added above). A range also gets its totals.
-    metadata: dict[str, Any] = dict(usage)
-    if len(landed) > 1:
-        metadata.update(
-            range_partitions=len(landed),
-            range_rows=sum(d["rows"] for d in landed),
-            range_quarantined=len(bad),
-        )
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            quarantine_check(
-                "fb_ad_insights_raw",
-                list(bad.values()),
-                bad_paths[0] if len(bad_paths) == 1 else None,
-                **({"quarantined_files": len(bad_paths)} if len(bad_paths) > 1 else {}),
-            )
-        ],
-    )
+    for day, checked in split_by_day(rows, days, check_insight_day).items():
+        day_meta, bad_path = _land_insights_day(storage, account_id, day, checked)
+        day_meta["account_total_rows"] = totals.rows[day]
+        landed.days.append(LandedDay(day, day_meta, checked.bad, bad_path))
+    return landed
 
 
 def _land_insights_day(
@@ -183,54 +122,10 @@ def _land_insights_day(
     return day_meta, bad_path
 
 
-def account_windows(
-    account_days: Iterable[tuple[str, str]], most: int
-) -> Iterator[tuple[str, list[str], dt.date, dt.date]]:
-    """Each account's consecutive days, cut into windows of at most `most` days, one query
-    each: `(account, days, first day, last day)`."""
-    most = max(1, most)
-    for account_id, runs in days_by_account(account_days).items():
-        for run in runs:
-            for start in range(0, len(run), most):
-                days = run[start : start + most]
-                yield (
-                    account_id,
-                    days,
-                    dt.date.fromisoformat(days[0]),
-                    dt.date.fromisoformat(days[-1]),
-                )
-
-
-def split_by_day(
-    rows: list[dict],
-    days: list[str],
-    check: Callable[[list[dict], str], validate.Checked] | None = None,
-) -> dict[str, validate.Checked]:
-    """One query's rows checked per day of `days`, keyed on `date_start`.
-
-    A row whose date_start is none of `days` cannot be placed: it is quarantined in every day
-    of the query, so none of them is mirrored (its row might belong to any of them). For one
-    day this is exactly checking every row against that day. `check(rows, day)` checks other
-    rows than the built-in ad insights (a custom insights entry's).
-    """
-    buckets: dict[str, list[dict]] = {day: [] for day in days}
-    for row in rows:
-        day = row.get("date_start") if isinstance(row, dict) else None
-        if isinstance(day, str) and day in buckets:
-            buckets[day].append(row)
-        else:
-            for bucket in buckets.values():
-                bucket.append(row)
-    if check is not None:
-        return {day: check(bucket, day) for day, bucket in buckets.items()}
-    return {
-        day: _check_values(validate.check_insights(bucket, day)) for day, bucket in buckets.items()
-    }
-
-
-def _check_values(checked: validate.Checked) -> validate.Checked:
-    """`checked` with the good rows whose value fields cannot be loaded (a frequency or an
-    action value that is not a number) moved to the quarantined ones."""
+def check_insight_day(rows: list[dict], day: str) -> validate.Checked:
+    """One day's ad insight rows checked: their ids, day and counts, then the value fields
+    (a frequency or an action value that is not a number is quarantined too)."""
+    checked = validate.check_insights(rows, day)
     result = validate.Checked(bad=list(checked.bad))
     for row in checked.good:
         reason = value_problem(row)
@@ -285,7 +180,7 @@ def _unix(value: str | None) -> int | None:
             ),
         )
     ],
-    check_specs=[_quarantine_spec(f"fb_{kind}_raw") for kind in (*OBJECT_STREAMS, "ad_accounts")],
+    check_specs=[quarantine_spec(f"fb_{kind}_raw") for kind in (*OBJECT_STREAMS, "ad_accounts")],
     retry_policy=RETRY,
     pool=GRAPH_POOL,
 )
@@ -304,17 +199,33 @@ def fb_ad_objects_raw(
                 for kind in OBJECT_STREAMS
                 for acct in graph.account_ids
             }
-        batches = {kind: object_reads.ObjectBatch() for kind in OBJECT_STREAMS}
+
+        def read_account(acct: str) -> tuple[dict, dict[str, object_reads.ObjectBatch]]:
+            # The account node (a handful of fields: read whole, no watermark), then its
+            # objects changed since each watermark.
+            node = graph.client.read_ad_account(acct)
+            got = {
+                kind: object_reads.read_objects(
+                    graph.client, kind, acct, _unix(marks[(kind, acct)])
+                )
+                for kind in OBJECT_STREAMS
+            }
+            return node, got
+
+        # Accounts at once (Meta limits each on its own); landed in the configured order.
+        outcomes = list(each_account(read_account, graph.account_ids))
+        for outcome in outcomes:
+            if outcome.error is not None:
+                context.log.error(f"ad objects of {outcome.account_id} failed: {outcome.error}")
         with failing_fast():
-            # A handful of nodes, one call each: always read whole, no watermark.
-            accounts = [graph.client.read_ad_account(acct) for acct in graph.account_ids]
-            for kind in OBJECT_STREAMS:
-                for acct in graph.account_ids:
-                    got = object_reads.read_objects(
-                        graph.client, kind, acct, _unix(marks[(kind, acct)])
-                    )
-                    batches[kind].objects += got.objects
-                    batches[kind].refused += got.refused
+            raise_first_failure(outcomes)
+        done = {o.account_id: o.value for o in outcomes}
+        accounts = [done[acct][0] for acct in graph.account_ids]
+        batches = {kind: object_reads.ObjectBatch() for kind in OBJECT_STREAMS}
+        for acct in graph.account_ids:
+            for kind, got in done[acct][1].items():
+                batches[kind].objects += got.objects
+                batches[kind].refused += got.refused
         usage = graph_metadata(graph)
     for kind, got in batches.items():
         yield from _land(
@@ -365,7 +276,7 @@ def _page_clients(graph: GraphSession) -> dict[str, GraphClient]:
     owners=["team:data-engineering"],
     retry_policy=RETRY,
     pool=GRAPH_POOL,
-    check_specs=[_quarantine_spec("fb_leads_raw")],
+    check_specs=[quarantine_spec("fb_leads_raw")],
     description=(
         "Lead Ads leads of every lead form on each page of FB_PAGE_ID/FB_PAGE_IDS (forms "
         "discovered from the page, read with its Page access token), incremental on "
@@ -415,7 +326,7 @@ def fb_leads_raw(
             description="Messages of those conversations newer than the last sync.",
         ),
     ],
-    check_specs=[_quarantine_spec("fb_conversations_raw"), _quarantine_spec("fb_messages_raw")],
+    check_specs=[quarantine_spec("fb_conversations_raw"), quarantine_spec("fb_messages_raw")],
     retry_policy=RETRY,
     pool=GRAPH_POOL,
 )

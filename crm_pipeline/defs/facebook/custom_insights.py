@@ -23,13 +23,11 @@ from crm_pipeline.config import ConfigError, load_settings
 from crm_pipeline.db.custom_tables import custom_table, delete_unreported, ensure_table
 from crm_pipeline.db.upsert import bulk_upsert
 from crm_pipeline.defs import groups
-from crm_pipeline.defs.facebook.assets import (
-    GRAPH_POOL,
-    RETRY,
-    account_windows,
-    failing_fast,
-    graph_metadata,
-    quarantine_check,
+from crm_pipeline.defs.facebook.insight_windows import (
+    LandedDay,
+    LandedWindow,
+    Window,
+    land_windows,
     split_by_day,
 )
 from crm_pipeline.defs.facebook.partitions import (
@@ -38,8 +36,10 @@ from crm_pipeline.defs.facebook.partitions import (
     insights_partitions,
 )
 from crm_pipeline.defs.facebook.resources import GraphApiResource
+from crm_pipeline.defs.facebook.step_rules import GRAPH_POOL, RETRY, failing_fast, quarantine_spec
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 from crm_pipeline.facebook import validate
+from crm_pipeline.facebook.client import GraphClient
 from crm_pipeline.facebook.custom_insights import (
     CustomInsight,
     CustomInsightsError,
@@ -79,13 +79,7 @@ def _raw_asset(entry: CustomInsight) -> dg.AssetsDefinition:
         owners=_OWNERS,
         retry_policy=RETRY,
         pool=GRAPH_POOL,
-        check_specs=[
-            dg.AssetCheckSpec(
-                "no_quarantined_rows",
-                asset=entry.raw_asset,
-                description="Fails when the Graph API returned rows that could not be loaded.",
-            )
-        ],
+        check_specs=[quarantine_spec(entry.raw_asset)],
         description=(
             f"Custom insights {entry.name} (CRM_CUSTOM_INSIGHTS): {entry.level}-level daily "
             f"{', '.join(entry.fields)} by breakdowns {breakdowns}, attribution windows "
@@ -107,48 +101,28 @@ def _fetch_and_land(
     graph_api: GraphApiResource,
     storage: StorageResource,
 ) -> dg.MaterializeResult:
-    """Read the run's account-days of `entry` and land one Parquet file per account-day."""
-    keys = {account_and_day(key): key for key in context.partition_keys}
+    """Read the run's account-days of `entry` (accounts at once) and land one Parquet file per
+    account-day."""
     ids, kinds = entry.id_columns, entry.value_kinds
-    landed: list[dict[str, Any]] = []
-    bad: dict[int, dict] = {}  # distinct malformed rows (a stray row is in several days)
-    bad_paths = []
-    with failing_fast(), graph_api.session() as graph:
-        for account_id, days, since, until in account_windows(
-            keys, graph_api.insights_days_per_query
-        ):
-            rows = list(
-                read_custom_insights(
-                    graph.client, entry, account_id, since, until, limit=graph_api.page_size
-                )
+
+    def check(bucket: list[dict], day: str) -> validate.Checked:
+        return validate.check_custom_insights(bucket, day, ids, kinds)
+
+    def land_window(client: GraphClient, window: Window) -> LandedWindow:
+        account_id = window.account_id
+        rows = list(
+            read_custom_insights(
+                client, entry, account_id, window.since, window.until, limit=graph_api.page_size
             )
-            context.log.info(f"{len(rows)} {entry.name} rows for {account_id} {since}..{until}")
-            checked_days = split_by_day(
-                rows,
-                days,
-                lambda bucket, day: validate.check_custom_insights(bucket, day, ids, kinds),
-            )
-            for day, checked in checked_days.items():
-                day_meta, bad_path = _land_day(storage, entry, account_id, day, checked)
-                bad.update({id(b["record"]): b for b in checked.bad})
-                bad_paths += [bad_path] if bad_path else []
-                context.add_asset_metadata(day_meta, partition_key=keys[(account_id, day)])
-                landed.append(day_meta)
-        usage = graph_metadata(graph)
-    metadata: dict[str, Any] = dict(usage)
-    if len(landed) > 1:
-        metadata.update(
-            range_partitions=len(landed),
-            range_rows=sum(d["rows"] for d in landed),
-            range_quarantined=len(bad),
         )
-    check = quarantine_check(
-        entry.raw_asset,
-        list(bad.values()),
-        bad_paths[0] if len(bad_paths) == 1 else None,
-        **({"quarantined_files": len(bad_paths)} if len(bad_paths) > 1 else {}),
-    )
-    return dg.MaterializeResult(metadata=metadata, check_results=[check])
+        log = f"{len(rows)} {entry.name} rows for {account_id} {window.since}..{window.until}"
+        landed = LandedWindow(window, [], log)
+        for day, checked in split_by_day(rows, window.days, check).items():
+            day_meta, bad_path = _land_day(storage, entry, account_id, day, checked)
+            landed.days.append(LandedDay(day, day_meta, checked.bad, bad_path))
+        return landed
+
+    return land_windows(context, graph_api, entry.raw_asset, land_window)
 
 
 def _land_day(

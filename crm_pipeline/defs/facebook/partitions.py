@@ -3,13 +3,14 @@
 Dagster orders a MultiPartitionsDefinition's dimensions by name, so keys read `account|date`
 (`act_1001|2026-11-18`) and a key range is the cross product of an account range and a date
 range: `act_1001|2026-11-01`..`act_1001|2026-11-30` is exactly one account's 30 days. That is
-what lets one run (a single-run backfill, `crm-pipeline sync`, a schedule tick) cover one
-account's days and fetch them with one /insights query.
+what lets one run (a single-run backfill, `crm-pipeline sync`, a schedule tick) cover every
+account's days (accounts `act_1001`..`act_1020` × days: the cross product), and fetch each
+account's days with one /insights query, the accounts at once.
 """
 
 import datetime as dt
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import dagster as dg
@@ -85,10 +86,38 @@ def account_and_day(key: str) -> tuple[str, str]:
 
 def insights_partition_range(account_id: str, first: str, last: str) -> dg.PartitionKeyRange:
     """The key range of one account's days `first..last` (inclusive)."""
+    return accounts_partition_range([account_id], first, last)
+
+
+def accounts_partition_range(
+    accounts: Sequence[str], first: str, last: str
+) -> dg.PartitionKeyRange:
+    """The key range of `accounts` × days `first..last`: the accounts must be neighbours in
+    the partitions' order (one block of :func:`account_blocks`), else the range would take in
+    the accounts between them."""
+    blocks = account_blocks(accounts)
+    if len(blocks) != 1:
+        raise ValueError(f"{list(accounts)} are not neighbouring account partitions")
     return dg.PartitionKeyRange(
-        str(insights_partition_key(account_id, first)),
-        str(insights_partition_key(account_id, last)),
+        str(insights_partition_key(blocks[0][0], first)),
+        str(insights_partition_key(blocks[0][-1], last)),
     )
+
+
+def account_blocks(accounts: Iterable[str]) -> list[list[str]]:
+    """`accounts` in the partitions' order, cut where an account in between is left out: each
+    block and a range of days is one partition key range (their cross product)."""
+    order = {account: n for n, account in enumerate(partitioned_account_ids())}
+    unknown = sorted(set(accounts) - set(order))
+    if unknown:
+        raise ValueError(f"{unknown} are not account partitions (FB_AD_ACCOUNT_IDS)")
+    blocks: list[list[str]] = []
+    for account in sorted(set(accounts), key=order.__getitem__):
+        if blocks and order[account] == order[blocks[-1][-1]] + 1:
+            blocks[-1].append(account)
+        else:
+            blocks.append([account])
+    return blocks
 
 
 def partition_range_tags(key_range: dg.PartitionKeyRange) -> dict[str, str]:
