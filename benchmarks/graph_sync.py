@@ -58,6 +58,10 @@ class Scenario:
     days: int
     ads: int
     latency_ms: float
+    # "local": Dagster's local storage under CRM_DATA_DIR (what `make demo` uses); "production":
+    # the repo's dagster.yaml as DAGSTER_HOME, its runs and events in PostgreSQL (DAGSTER_PG_URL),
+    # as an agency's deployment runs the sync.
+    instance: str = "local"
 
     @property
     def account_ids(self) -> list[str]:
@@ -68,8 +72,8 @@ class Scenario:
 SCENARIOS = {
     "one": (Scenario("B6", 1, 30, 500, 50.0), Scenario("B6", 1, 3, 50, 50.0)),
     "many": (
-        Scenario("B6 many accounts", 20, 30, 500, 300.0),
-        Scenario("B6 many accounts", 4, 3, 50, 300.0),
+        Scenario("B6 many accounts", 20, 30, 500, 300.0, "production"),
+        Scenario("B6 many accounts", 4, 3, 50, 300.0, "production"),
     ),
 }
 
@@ -113,11 +117,32 @@ def product_env(
     )
 
 
-def run_records(data_dir: Path) -> list[dict]:
+def production_instance(work: Path, database_url: str) -> dict[str, str]:
+    """DAGSTER_HOME holding the repo's dagster.yaml, and DAGSTER_PG_URL (psycopg2, as
+    dagster-postgres needs) for its storage: the documented production instance."""
+    home = work / "dagster-home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(harness.ROOT / "dagster.yaml", home / "dagster.yaml")
+    pg_url = database_url.replace("postgresql+psycopg://", "postgresql+psycopg2://", 1)
+    return {"DAGSTER_HOME": str(home), "DAGSTER_PG_URL": pg_url}
+
+
+def run_records(home: Path, env: dict[str, str]) -> list[dict]:
     """Every Dagster run of the sync (oldest first) with its steps' durations."""
+    import os
+
     from dagster import DagsterInstance
 
-    instance = DagsterInstance.from_config(str(data_dir / "dagster"))
+    saved = os.environ.get("DAGSTER_PG_URL")
+    if "DAGSTER_PG_URL" in env:  # the production instance's dagster.yaml reads it
+        os.environ["DAGSTER_PG_URL"] = env["DAGSTER_PG_URL"]
+    try:
+        instance = DagsterInstance.from_config(str(home))
+    finally:
+        if saved is None:
+            os.environ.pop("DAGSTER_PG_URL", None)
+        else:
+            os.environ["DAGSTER_PG_URL"] = saved
     runs = []
     for record in reversed(instance.get_run_records()):
         steps = {
@@ -169,6 +194,8 @@ def run_sync(scenario: Scenario, data: EmulatorData, since: date, until: date) -
     ):
         url = new_database("graph_sync")
         env = product_env(work, url, emulator.url, scenario.account_ids)
+        if scenario.instance == "production":
+            env.update(production_instance(work, new_database("dagster", migrated=False)))
         cmd = [cli, "sync", "facebook", "--since", str(since), "--until", str(until)]
         started = time.time()
         proc = subprocess.run([*cmd, "--no-cache"], env=env, capture_output=True, text=True)
@@ -181,7 +208,7 @@ def run_sync(scenario: Scenario, data: EmulatorData, since: date, until: date) -
                 "SELECT count(*) FROM ad_insights_daily WHERE date BETWEEN %s AND %s",
                 (since, until),
             ).fetchone()[0]
-        runs = run_records(work / "data")
+        runs = run_records(Path(env.get("DAGSTER_HOME") or work / "data" / "dagster"), env)
     # The harness removes the server's files; the Parquet lake and Dagster runs are ours.
     shutil.rmtree(work, ignore_errors=True)
     return Sync(since, until, started, wall, requests, rows, runs)

@@ -352,8 +352,8 @@ def _run(
             partition_key = partitions.start  # one day: an ordinary single-partition run
         else:
             tags.update(partition_range_tags(partitions))
-    return _check(
-        dg.materialize(
+    with _planned_events_per_asset():
+        result = dg.materialize(
             assets,
             partition_key=partition_key,
             resources=resources,
@@ -361,9 +361,29 @@ def _run(
             tags=tags,
             run_config=_QUIET,
             raise_on_error=False,
-        ),
-        what,
-    )
+        )
+    return _check(result, what)
+
+
+# Dagster's switch for one "planned" event per asset of a ranged run instead of one per
+# partition (600 account-days: 1,200 event writes, 10 s on the local instance's SQLite storage,
+# before the run starts). Its cost: partitions of a failed run show as missing, not failed, in
+# the UI. The CLI reports a failed run itself and resumes from its checkpoint, so its runs use it;
+# runs the daemon launches do not. A value the operator set wins.
+_PLANNED_SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
+@contextmanager
+def _planned_events_per_asset() -> Iterator[None]:
+    """Set Dagster's one-planned-event-per-asset switch for the runs started inside."""
+    if _PLANNED_SUBSET_ENV in os.environ:
+        yield
+        return
+    os.environ[_PLANNED_SUBSET_ENV] = "true"
+    try:
+        yield
+    finally:
+        os.environ.pop(_PLANNED_SUBSET_ENV, None)
 
 
 CACHE_ASSETS = (

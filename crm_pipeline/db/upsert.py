@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 from sqlalchemy import Connection, Table
@@ -72,6 +73,46 @@ def bulk_upsert(
     data = _as_arrow(rows)
     if data.num_rows == 0:
         return UpsertResult(0, 0, 0)
+    ((_, inserted, updated),) = _upsert(conn, table, data, key, None) or [(None, 0, 0)]
+    return UpsertResult(
+        staged=data.num_rows,
+        inserted=inserted,
+        updated=updated,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def bulk_upsert_by(
+    conn: Connection, table: Table, rows: pa.Table, group: str
+) -> dict[str, UpsertResult]:
+    """:func:`bulk_upsert` of many groups at once (e.g. an account's month of days, `group`
+    "date"), with each group's counts, keyed on the group column's value as text: one
+    staging table, one COPY and one statement instead of one of each per group."""
+    started = time.perf_counter()
+    if rows.num_rows == 0:
+        return {}
+    staged = {
+        str(entry["values"]): entry["counts"] for entry in pc.value_counts(rows[group]).to_pylist()
+    }
+    counts = {
+        str(value): (inserted, updated)
+        for value, inserted, updated in _upsert(conn, table, rows, None, group)
+    }
+    seconds = time.perf_counter() - started
+    return {
+        value: UpsertResult(n, *counts.get(value, (0, 0)), seconds=seconds)
+        for value, n in staged.items()
+    }
+
+
+def _upsert(
+    conn: Connection,
+    table: Table,
+    data: pa.Table,
+    key: Sequence[str] | None,
+    group: str | None,
+) -> list[tuple[Any, int, int]]:
+    """Stage `data`, merge it; `(group value or None, inserted, updated)` rows."""
     key = list(key or [c.name for c in table.primary_key.columns])
     columns = list(data.column_names)
     _check_columns(table, columns, key)
@@ -80,15 +121,10 @@ def bulk_upsert(
     raw = conn.connection.driver_connection  # psycopg 3 connection, same transaction
     with raw.cursor() as cur:
         _copy_to_stage(cur, stage, target, columns, data)
-        cur.execute(_merge_statement(stage, target, columns, key))
-        inserted, updated = cur.fetchone()
+        cur.execute(_merge_statement(stage, target, columns, key, group))
+        counted = cur.fetchall()
         cur.execute(sql.SQL("DROP TABLE {stage}").format(stage=stage))
-    return UpsertResult(
-        staged=data.num_rows,
-        inserted=inserted,
-        updated=updated,
-        seconds=time.perf_counter() - started,
-    )
+    return [tuple(row) for row in counted]
 
 
 def _check_columns(table: Table, columns: list[str], key: list[str]) -> None:
@@ -121,10 +157,16 @@ def _copy_to_stage(
 
 
 def _merge_statement(
-    stage: sql.Identifier, target: sql.Identifier, columns: list[str], key: list[str]
+    stage: sql.Identifier,
+    target: sql.Identifier,
+    columns: list[str],
+    key: list[str],
+    group: str | None = None,
 ) -> sql.Composed:
-    """One INSERT ... ON CONFLICT from the stage; it returns (inserted, updated) counts."""
+    """One INSERT ... ON CONFLICT from the stage; it returns (group, inserted, updated) counts,
+    one row per value of the `group` column (as text), or one row with a NULL group."""
     cols, keys = _column_list(columns), _column_list(key)
+    grouped = sql.SQL("{g}::text").format(g=sql.Identifier(group)) if group else sql.NULL
     # DISTINCT ON keeps one row per key (ctid DESC: the last one copied), because
     # ON CONFLICT cannot touch the same target row twice in one statement.
     return sql.SQL(
@@ -132,14 +174,15 @@ def _merge_statement(
         " INSERT INTO {target} ({cols})"
         " SELECT DISTINCT ON ({keys}) {cols} FROM {stage} ORDER BY {keys}, ctid DESC"
         " ON CONFLICT ({keys}) {on_conflict}"
-        " RETURNING (xmax = 0) AS inserted"
-        ") SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
-        " FROM up"
+        " RETURNING (xmax = 0) AS inserted, {grouped} AS grp"
+        ") SELECT grp, count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
+        " FROM up GROUP BY grp"
     ).format(
         target=target,
         cols=cols,
         keys=keys,
         stage=stage,
+        grouped=grouped,
         on_conflict=_on_conflict(target, [c for c in columns if c not in key]),
     )
 

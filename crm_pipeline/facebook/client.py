@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus, urlsplit
 
+import orjson
 import requests
 from facebook_business.adobjects.ad import Ad
 from facebook_business.adobjects.adaccount import AdAccount
@@ -42,7 +43,7 @@ __all__ = ["GovernedAdsApi", "GraphClient"]
 T = TypeVar("T")
 
 # kind -> the SDK AdAccount edge method that lists it
-_OBJECT_EDGES = {"campaigns": "get_campaigns", "adsets": "get_ad_sets", "ads": "get_ads"}
+_OBJECT_EDGES = frozenset({"campaigns", "adsets", "ads"})  # Graph edges of an ad account
 # kind -> the SDK node class of one such object
 _OBJECT_NODES = {"campaigns": Campaign, "adsets": AdSet, "ads": Ad}
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -274,11 +275,14 @@ class GraphClient:
         """Yield an account's campaigns, adsets or ads (`kind`) as plain dicts.
 
         `params` adds edge parameters, e.g. `filtering` on `updated_time` for incremental reads.
+        Read as plain JSON pages (:meth:`iter_edge_rows`): an agency's ads are tens of
+        thousands of rows, and an SDK object per row cost more than the reads themselves.
         """
-        fetch = getattr(self.account(account_id), _OBJECT_EDGES[kind])
+        if kind not in _OBJECT_EDGES:
+            raise ValueError(f"unknown object kind {kind!r}: one of {sorted(_OBJECT_EDGES)}")
         query = {"limit": limit, **(params or {})}
         fields = list(fields or OBJECT_FIELDS[kind])
-        yield from self.iterate(lambda: fetch(fields=fields, params=query))
+        yield from self.iter_edge_rows(account_node(account_id), kind, fields, query)
 
     def read_object(
         self, kind: str, object_id: str, account_id: str, *, fields: Iterable[str] | None = None
@@ -333,7 +337,7 @@ class GraphClient:
         query: dict[str, Any] = {**params, "fields": ",".join(fields)}
         with self.translate_errors():
             while True:
-                body = self._api.call("GET", (node, edge), params=query).json()
+                body = _json_body(self._api.call("GET", (node, edge), params=query))
                 yield from body.get("data") or []
                 paging = body.get("paging") or {}
                 after = (paging.get("cursors") or {}).get("after")
@@ -402,3 +406,17 @@ class GraphClient:
             for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
                 text = text.replace(form, _REDACTED)
         return text
+
+
+def _json_body(response: Any) -> dict:
+    """A response's JSON body, parsed with orjson (several times faster than the SDK's
+    json.loads on an insights page of 500 rows); the SDK's own parse when it is not bytes/str."""
+    body = response.body()
+    if isinstance(body, (bytes, str)):
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return parsed
+    return response.json()

@@ -75,8 +75,15 @@ def to_arrow(rows: Iterable[dict], fields: tuple[str, ...]) -> pa.Table:
 
     Complex values (lists, objects) become JSON text; scalars stay the strings Meta sends.
     """
-    schema = pa.schema([(name, pa.string()) for name in fields])
-    return pa.Table.from_pylist([{f: _text(r.get(f)) for f in fields} for r in rows], schema)
+    rows = rows if isinstance(rows, list) else list(rows)
+    # Column by column: no dict per row, and Meta's strings pass through untouched.
+    columns = [
+        pa.array(
+            [v if type(v) is str else _text(v) for v in (r.get(name) for r in rows)], pa.string()
+        )
+        for name in fields
+    ]
+    return pa.Table.from_arrays(columns, schema=pa.schema([(f, pa.string()) for f in fields]))
 
 
 # -- database rows ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 from contextlib import suppress
 from pathlib import Path
 
@@ -21,6 +22,23 @@ from crm_pipeline.lake.layout import RAW, raw_path, sync_partition
 _PREFIX = "date="
 _FILE = "data.parquet"
 _SYNCED = "latest"  # the old name of the partition of a synced stream
+
+
+_migrated: set[Path] = set()  # data dirs this process has moved already
+_migrated_lock = threading.Lock()
+
+
+def migrate_legacy_layout_once(data_dir: Path) -> None:
+    """:func:`migrate_legacy_layout` once per data dir and process, before its first read or
+    write: this version never writes the old layout, so one pass finds everything, and a
+    range's hundreds of landings do not each scan the lake again."""
+    key = Path(data_dir).resolve()
+    with _migrated_lock:
+        if key in _migrated:
+            return
+    migrate_legacy_layout(data_dir)
+    with _migrated_lock:
+        _migrated.add(key)
 
 
 def migrate_legacy_layout(data_dir: Path) -> int:

@@ -1,8 +1,8 @@
 """Landing and reading raw Parquet: partitions replaced atomically, syncs kept by time.
 
 Every public function first moves files of the old layout into the current one
-(`legacy.migrate_legacy_layout`), so the first touch of the raw zone after an upgrade leaves it
-in one layout. See docs/architecture.md.
+(`legacy.migrate_legacy_layout`, once per data dir and process), so the first touch of the raw
+zone after an upgrade leaves it in one layout. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from crm_pipeline.lake.layout import (
     stream_dir,
     sync_partition,
 )
-from crm_pipeline.lake.legacy import migrate_legacy_layout
+from crm_pipeline.lake.legacy import migrate_legacy_layout_once
 
 # Syncs of a stream kept on disk: the loader reads only the newest, the others are there to
 # look at after a bad load (a day of hourly syncs), without the zone growing for ever.
@@ -44,7 +44,10 @@ def read_parquet(path: Path) -> pa.Table:
             f"raw partition {path} does not exist: "
             "materialise its raw asset for this partition first"
         )
-    return pq.read_table(path)
+    # One known file: read it directly (read_table would set up a dataset, discovery and all,
+    # for every one of a range's hundreds of files).
+    with pq.ParquetFile(path) as file:
+        return file.read()
 
 
 def _check_columns(table: pa.Table, partition: str) -> None:
@@ -58,13 +61,13 @@ def land_partition(data_dir: Path, stream: str, partition: str, table: pa.Table)
     """Land `table` as the Hive `partition` (e.g. `account=act_1/date=2026-01-02`) of `stream`,
     replacing what was there atomically; return the file's path."""
     _check_columns(table, partition)
-    migrate_legacy_layout(data_dir)
+    migrate_legacy_layout_once(data_dir)
     return write_parquet_atomic(table, raw_path(data_dir, stream, partition))
 
 
 def read_partition(data_dir: Path, stream: str, partition: str) -> pa.Table:
     """The rows of one landed partition of `stream`."""
-    migrate_legacy_layout(data_dir)
+    migrate_legacy_layout_once(data_dir)
     return read_parquet(raw_path(data_dir, stream, partition))
 
 
@@ -77,7 +80,7 @@ def land_sync(
     """
     partition = sync_partition(synced_at or dt.datetime.now(dt.UTC))
     _check_columns(table, partition)
-    migrate_legacy_layout(data_dir)
+    migrate_legacy_layout_once(data_dir)
     path = write_parquet_atomic(table, raw_path(data_dir, stream, partition))
     for old in _syncs(data_dir, stream)[:-SYNCS_KEPT]:
         shutil.rmtree(old, ignore_errors=True)
@@ -93,7 +96,7 @@ def _syncs(data_dir: Path, stream: str) -> list[Path]:
 
 def newest_sync(data_dir: Path, stream: str) -> Path | None:
     """The file of the newest sync of `stream`; None when none has landed."""
-    migrate_legacy_layout(data_dir)
+    migrate_legacy_layout_once(data_dir)
     syncs = _syncs(data_dir, stream)
     return syncs[-1] / PART_FILE if syncs else None
 

@@ -11,33 +11,32 @@ from typing import Any
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.compute as pc
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection
 
 from crm_pipeline import lake
 from crm_pipeline.db import schema
 from crm_pipeline.db.crm_core import link_conversations_to_customers, link_leads_to_customers
-from crm_pipeline.db.insight_totals import load_account_totals
 from crm_pipeline.db.sync_state import get_state, put_state
 from crm_pipeline.db.upsert import bulk_upsert
 from crm_pipeline.defs import groups
+from crm_pipeline.defs.crm.insight_loads import (
+    DAYS_PER_TRANSACTION,
+    load_insight_days,
+    read_landed_day,
+)
 from crm_pipeline.defs.crm.insight_totals import account_totals_result, matches_account_totals
 from crm_pipeline.defs.facebook.assets import (
-    INSIGHTS_STREAM,
     OBJECT_STREAMS,
     fb_ad_insights_raw,
 )
-from crm_pipeline.defs.facebook.partitions import insights_partitions
+from crm_pipeline.defs.facebook.partitions import add_partition_metadata, insights_partitions
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 from crm_pipeline.facebook.account_threads import each_account
-from crm_pipeline.facebook.account_totals import ACCOUNT_TOTALS_STREAM
 from crm_pipeline.facebook.ids import meta_account_id
 from crm_pipeline.facebook.transforms import (
-    account_total_rows,
     ad_account_row,
     conversation_row,
     flatten_lead,
-    insight_rows,
     message_row,
 )
 
@@ -83,14 +82,14 @@ orders = dg.AssetSpec(
 def ad_insights_daily(
     context: dg.AssetExecutionContext, postgres: PostgresResource, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """Upsert the run's account-days of raw insights into PostgreSQL, one transaction each,
-    then check them against Meta's account totals.
+    """Upsert the run's account-days of raw insights into PostgreSQL, an account's month of
+    days to a transaction, then check them against Meta's account totals.
 
-    Per account-day rather than one transaction for a whole range (accounts at once, up to
+    Per account-month rather than one transaction for a whole range (accounts at once, up to
     DB_LOAD_THREADS connections): each day's upsert and mirror delete stay atomic, a
-    transaction never holds more than one day's rows, and a long backfill does not hold back
-    the change-log watermark (pg_snapshot_xmin) the cache sensor reads below for its whole
-    duration; a failed range is re-run whole, which is idempotent.
+    transaction never holds more than one account's 31 days of rows, and a long backfill does
+    not hold back the change-log watermark (pg_snapshot_xmin) the cache sensor reads below for
+    its whole duration; a failed range is re-run whole, which is idempotent.
     """
     totals: dict[str, int] = {}
     # MultiPartitionKeys, account-first like their strings: one account's days in date order.
@@ -103,10 +102,17 @@ def ad_insights_daily(
     unchecked: list[tuple[str, str]] = []
 
     def load_account(account_id: str) -> list[tuple[Any, dict[str, Any], bool]]:
-        return [
-            (key, *_load_insights_day(engine, storage, account_id, key.keys_by_dimension["date"]))
-            for key in by_account[account_id]
-        ]
+        loaded = []
+        account_keys = by_account[account_id]
+        for start in range(0, len(account_keys), DAYS_PER_TRANSACTION):
+            chunk = {
+                k.keys_by_dimension["date"]: k for k in account_keys[start:][:DAYS_PER_TRANSACTION]
+            }
+            days = [read_landed_day(storage.data_path(), account_id, day) for day in chunk]
+            with engine.begin() as conn:
+                counts = load_insight_days(conn, account_id, days)
+            loaded += [(chunk[d.day], counts[d.day], d.totals is not None) for d in days]
+        return loaded
 
     # Accounts side by side (disjoint rows; PostgreSQL does the work on its own cores), each
     # account's days in order; reported here, in the step's thread, as each account finishes.
@@ -116,18 +122,7 @@ def ad_insights_daily(
         if outcome.error is not None:
             context.log.error(f"ad_insights_daily {outcome.account_id} failed: {outcome.error}")
             continue
-        for key, counts, has_totals in outcome.value or []:
-            account_id, day = key.keys_by_dimension["account"], key.keys_by_dimension["date"]
-            (compared if has_totals else unchecked).append((meta_account_id(account_id), day))
-            context.log.info(
-                f"ad_insights_daily {account_id} {day}: {counts['inserted']} inserted, "
-                f"{counts['updated']} updated, {counts['unchanged']} unchanged, "
-                f"{counts['deleted']} deleted"
-            )
-            # Each partition's materialisation carries its own counts.
-            context.add_asset_metadata(counts, partition_key=key)
-            for name, value in counts.items():
-                totals[name] = totals.get(name, 0) + value
+        _report_account(context, outcome, compared, unchecked, totals, len(keys))
     failed = next((o for o in outcomes if o.error is not None), None)
     if failed is not None:
         raise failed.error
@@ -141,56 +136,28 @@ def ad_insights_daily(
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
-def _load_insights_day(
-    engine: Engine, storage: StorageResource, account_id: str, day: str
-) -> tuple[dict[str, Any], bool]:
-    """Upsert one account-day's ad rows (and Meta's totals of it, when landed) in one
-    transaction; returns its counts and whether Meta's totals were loaded."""
-    partition = f"account={account_id}/date={day}"
-    rows = insight_rows(lake.read_partition(storage.data_path(), INSIGHTS_STREAM, partition))
-    # With malformed rows quarantined we cannot tell which ads Meta really reports: keep all.
-    mirror = not lake.quarantine_path(storage.data_path(), INSIGHTS_STREAM, partition).exists()
-    account_totals = _landed_account_totals(storage, partition)
-    with engine.begin() as conn:
-        result = bulk_upsert(conn, schema.ad_insights_daily, rows)
-        deleted = _delete_unreported(conn, account_id, day, rows["ad_id"]) if mirror else 0
-        if account_totals is not None:
-            load_account_totals(conn, meta_account_id(account_id), day, account_totals)
-    counts = {
-        "rows": result.staged,
-        "inserted": result.inserted,
-        "updated": result.updated,
-        "unchanged": result.unchanged,
-        "deleted": deleted,
-        "leads": int(pc.sum(rows["leads"]).as_py() or 0),
-        "purchases": int(pc.sum(rows["purchases"]).as_py() or 0),
-        "upsert_seconds": round(result.seconds, 3),
-    }
-    return counts, account_totals is not None
-
-
-def _landed_account_totals(storage: StorageResource, partition: str) -> pa.Table | None:
-    """Meta's landed totals of the account-day as table rows; None when there is nothing to
-    trust: never landed (an older sync) or a malformed row quarantined."""
-    data = storage.data_path()
-    if lake.quarantine_path(data, ACCOUNT_TOTALS_STREAM, partition).exists():
-        return None
-    try:
-        return account_total_rows(lake.read_partition(data, ACCOUNT_TOTALS_STREAM, partition))
-    except FileNotFoundError:
-        return None
-
-
-def _delete_unreported(conn: Connection, account_id: str, day: str, ads: pa.ChunkedArray) -> int:
-    """Delete the account-day's rows of ads Meta no longer reports; how many went."""
-    return conn.execute(
-        text(
-            "DELETE FROM ad_insights_daily WHERE account_id = :account AND date = :day"
-            " AND NOT (ad_id = ANY(:ads))"
-        ),
-        # Meta's account_id has no act_ prefix; the partition's does.
-        {"account": meta_account_id(account_id), "day": day, "ads": ads.to_pylist()},
-    ).rowcount
+def _report_account(
+    context, outcome, compared: list, unchecked: list, totals: dict, partitions: int
+) -> None:
+    """One account's loaded days: each partition's counts as its metadata, the days with and
+    without Meta's totals (for the check), the run's totals, and one line in the run's log."""
+    account_totals: dict[str, int] = {}
+    for key, counts, has_totals in outcome.value or []:
+        day = key.keys_by_dimension["date"]
+        (compared if has_totals else unchecked).append((meta_account_id(outcome.account_id), day))
+        # Each partition's materialisation carries its own counts.
+        add_partition_metadata(context, counts, key, partitions)
+        for name, value in counts.items():
+            account_totals[name] = account_totals.get(name, 0) + value
+            totals[name] = totals.get(name, 0) + value
+    # One line per account (a range's days each have their counts in their metadata).
+    context.log.info(
+        f"ad_insights_daily {outcome.account_id}: {len(outcome.value or [])} day(s), "
+        f"{account_totals.get('inserted', 0)} inserted, "
+        f"{account_totals.get('updated', 0)} updated, "
+        f"{account_totals.get('unchanged', 0)} unchanged, "
+        f"{account_totals.get('deleted', 0)} deleted"
+    )
 
 
 def _advance(conn: Connection, stream: str, scopes: dict[str, str], key: str) -> dict[str, str]:

@@ -32,6 +32,7 @@ from crm_pipeline.defs.facebook.insight_windows import (
 )
 from crm_pipeline.defs.facebook.partitions import (
     account_and_day,
+    add_partition_metadata,
     backfill_policy_beta_silenced,
     insights_partitions,
 )
@@ -205,9 +206,8 @@ def _load(
             "deleted": deleted,
         }
         context.log.info(f"{entry.table} {account_id} {day}: {counts}")
-        context.add_asset_metadata(
-            {**counts, "upsert_seconds": round(result.seconds, 3)}, partition_key=key
-        )
+        metadata = {**counts, "upsert_seconds": round(result.seconds, 3)}
+        add_partition_metadata(context, metadata, key, len(keys))
         for name, value in counts.items():
             totals[name] = totals.get(name, 0) + value
     metadata: dict[str, Any] = {

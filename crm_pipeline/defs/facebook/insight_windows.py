@@ -21,7 +21,11 @@ from typing import Any
 import dagster as dg
 
 from crm_pipeline.defs.facebook.graph_usage import graph_metadata
-from crm_pipeline.defs.facebook.partitions import account_and_day, days_by_account
+from crm_pipeline.defs.facebook.partitions import (
+    account_and_day,
+    add_partition_metadata,
+    days_by_account,
+)
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.facebook.step_rules import (
     failing_fast,
@@ -133,9 +137,8 @@ class _Report:
         for day in landed.days:
             self.bad.update({id(b["record"]): b for b in day.bad})
             self.bad_paths += [day.bad_path] if day.bad_path else []
-            context.add_asset_metadata(
-                day.metadata, partition_key=keys[(landed.window.account_id, day.day)]
-            )
+            key = keys[(landed.window.account_id, day.day)]
+            add_partition_metadata(context, day.metadata, key, len(keys))
             self.days.append(day.metadata)
 
     def result(self, asset_key: str, usage: dict[str, Any]) -> dg.MaterializeResult:
