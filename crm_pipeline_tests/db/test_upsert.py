@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select, text
 
 from crm_pipeline.db import schema
-from crm_pipeline.db.upsert import bulk_upsert
+from crm_pipeline.db.upsert import bulk_upsert, bulk_upsert_by
 
 
 def _insight(ad: int, day: int, spend: str = "1.50", clicks: str = "3") -> dict:
@@ -89,3 +89,25 @@ def test_bad_input_stores_nothing_and_says_why(clean_db):
         bulk_upsert(conn, schema.ad_insights_daily, [_insight(3, 0), _insight(4, 0, spend="abc")])
     with clean_db.connect() as conn:
         assert conn.execute(text("SELECT ad_id FROM ad_insights_daily")).scalars().all() == ["ad1"]
+
+
+def test_upsert_by_group_counts_each_group_as_its_own_upsert(clean_db):
+    # Day 0: 3 rows already stored (one will change); day 1: 2 stored, unchanged; day 2: new.
+    with clean_db.begin() as conn:
+        bulk_upsert(conn, schema.ad_insights_daily, [_insight(a, 0) for a in range(3)])
+        bulk_upsert(conn, schema.ad_insights_daily, [_insight(a, 1) for a in range(2)])
+    rows = (
+        [_insight(0, 0, spend="7.00"), _insight(1, 0), _insight(2, 0), _insight(3, 0)]
+        + [_insight(a, 1) for a in range(2)]
+        + [_insight(a, 2) for a in range(4)]
+    )
+    with clean_db.begin() as conn:
+        by_day = bulk_upsert_by(conn, schema.ad_insights_daily, pa.Table.from_pylist(rows), "date")
+        stored = conn.execute(text("SELECT count(*) FROM ad_insights_daily")).scalar_one()
+    counts = {day: (r.staged, r.inserted, r.updated, r.unchanged) for day, r in by_day.items()}
+    assert counts == {
+        "2026-03-01": (4, 1, 1, 2),
+        "2026-03-02": (2, 0, 0, 2),
+        "2026-03-03": (4, 4, 0, 0),
+    }
+    assert stored == 4 + 2 + 4

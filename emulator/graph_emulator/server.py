@@ -28,6 +28,8 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -133,6 +135,9 @@ class GraphEmulator:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._clients: set[tuple[str, int]] = set()
+        # Requests being answered right now, per ad account (None: no account) and in all.
+        self._in_flight: dict[str | None, int] = {}
+        self._most_in_flight: dict[str | None, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -189,10 +194,18 @@ class GraphEmulator:
             return list(self._requests)
 
     def reset_requests(self) -> None:
-        """Forget the recorded requests (and the connections counted)."""
+        """Forget the recorded requests (and the connections counted, and the most in flight)."""
         with self._lock:
             self._requests.clear()
             self._clients.clear()
+            self._most_in_flight.clear()
+
+    def most_in_flight(self, account_id: str | None = None) -> int:
+        """The most requests ever being answered at once: on one ad account's nodes
+        (``act_<id>``), or across all requests with ``account_id`` None. A client's concurrency,
+        as the server sees it."""
+        with self._lock:
+            return self._most_in_flight.get(account_id, 0)
 
     @property
     def connections(self) -> int:
@@ -237,8 +250,35 @@ class GraphEmulator:
         with self._lock:
             public = {k: v for k, v in params.items() if k not in _SECRET_PARAMS}
             self._requests.append(RecordedRequest(method, path, public))
-        if self.latency_ms:
-            time.sleep(self.latency_ms / 1000)
+        with self._answering(_account_of(path)):
+            if self.latency_ms:
+                time.sleep(self.latency_ms / 1000)
+            return self._answer(method, path, params, kind, path_params)
+
+    @contextmanager
+    def _answering(self, account: str | None) -> Iterator[None]:
+        """Count a request in flight (its account's and the total) while it is answered."""
+        with self._lock:
+            for scope in {account, None}:
+                self._in_flight[scope] = self._in_flight.get(scope, 0) + 1
+                self._most_in_flight[scope] = max(
+                    self._most_in_flight.get(scope, 0), self._in_flight[scope]
+                )
+        try:
+            yield
+        finally:
+            with self._lock:
+                for scope in {account, None}:
+                    self._in_flight[scope] -= 1
+
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        kind: str,
+        path_params: dict[str, str],
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
 
         call = self._call(method, path, params, path_params)
         fbtrace_id = secrets.token_urlsafe(16)
@@ -346,3 +386,8 @@ class GraphEmulator:
             error_type="GraphMethodException",
             subcode=33,
         )
+
+
+def _account_of(path: str) -> str | None:
+    """The ``act_<id>`` node a request path is on, if any."""
+    return next((part for part in path.split("/") if part.startswith("act_")), None)
