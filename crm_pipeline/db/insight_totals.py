@@ -20,7 +20,11 @@ from sqlalchemy import Connection, text
 from crm_pipeline.db import schema
 from crm_pipeline.db.upsert import bulk_upsert
 
-__all__ = ["TotalsDifference", "differing_totals", "load_account_totals"]
+__all__ = [
+    "TotalsDifference",
+    "differing_totals",
+    "load_account_totals",
+]
 
 # Per account-day: Meta's totals (none reported = zero) beside the sum of our ad rows, kept
 # only where they differ. Spend is compared to the cent, as Meta reports it.
@@ -73,20 +77,30 @@ class TotalsDifference:
         }
 
 
-def load_account_totals(conn: Connection, account_id: str, day: str, rows: pa.Table) -> int:
-    """Mirror Meta's totals of one account-day (`account_id` without act_) into
-    `ad_account_insights_daily` inside `conn`'s transaction; returns the rows written or
-    deleted.
+def load_account_totals(conn: Connection, account_id: str, days: dict[str, pa.Table]) -> int:
+    """Mirror Meta's totals of `days` of one account (`account_id` without act_; each day's
+    landed rows) into `ad_account_insights_daily` inside `conn`'s transaction, with one upsert
+    for the days Meta reported and one delete for those it did not; returns the rows written
+    or deleted.
 
     No row from Meta means the account had nothing that day: a stored row is deleted, so the
     day compares against zero.
     """
-    if rows.num_rows:
-        return bulk_upsert(conn, schema.ad_account_insights_daily, rows).staged
-    return conn.execute(
-        text("DELETE FROM ad_account_insights_daily WHERE account_id = :account AND date = :day"),
-        {"account": account_id, "day": day},
-    ).rowcount
+    reported = [rows for rows in days.values() if rows.num_rows]
+    written = 0
+    if reported:
+        all_rows = pa.concat_tables(reported, promote_options="default")
+        written = bulk_upsert(conn, schema.ad_account_insights_daily, all_rows).staged
+    empty = [dt.date.fromisoformat(day) for day, rows in days.items() if not rows.num_rows]
+    if empty:
+        written += conn.execute(
+            text(
+                "DELETE FROM ad_account_insights_daily"
+                " WHERE account_id = :account AND date = ANY(CAST(:days AS date[]))"
+            ),
+            {"account": account_id, "days": empty},
+        ).rowcount
+    return written
 
 
 def differing_totals(

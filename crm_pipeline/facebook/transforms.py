@@ -8,13 +8,17 @@ CRM queries (lead contact fields, lead and purchase counts, purchase value, mess
 from __future__ import annotations
 
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
 from crm_pipeline.facebook.ids import account_node
-from crm_pipeline.facebook.insight_values import purchase_count, purchase_value
+from crm_pipeline.facebook.insight_values import (
+    PURCHASE_ACTION_TYPES,
+    purchase_value,
+)
 
 __all__ = [
     "ACCOUNT_TOTALS_COLUMNS",
@@ -100,6 +104,17 @@ def lead_count(actions_json: str | None) -> int:
     return 0
 
 
+def _action_counts(actions_json: str | None) -> tuple[int, int]:
+    """(leads, purchases) of one row's `actions`, as `lead_count` and `purchase_count` count
+    them, from one parse."""
+    if not actions_json:
+        return 0, 0
+    by_type = {a.get("action_type"): a.get("value") for a in orjson.loads(actions_json)}
+    leads = next((by_type[t] for t in LEAD_ACTION_TYPES if by_type.get(t) is not None), 0)
+    purchases = next((by_type[t] for t in PURCHASE_ACTION_TYPES if by_type.get(t) is not None), 0)
+    return int(float(leads)), int(Decimal(str(purchases)))
+
+
 def _with_columns(raw: pa.Table, columns: Iterable[str]) -> pa.Table:
     """`raw` with every one of `columns`; those it lacks are added as all-null strings (a
     file landed before the field was asked for)."""
@@ -118,11 +133,12 @@ def insight_rows(raw: pa.Table) -> pa.Table:
     """
     raw = _with_columns(raw, INSIGHTS_COLUMNS)
     rows = raw.select(list(INSIGHTS_COLUMNS)).rename_columns(list(INSIGHTS_COLUMNS.values()))
-    actions = rows["actions"].to_pylist()
+    # Each row's actions parsed once for both counts (a month of an agency's ads is 300k rows).
+    counted = [_action_counts(a) for a in rows["actions"].to_pylist()]
     values = rows["action_values"].to_pylist()
     return (
-        rows.append_column("leads", pa.array([lead_count(a) for a in actions], pa.int64()))
-        .append_column("purchases", pa.array([purchase_count(a) for a in actions], pa.int64()))
+        rows.append_column("leads", pa.array([c[0] for c in counted], pa.int64()))
+        .append_column("purchases", pa.array([c[1] for c in counted], pa.int64()))
         .append_column(
             # Text, cast by PostgreSQL into numeric: money never passes through a float.
             "purchase_value",

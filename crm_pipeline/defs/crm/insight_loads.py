@@ -87,10 +87,11 @@ def load_insight_days(
         all_rows = pa.concat_tables(tables, promote_options="default")
         upserted = bulk_upsert_by(conn, schema.ad_insights_daily, all_rows, "date")
     deleted = _delete_unreported(conn, account_id, [d for d in days if d.mirror])
+    totals = {d.day: d.totals for d in days if d.totals is not None}
+    if totals:
+        load_account_totals(conn, meta_account_id(account_id), totals)
     counts = {}
     for landed in days:
-        if landed.totals is not None:
-            load_account_totals(conn, meta_account_id(account_id), landed.day, landed.totals)
         result = upserted.get(landed.day, UpsertResult(0, 0, 0))
         counts[landed.day] = {
             "rows": result.staged,
