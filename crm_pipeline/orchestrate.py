@@ -10,12 +10,14 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 import yaml
+from dagster_postgres import PostgresEventLogStorage
 from sqlalchemy.engine import Engine
 
 from crm_pipeline.config import Settings, load_settings
@@ -54,6 +56,7 @@ RETIRED_STORAGE_MODULE = "crm_pipeline.dagster_storage"
 
 CHECKPOINT_STREAM = "cli_insights_sync"
 # Event-level DEBUG lines belong in the UI's run view, not on the terminal.
+STREAMS_RUN = "facebook streams sync"
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -181,7 +184,8 @@ def sync_facebook(
     database_url: str,
     refresh_caches: bool = True,
 ) -> SyncReport:
-    """The incremental streams once, insights in one run over every account, then the caches.
+    """The incremental streams once (beside the insights on a PostgreSQL instance), insights in
+    one run over every account, then the caches.
 
     Every account's days run as one Dagster run over the partition range (accounts × days: one
     step per asset, the accounts read at once, each account's days with one /insights query),
@@ -202,8 +206,34 @@ def sync_facebook(
     done = checkpoint.load()
     report.resumed = len(done)
 
-    result = _run(STREAM_ASSETS, None, resources, instance, "facebook streams sync")
+    with (
+        _planned_events_per_asset(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="streams-run") as pool,
+    ):
+        streams = _start_streams(pool, resources, instance)
+        try:
+            _sync_insight_runs(accounts, days, done, checkpoint, report, resources, instance)
+        except BaseException:
+            _streams_result(streams, quiet=True)
+            raise
+        result = _streams_result(streams)
     report.api_calls += sum(_metadata(result, a).get("api_calls", 0) for a in STREAM_ASSETS)
+    checkpoint.clear()
+    if refresh_caches:
+        report.cache_files = refresh_cache_files(resources=resources, instance=instance)
+    return report
+
+
+def _sync_insight_runs(
+    accounts: list[str],
+    days: list[str],
+    done: set[str],
+    checkpoint: _Checkpoint,
+    report: SyncReport,
+    resources: dict,
+    instance: dg.DagsterInstance,
+) -> None:
+    """The sync's insights runs (:func:`_insight_runs`), each checkpointed once it succeeded."""
     for group, run_days in _insight_runs(accounts, days, done):
         try:
             _sync_insights(group, run_days, report, resources=resources, instance=instance)
@@ -216,10 +246,33 @@ def sync_facebook(
             continue
         done.update(str(insights_partition_key(a, day)) for a in group for day in run_days)
         checkpoint.save(done)
-    checkpoint.clear()
-    if refresh_caches:
-        report.cache_files = refresh_cache_files(resources=resources, instance=instance)
-    return report
+
+
+def _start_streams(
+    pool: ThreadPoolExecutor, resources: dict, instance: dg.DagsterInstance
+) -> Future:
+    """The streams run, started beside the insights runs when the instance can take two runs
+    at once (PostgreSQL storage, as in production); on Dagster's local SQLite storage, which
+    locks against a second writer, it runs first, here, and a failure raises at once."""
+    if isinstance(instance.event_log_storage, PostgresEventLogStorage):
+        # The streams share nothing with the insights; the governors keep both within Meta's
+        # limits together, as for the hourly schedule's runs.
+        return pool.submit(_run, STREAM_ASSETS, None, resources, instance, STREAMS_RUN)
+    done: Future = Future()
+    done.set_result(_run(STREAM_ASSETS, None, resources, instance, STREAMS_RUN))
+    return done
+
+
+def _streams_result(streams: Future, *, quiet: bool = False) -> dg.ExecuteInProcessResult | None:
+    """The streams run's result, once it has ended; with `quiet` its failure is logged rather
+    than raised (another error is on its way)."""
+    try:
+        return streams.result()
+    except RunFailed:
+        if not quiet:
+            raise
+        log.error("the streams run failed too", exc_info=True)
+        return None
 
 
 def _insight_runs(
@@ -352,16 +405,15 @@ def _run(
             partition_key = partitions.start  # one day: an ordinary single-partition run
         else:
             tags.update(partition_range_tags(partitions))
-    with _planned_events_per_asset():
-        result = dg.materialize(
-            assets,
-            partition_key=partition_key,
-            resources=resources,
-            instance=instance,
-            tags=tags,
-            run_config=_QUIET,
-            raise_on_error=False,
-        )
+    result = dg.materialize(
+        assets,
+        partition_key=partition_key,
+        resources=resources,
+        instance=instance,
+        tags=tags,
+        run_config=_QUIET,
+        raise_on_error=False,
+    )
     return _check(result, what)
 
 
@@ -375,7 +427,8 @@ _PLANNED_SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 @contextmanager
 def _planned_events_per_asset() -> Iterator[None]:
-    """Set Dagster's one-planned-event-per-asset switch for the runs started inside."""
+    """Set Dagster's one-planned-event-per-asset switch for the runs started inside (set once
+    around a whole sync: its runs may start from two threads)."""
     if _PLANNED_SUBSET_ENV in os.environ:
         yield
         return

@@ -2,11 +2,13 @@
 governor's limits, one account's failure not holding back the others."""
 
 import datetime as dt
+import shutil
 
 import dagster as dg
 import pytest
 from graph_emulator import EmulatorData, Fault, FaultPlan, GraphEmulator
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from crm_pipeline import lake, orchestrate
 from crm_pipeline.defs.crm.assets import ad_insights_daily
@@ -91,3 +93,31 @@ def test_the_sync_command_lands_the_other_accounts_when_one_fails(clean_db, data
             text("SELECT DISTINCT account_id FROM ad_insights_daily ORDER BY 1")
         ).scalars()
         assert list(stored) == ["1001"]
+
+
+def _postgres_instance(home, database_url: str, monkeypatch) -> dg.DagsterInstance:
+    """The production instance (the repo's dagster.yaml, storage in PostgreSQL)."""
+    home.mkdir()
+    shutil.copy(orchestrate.REPO_INSTANCE_CONFIG, home / "dagster.yaml")
+    pg_url = make_url(database_url).set(drivername="postgresql+psycopg2")
+    monkeypatch.setenv("DAGSTER_PG_URL", pg_url.render_as_string(hide_password=False))
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def test_the_streams_run_beside_the_insights_on_a_postgres_instance(
+    clean_db, database_url, fresh_database_url, dirs, tmp_path, monkeypatch
+):
+    with (
+        _postgres_instance(tmp_path / "home", fresh_database_url, monkeypatch) as instance,
+        GraphEmulator(EmulatorData(), latency_ms=LATENCY_MS) as server,
+    ):
+        report = sync(database_url, server, dirs, instance=instance)
+        records = instance.get_run_records()
+    assert report.insight_rows > 0
+    insights = [r for r in records if "dagster/asset_partition_range_start" in r.dagster_run.tags]
+    streams = [r for r in records if r not in insights]
+    assert len(insights) == 1 and len(streams) == 1
+    a, b = insights[0], streams[0]
+    assert a.start_time < b.end_time and b.start_time < a.end_time, "the runs did not overlap"
+    with clean_db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM ads")).scalar_one() > 0
