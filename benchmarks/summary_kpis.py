@@ -62,14 +62,15 @@ SELECT (23850000000000000 + g)::text, (1000000000000 + g % 4)::text,
        'ACTIVE'
 FROM generate_series(0, {ads} - 1) g;
 INSERT INTO ad_insights_daily (account_id, campaign_id, adset_id, ad_id, date, impressions,
-                               clicks, spend, reach, actions, leads)
+                               clicks, spend, reach, actions, leads, purchases,
+                               purchase_value)
 SELECT (1000000000000 + a % 4)::text, (23840000000000000 + a % 100)::text,
        (23845000000000000 + a % 400)::text, (23850000000000000 + a)::text,
        current_date - d, 200 + (a * 7919 + d * 104729) % 20000,
        (a * 31 + d * 17) % 300, ((a * 7919 + d * 104729) % 50000) / 100.0,
        150 + (a * 7919 + d * 104729) % 15000,
        jsonb_build_array(jsonb_build_object('action_type', 'lead', 'value', ((a + d) % 7)::text)),
-       (a + d) % 7
+       (a + d) % 7, (a + 2 * d) % 3, ((a * 13 + d * 7) % 9000) / 100.0
 FROM generate_series(0, {days} - 1) d, generate_series(0, {ads} - 1) a;
 INSERT INTO leads (id, form_id, ad_id, campaign_id, created_time, email, full_name, customer_id)
 SELECT (90000000000000 + g)::text,
@@ -124,6 +125,8 @@ FROM (SELECT GROUPING(campaign_id) AS level, campaign_id,
              coalesce(sum(leads), 0) AS leads,
              coalesce(sum(leads) FILTER (WHERE date BETWEEN %(first_day)s AND %(today)s), 0)
                  AS leads_last_30_days,
+             coalesce(sum(purchases), 0) AS purchases,
+             coalesce(sum(purchase_value), 0) AS purchase_value,
              min(date) AS first_date, max(date) AS last_date, max(synced_at) AS newest
       FROM ad_insights_daily GROUP BY GROUPING SETS ((campaign_id), ())) i
 LEFT JOIN campaigns c ON c.id = i.campaign_id
@@ -321,6 +324,7 @@ def _roas(campaigns: list[Any], attributed: list[Any], spend: Any) -> dict[str, 
                 "attributed_revenue": a.revenue if a else Decimal(0),
                 "spend": spent,
                 "roas": _round(a.revenue / spent, 4) if a and a.customers and spent > 0 else None,
+                **_meta_roas(s, spent),
             }
         )
     attributed_customers = sum(a.customers for a in attributed)
@@ -332,7 +336,19 @@ def _roas(campaigns: list[Any], attributed: list[Any], spend: Any) -> dict[str, 
         "roas": _round(attributed_revenue / spend.spend, 4)
         if attributed_customers and spend.spend > 0
         else None,
+        **_meta_roas(spend, spend.spend),
         "by_campaign": roas_rows,
+    }
+
+
+def _meta_roas(insights: Any, spent: Any) -> dict[str, Any]:
+    """Meta's reported purchases and purchase value of a campaign (or all), and their ROAS."""
+    purchases = insights.purchases if insights else 0
+    value = insights.purchase_value if insights else Decimal(0)
+    return {
+        "meta_purchases": purchases,
+        "meta_purchase_value": value,
+        "meta_roas": _round(value / spent, 4) if spent > 0 else None,
     }
 
 
