@@ -99,6 +99,46 @@ def _clone_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _privacy_erase(args: argparse.Namespace) -> int:
+    import getpass
+
+    from crm_pipeline.db import migrate
+    from crm_pipeline.db.engine import get_engine, resolve_database_url
+    from crm_pipeline.erasure import erase_person
+
+    settings = load_settings()
+    settings.require_production_ready("privacy erase")
+    url = resolve_database_url(settings)
+    migrate.require_migrated(url)
+    selector, value = next(
+        (name, getattr(args, name))
+        for name in ("customer_id", "email", "phone", "psid")
+        if getattr(args, name) is not None
+    )
+    result = erase_person(
+        get_engine(url),
+        selector,
+        value,
+        actor=args.actor or f"cli:{getpass.getuser()}",
+        data_dir=settings.data_dir,
+        cache_dir=settings.cache_dir,
+        dry_run=args.dry_run,
+        allow_multiple_customers=args.allow_multiple_customers,
+    )
+    if selector == "customer_id" and not result.found:
+        print("crm-pipeline: no customer with that id; nothing erased", file=sys.stderr)
+        return 1
+    verb = "would erase (dry run, nothing changed)" if args.dry_run else "erased"
+    where = "" if result.found else " (no database row was about them; their identifier is"
+    where += ")" if result.found else " remembered so later syncs drop it)"
+    print(f"{verb} the person with that {selector.replace('_', ' ')}{where}")
+    for name, count in result.counts().items():
+        print(f"  {name:<32} {count}")
+    if result.erasure_id is not None:
+        print(f"recorded as erasure {result.erasure_id}")
+    return 0
+
+
 def _key_connection():
     from crm_pipeline.db import migrate
     from crm_pipeline.db.engine import get_engine, resolve_database_url
@@ -249,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="crm-pipeline", description="Meta marketing data -> PostgreSQL -> JSON cache."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_db, _add_sync, _add_api_keys, _add_services, _add_local):
+    for add in (_add_db, _add_sync, _add_api_keys, _add_privacy, _add_services, _add_local):
         add(sub)
     return parser
 
@@ -286,6 +326,31 @@ def _add_db(sub) -> None:
         "check",
         help="print the effective configuration (secrets masked); non-zero on any problem",
     ).set_defaults(func=_config_check)
+
+
+def _add_privacy(sub) -> None:
+    privacy = sub.add_parser("privacy", help="personal data: erasure on request")
+    erase = privacy.add_subparsers(dest="privacy", required=True).add_parser(
+        "erase",
+        help="erase one person from the database, the raw lake and the cache; record it",
+        description="Deletes the person's customer row (kept anonymised when orders reference"
+        " it), leads, conversations, messages and webhook events; rewrites the raw Parquet files"
+        " that hold them; rebuilds their cache files; keeps their identifiers only as keyed"
+        " hashes (CRM_MASK_KEY) so later syncs drop them. See docs/privacy.md.",
+    )
+    who = erase.add_mutually_exclusive_group(required=True)
+    who.add_argument("--customer-id", metavar="ID")
+    who.add_argument("--email", metavar="E")
+    who.add_argument("--phone", metavar="P")
+    who.add_argument("--psid", metavar="S", help="a Messenger page-scoped id")
+    erase.add_argument("--dry-run", action="store_true", help="show the counts; change nothing")
+    erase.add_argument(
+        "--allow-multiple-customers",
+        action="store_true",
+        help="erase even when the identifier reaches several customer rows",
+    )
+    erase.add_argument("--actor", help="who asked, for the record (default: cli:<user>)")
+    erase.set_defaults(func=_privacy_erase)
 
 
 def _add_sync(sub) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 
-from crm_pipeline.api import cache_reads, problems, webhooks, writes
+from crm_pipeline.api import cache_reads, privacy, problems, webhooks, writes
 from crm_pipeline.api.auth import KeyRing
 from crm_pipeline.api.cache_store import CacheStore
 from crm_pipeline.api.change_listener import ChangeListener
@@ -81,6 +81,7 @@ def create_app(
     problems.install(app)
     app.include_router(webhooks.router)
     app.include_router(writes.router)
+    app.include_router(privacy.router)
     app.include_router(cache_reads.router)
     app.add_api_route(
         "/health",

@@ -326,6 +326,28 @@ cache_worker_state = Table(
     Column("pid", Integer, nullable=False),
 )
 
+# Erasure requests carried out (migration 0007): the kind of selector, when, by whom, and how
+# many rows of each table; never the erased values.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("selector", Text, nullable=False),  # customer_id | email | phone | psid
+    Column("erased_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", Text, nullable=False),
+    Column("counts", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+)
+
+# Each identifier of an erased person as an HMAC-SHA256 keyed with CRM_MASK_KEY (migration
+# 0007): what a later sync or webhook is checked against, without the value in clear.
+erased_identifiers = Table(
+    "erased_identifiers",
+    metadata,
+    Column("kind", Text, primary_key=True),  # email | phone | psid | lead | conversation
+    Column("digest", Text, primary_key=True),
+    Column("erasure_id", BigInteger, ForeignKey("erasures.id", ondelete="CASCADE"), nullable=False),
+)
+
 # Tables whose writes are logged row by row (entity_key = the row's key) ...
 ROW_LOGGED_TABLES = ("customers", "orders", "leads", "conversations", "messages")
 # ... and those logged per statement, grouped by a coarse key, so bulk loads write few rows.

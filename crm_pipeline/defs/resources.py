@@ -14,6 +14,7 @@ from crm_pipeline.config import load_settings, normalize_database_url, redact_ur
 from crm_pipeline.db.demo_mark import claim_for_demo
 from crm_pipeline.db.engine import get_engine, resolve_database_url
 from crm_pipeline.db.migrate import require_migrated
+from crm_pipeline.db.privacy.identifiers import ErasedIdentifiers
 
 _demo_checked: set[str] = set()  # databases known to be demo databases, in this process
 
@@ -42,6 +43,11 @@ class PostgresResource(dg.ConfigurableResource):
                 claim_for_demo(conn)
             _demo_checked.add(url)
         return engine
+
+    def erased(self) -> ErasedIdentifiers:
+        """The erased people's identifiers (keyed hashes), read now: what syncs must drop."""
+        with self.engine().connect() as conn:
+            return ErasedIdentifiers.load(conn)
 
     def display_url(self) -> str:
         """The URL with any password masked, for metadata and logs."""

@@ -19,6 +19,10 @@ RAW = "raw"
 # directory sees the old file or the new one, never both (no duplicate rows).
 PART_FILE = "part-0.parquet"
 SYNC_KEY = "synced_at"
+# The streams that hold personal data (Lead Ads answers, Messenger threads and messages): what
+# an erasure rewrites. The insights and ad objects hold none.
+PERSONAL_STREAMS = ("leads", "conversations", "messages")
+QUARANTINE = "quarantine"
 # ISO 8601 basic format, fixed width: sorts chronologically as text, and has no ':' (which
 # some tools refuse in paths).
 _SYNC_FORMAT = "%Y%m%dT%H%M%S.%fZ"
@@ -53,3 +57,14 @@ def raw_path(data_dir: Path, stream: str, partition: str) -> Path:
 def sync_partition(synced_at: dt.datetime) -> str:
     """The partition of a sync landed at `synced_at` (an aware datetime)."""
     return f"{SYNC_KEY}={synced_at.astimezone(dt.UTC).strftime(_SYNC_FORMAT)}"
+
+
+def sync_time(segment: str) -> dt.datetime | None:
+    """When the sync of a `synced_at=<stamp>` path segment landed; None for any other segment."""
+    key, _, stamp = segment.partition("=")
+    if key != SYNC_KEY:
+        return None
+    try:
+        return dt.datetime.strptime(stamp, _SYNC_FORMAT).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None

@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from crm_pipeline import lake
 from crm_pipeline.db import schema
 from crm_pipeline.db.crm_core import link_conversations_to_customers, link_leads_to_customers
+from crm_pipeline.db.privacy.identifiers import ErasedIdentifiers
 from crm_pipeline.db.sync_state import get_state, put_state
 from crm_pipeline.db.upsert import bulk_upsert
 from crm_pipeline.defs import groups
@@ -263,10 +264,14 @@ def leads(postgres: PostgresResource, storage: StorageResource) -> dg.Materializ
     """Upsert new leads; advance each form's time_created watermark."""
     raw = _load(storage, "leads").to_pylist()
     with postgres.engine().begin() as conn:
-        result = bulk_upsert(conn, schema.leads, [flatten_lead(r) for r in raw])
+        # Erased people stay erased, even from a raw file landed before their erasure.
+        kept, dropped = ErasedIdentifiers.load(conn).keep(raw)
+        result = bulk_upsert(conn, schema.leads, [flatten_lead(r) for r in kept])
         linked = link_leads_to_customers(conn)
         marks = _advance(conn, "leads", _newest(raw, "form_id", "created_time"), "created_time")
-    return _upsert_result("leads", result, **linked, watermark=dg.MetadataValue.json(marks))
+    return _upsert_result(
+        "leads", result, **linked, dropped_erased=dropped, watermark=dg.MetadataValue.json(marks)
+    )
 
 
 @dg.multi_asset(
@@ -297,7 +302,9 @@ def conversations_and_messages(postgres: PostgresResource, storage: StorageResou
     convs = _load(storage, "conversations").to_pylist()
     msgs = _load(storage, "messages").to_pylist()
     with postgres.engine().begin() as conn:
-        conv_result = bulk_upsert(conn, schema.conversations, map(conversation_row, convs))
+        # Erased people stay erased, even from a raw file landed before their erasure.
+        kept_convs, msgs, dropped = ErasedIdentifiers.load(conn).keep_threads(convs, msgs)
+        conv_result = bulk_upsert(conn, schema.conversations, map(conversation_row, kept_convs))
         linked = link_conversations_to_customers(conn)
         msg_result = bulk_upsert(conn, schema.messages, map(message_row, msgs))
         marks = _advance(
@@ -307,6 +314,7 @@ def conversations_and_messages(postgres: PostgresResource, storage: StorageResou
         "conversations",
         conv_result,
         linked_to_customers=linked,
+        dropped_erased=dropped,
         watermark=dg.MetadataValue.json(marks),
     )
     yield _upsert_result("messages", msg_result)

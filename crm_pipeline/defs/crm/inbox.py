@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, text
 from crm_pipeline.config import load_settings
 from crm_pipeline.db import schema
 from crm_pipeline.db.crm_core import link_leads_to_customers
+from crm_pipeline.db.privacy.identifiers import ErasedIdentifiers
 from crm_pipeline.db.upsert import bulk_upsert
 from crm_pipeline.defs import groups
 from crm_pipeline.defs.facebook.resources import GraphApiResource
@@ -181,16 +182,25 @@ def _enrich(claimed: Sequence[_InboxRow], client, log=None) -> _Enriched:
 
 
 def _record(conn: Connection, enriched: _Enriched) -> dict[str, int]:
-    """Upsert and link the leads and mark their inbox rows, inside `conn`'s transaction."""
-    result = bulk_upsert(conn, schema.leads, enriched.rows)
-    lead_ids = [row["id"] for row in enriched.rows]
+    """Upsert and link the leads and mark their inbox rows, inside `conn`'s transaction.
+
+    A lead of an erased person is dropped, and its inbox event deleted (invariant 12).
+    """
+    erased = ErasedIdentifiers.load(conn)
+    gone = [i for i, row in zip(enriched.done, enriched.rows, strict=True) if erased.matches(row)]
+    if gone:
+        conn.execute(text("DELETE FROM webhook_inbox WHERE id = ANY(:ids)"), {"ids": gone})
+    pairs = [(i, r) for i, r in zip(enriched.done, enriched.rows, strict=True) if i not in gone]
+    rows, done = [r for _, r in pairs], [i for i, _ in pairs]
+    result = bulk_upsert(conn, schema.leads, rows)
+    lead_ids = [row["id"] for row in rows]
     linked = link_leads_to_customers(conn, lead_ids) if lead_ids else {}
-    if enriched.done:
+    if done:
         conn.execute(
             text(
                 "UPDATE webhook_inbox SET processed_at = now(), error = NULL WHERE id = ANY(:ids)"
             ),
-            {"ids": enriched.done},
+            {"ids": done},
         )
     for inbox_id, message in enriched.failed:  # permanent: keep the row, stop retrying
         conn.execute(
@@ -202,7 +212,12 @@ def _record(conn: Connection, enriched: _Enriched) -> dict[str, int]:
             text("UPDATE webhook_inbox SET error = :e WHERE id = :id"),
             {"id": inbox_id, "e": message},
         )
-    return {"inserted": result.inserted, "updated": result.updated, **linked}
+    return {
+        "inserted": result.inserted,
+        "updated": result.updated,
+        "dropped_erased": len(gone),
+        **linked,
+    }
 
 
 def process_inbox(engine: Engine, client, batch_size: int, log=None) -> dict[str, int]:
@@ -216,7 +231,7 @@ def process_inbox(engine: Engine, client, batch_size: int, log=None) -> dict[str
     try:
         claimed = _claim(lease, batch_size)
         enriched = _enrich(claimed, client, log)
-        recorded = {"inserted": 0, "updated": 0}
+        recorded = {"inserted": 0, "updated": 0, "dropped_erased": 0}
         if claimed:
             with engine.begin() as conn:
                 recorded = _record(conn, enriched)

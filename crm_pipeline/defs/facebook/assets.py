@@ -234,11 +234,19 @@ def fb_ad_objects_raw(
     yield from _land(context, storage, "ad_accounts", accounts, validate.check_ad_accounts, usage)
 
 
-def _land(context, storage, kind: str, rows: list[dict], check, usage: dict, refused=None):
+def _land(
+    context, storage, kind: str, rows: list[dict], check, usage: dict, refused=None, erased=None
+):
     """Validate, land the batch as Parquet, and report it (one stream of a multi-asset).
 
     `refused` (object streams): what Meta would not return, quarantined with the bad rows.
+    `erased` (personal streams): the erased people, whose rows are dropped before anything
+    lands (invariant 12), and counted.
     """
+    dropped = {}
+    if erased is not None:
+        rows, count = erased.keep(rows)
+        dropped = {"dropped_erased": count}
     checked = check(rows)
     bad = [*checked.bad, *(refused or [])]
     table = to_arrow(checked.good, RAW_FIELDS[kind])
@@ -252,6 +260,7 @@ def _land(context, storage, kind: str, rows: list[dict], check, usage: dict, ref
             "rows": table.num_rows,
             "quarantined": len(bad),
             **refusals,
+            **dropped,
             "newest": max((t for t in times if t), default=None) or "",
             **usage,
             "path": dg.MetadataValue.path(str(path)),
@@ -303,7 +312,8 @@ def fb_leads_raw(
                 }
             rows = streams.read_leads_of(clients, forms, marks)
         usage = {**graph_metadata(graph), "forms": len(forms), "facebook_pages": len(clients)}
-    yield from _land(context, storage, "leads", rows, validate.check_leads, usage)
+    erased = postgres.erased()
+    yield from _land(context, storage, "leads", rows, validate.check_leads, usage, erased=erased)
 
 
 @dg.multi_asset(
@@ -348,12 +358,12 @@ def fb_conversations_raw(
         with failing_fast():
             batch = streams.read_conversations_of(_page_clients(graph), marks)
         usage = {**graph_metadata(graph), "facebook_pages": len(graph.page_ids)}
-    yield from _land(
-        context,
-        storage,
-        "conversations",
-        batch.conversations,
-        validate.check_conversations,
-        usage,
+    # Erased people are dropped before anything lands (invariant 12), with their threads.
+    conversations, messages, dropped = postgres.erased().keep_threads(
+        batch.conversations, batch.messages
     )
-    yield from _land(context, storage, "messages", batch.messages, validate.check_messages, usage)
+    usage["dropped_erased"] = dropped
+    yield from _land(
+        context, storage, "conversations", conversations, validate.check_conversations, usage
+    )
+    yield from _land(context, storage, "messages", messages, validate.check_messages, usage)

@@ -1,0 +1,169 @@
+"""An erasure request carried out end to end: database, raw lake, cache files.
+
+1. One SERIALIZABLE transaction finds every row of the person (`db/privacy/person.py`), deletes
+   or anonymises them (`db/privacy/erase_rows.py`), records the erasure and keeps their
+   identifiers only as keyed hashes. From its commit on, syncs and webhooks drop the person.
+2. Every raw and quarantined Parquet file of a personal stream is rewritten without the rows of
+   any erased person (`lake/scrub.py`), so an erasure interrupted here is completed by the next.
+3. The person's customer 360 file is rewritten (orders kept) or removed, and the whole files the
+   deleted rows fed (index, summary) are rebuilt, through the same forward-only writer as the
+   change path.
+
+`dry_run` does step 1 and rolls it back, and counts step 2 without writing: the counts are what
+a real run would do.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg.errors import SerializationFailure
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from crm_pipeline.cache.rebuild import rebuild_customers, rebuild_file
+from crm_pipeline.cache.registry import stale_files
+from crm_pipeline.db.engine import read_snapshot
+from crm_pipeline.db.privacy.erase_rows import (
+    RowCounts,
+    delete_rows,
+    record_erasure,
+    update_counts,
+)
+from crm_pipeline.db.privacy.identifiers import ErasedIdentifiers, digest, erasure_key
+from crm_pipeline.db.privacy.person import Person, PersonError, find_person
+from crm_pipeline.lake.scrub import ScrubReport, scrub_personal_files
+
+__all__ = ["ErasureResult", "PersonError", "erase_person"]
+
+_ATTEMPTS = 5  # SERIALIZABLE: a concurrent writer of the same rows makes the erase retry
+_TOUCHED = ("customers", "leads", "conversations", "messages")
+
+
+@dataclass
+class ErasureResult:
+    """What an erasure did (or, dry run, would do): counts only, never values."""
+
+    selector: str
+    dry_run: bool
+    found: bool  # any database row was about the person
+    erasure_id: int | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    raw: dict[str, int] = field(default_factory=dict)
+    cache: dict[str, int] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        """Every count, flat (what the `erasures` row records)."""
+        return {
+            **self.rows,
+            **{f"raw_{k}": v for k, v in self.raw.items()},
+            **{f"cache_{k}": v for k, v in self.cache.items()},
+        }
+
+
+class _DryRun(Exception):
+    """Rolls the dry run's transaction back."""
+
+
+def _database_step(
+    engine: Engine, selector: str, value: str, actor: str, key: bytes, options: dict
+) -> tuple[Person, RowCounts, int | None]:
+    for attempt in range(_ATTEMPTS):
+        try:
+            return _one_transaction(engine, selector, value, actor, key, options)
+        except OperationalError as exc:
+            if not isinstance(exc.orig, SerializationFailure) or attempt == _ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _one_transaction(engine, selector, value, actor, key, options):
+    result: list = []
+    try:
+        serializable = engine.connect().execution_options(isolation_level="SERIALIZABLE")
+        with serializable as conn, conn.begin():
+            conn.execute(text("SELECT set_config('crm.actor', :a, true)"), {"a": actor})
+            person = find_person(conn, selector, value, max_customers=options["max_customers"])
+            counts = delete_rows(conn, person)
+            counts.identifiers = _identifier_count(person, key)
+            result = [person, counts, None]
+            if options["dry_run"]:
+                raise _DryRun
+            if person.found or selector != "customer_id":
+                result[2] = record_erasure(conn, person, selector, actor, counts.as_dict(), key)
+    except _DryRun:
+        pass
+    return tuple(result)
+
+
+def _identifier_count(person: Person, key: bytes) -> int:
+    return sum(
+        1
+        for kind, values in person.identifiers().items()
+        for value in values
+        if digest(key, kind, value) is not None
+    )
+
+
+def _lake_step(
+    engine: Engine, data_dir: Path, person: Person, key: bytes, dry_run: bool
+) -> ScrubReport:
+    with engine.connect() as conn:
+        erased = ErasedIdentifiers.load(conn, key)
+    if dry_run:  # the person's own digests are not recorded yet: add them for the count
+        own = {
+            d
+            for kind, values in person.identifiers().items()
+            for v in values
+            if (d := digest(key, kind, v)) is not None
+        }
+        erased = ErasedIdentifiers(key, erased.digests | own)
+    return scrub_personal_files(data_dir, erased.matches, dry_run=dry_run)
+
+
+def _cache_step(engine: Engine, cache_dir: Path, person: Person) -> dict[str, int]:
+    with read_snapshot(engine) as conn:
+        files = rebuild_customers(conn, cache_dir, sorted(person.customer_ids))
+    rebuilt = [
+        rebuild_file(engine, cache_dir, f) for f in stale_files(_TOUCHED) if not f.per_customer
+    ]
+    return {
+        "customer_files_rewritten": len(files.written),
+        "customer_files_removed": len(files.removed),
+        "files_rebuilt": sum(1 for r in rebuilt if r.outcome.written),
+    }
+
+
+def erase_person(
+    engine: Engine,
+    selector: str,
+    value: str,
+    *,
+    actor: str,
+    data_dir: Path,
+    cache_dir: Path,
+    key: bytes | None = None,
+    dry_run: bool = False,
+    allow_multiple_customers: bool = False,
+) -> ErasureResult:
+    """Erase the person `selector` = `value` names from the database, raw lake and cache.
+
+    Raises PersonError for an unusable selector or a person spanning several customers (unless
+    `allow_multiple_customers`). The value itself never reaches a log, record or error.
+    """
+    key = key or erasure_key()
+    options = {"dry_run": dry_run, "max_customers": 10**9 if allow_multiple_customers else 1}
+    person, counts, erasure = _database_step(engine, selector, value, actor, key, options)
+    result = ErasureResult(selector, dry_run, person.found, erasure, counts.as_dict())
+    if not person.found and selector == "customer_id":
+        return result  # an unknown customer id: nothing to erase, nothing to remember
+    scrub = _lake_step(engine, Path(data_dir), person, key, dry_run)
+    result.raw = {"files_rewritten": scrub.files_rewritten, "rows_removed": scrub.rows_removed}
+    if not dry_run:
+        result.cache = _cache_step(engine, Path(cache_dir), person)
+        with engine.begin() as conn:
+            update_counts(conn, erasure, result.counts())
+    return result
