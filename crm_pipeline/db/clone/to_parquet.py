@@ -54,8 +54,15 @@ def arrow_type(column) -> pa.DataType:
     if isinstance(ctype, Date):
         return pa.date32()
     if isinstance(ctype, Numeric):
+        if _unconstrained(ctype):
+            return pa.string()  # any fixed Arrow scale could round it: kept exact, as text
         return pa.decimal128(ctype.precision or 38, ctype.scale or 0)
     return pa.string()
+
+
+def _unconstrained(ctype) -> bool:
+    """A bare `numeric` (no scale, e.g. ad_insights_daily.frequency): any number of decimals."""
+    return isinstance(ctype, Numeric) and ctype.scale is None
 
 
 def arrow_schema(table: Table) -> pa.Schema:
@@ -64,7 +71,7 @@ def arrow_schema(table: Table) -> pa.Schema:
 
 
 def _text_cast(table: Table) -> list[bool]:
-    return [isinstance(c.type, JSONB | Xid8) for c in table.columns]
+    return [isinstance(c.type, JSONB | Xid8) or _unconstrained(c.type) for c in table.columns]
 
 
 def clone_to_parquet(
@@ -174,7 +181,9 @@ def verify_parquet(source_url: str, folder: Path, result: CloneResult) -> None:
                     buffer = pa.BufferOutputStream()
                     pacsv.write_csv(pa.Table.from_batches([batch]), buffer, write_options=options)
                     copy.write(buffer.getvalue().to_pybytes())
+            # The columns in the order the source's checksum read them: a table's physical
+            # order (which `SELECT *` follows) differs where a migration added a column.
             report.target_count, report.target_checksum = conn.execute(
-                checksum_sql(sql.SQL("SELECT * FROM {}").format(tmp))
+                checksum_sql(sql.SQL("SELECT {c} FROM {tmp}").format(c=cols, tmp=tmp))
             ).fetchone()
         conn.rollback()
