@@ -307,7 +307,8 @@ def test_mask_pii_hides_originals_and_keeps_joins(populated, fresh_database_url,
     assert by_name["email"] == _scalar(fresh_database_url, "SELECT email FROM leads WHERE id='L5'")
     assert by_name["full_name"] == mask_value("name", "Lead 5", b"test-key-1")
     assert by_name["phone_number"] == mask_value("phone", "+19990000005", b"test-key-1")
-    assert by_name["favourite_colour"] == "blue"
+    # Custom questions can hold anything personal: their answers are masked too.
+    assert by_name["favourite_colour"] == mask_value("answer", "blue", b"test-key-1")
     # Non-PII tables are untouched.
     assert _figures(fresh_database_url)["orders"] == _figures(populated)["orders"]
 

@@ -14,7 +14,9 @@
   (`sum(hashtext(row::text))`) computed in SQL on the source (in the snapshot) and on the
   target. For Parquet, the files are read back into a temporary table of the same type so the
   checksum is computed from what was actually written.
-- **`mask_pii`**: names, emails and phones become keyed hashes (`masking.py`).
+- **`mask_pii`**: everything personal becomes keyed hashes, computed in the source query so
+  the checksums verify the masked copy: names, emails, phones, PSIDs, message texts, every
+  `field_data` answer and every string and number of webhook payloads (`masking.PII_COLUMNS`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import Table
 
-from crm_pipeline.db.clone.masking import PII_COLUMNS, mask_field_data_sql, mask_sql
+from crm_pipeline.db.clone.masking import mask_column_sql
 from crm_pipeline.db.engine import libpq_url
 from crm_pipeline.db.schema import metadata
 
@@ -31,20 +31,13 @@ def stored_columns(table: Table, *, computed: bool = True) -> list:
 
 
 def select_list(table: Table, key: bytes | None, *, computed: bool = True) -> sql.Composable:
-    """The columns of `table` as read for the clone: masked when `key` is given."""
+    """The columns of `table` as read for the clone: masked per `PII_COLUMNS` when `key` is
+    given. The same query feeds the copy and the source checksum, so masked clones verify."""
     items = []
     for col in stored_columns(table, computed=computed):
         ident = sql.Identifier(col.name)
-        expr: sql.Composable = ident
-        if key is not None:
-            kind = PII_COLUMNS.get(table.name, {}).get(col.name)
-            if kind is not None:
-                expr = mask_sql(kind, ident, key)
-            elif table.name == "leads" and col.name == "field_data":
-                expr = mask_field_data_sql(ident, key)
-        if expr is not ident:
-            expr = sql.SQL("{} AS {}").format(expr, ident)
-        items.append(expr)
+        masked = mask_column_sql(table.name, col.name, key) if key is not None else None
+        items.append(ident if masked is None else sql.SQL("{} AS {}").format(masked, ident))
     return sql.SQL(", ").join(items)
 
 

@@ -20,7 +20,10 @@ class SnapshotConfig(dg.Config):
 
     mask_pii: bool = Field(
         default=False,
-        description="Replace names, emails and phones with keyed hashes (key: CRM_MASK_KEY).",
+        description=(
+            "Replace every personal value (names, emails, phones, PSIDs, message text, lead "
+            "answers, webhook payloads) with keyed hashes (key: CRM_MASK_KEY)."
+        ),
     )
 
 
