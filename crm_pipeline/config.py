@@ -3,8 +3,8 @@
 Every variable name is fixed (docs/architecture.md) and declared once here, with its meaning
 and default; the README's configuration table is generated from this model
 (`python -m crm_pipeline.config`) and a test keeps the two equal. The groups (`graph`,
-`sensors`, `worker`, `api`, in `config_groups.py`) keep related settings together; their
-variables keep their own flat names. Single values are parsed in `config_values.py`.
+`sensors`, `worker`, `api`, `retention`, in `config_groups.py`) keep related settings together;
+their variables keep their own flat names. Single values are parsed in `config_values.py`.
 
 Errors name the variable and what is wrong with it, never the value of a secret.
 """
@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from crm_pipeline.config_groups import (
     ApiSettings,
     GraphSettings,
+    RetentionSettings,
     SensorSettings,
     SettingsGroup,
     WorkerSettings,
@@ -62,6 +63,7 @@ __all__ = [
     "ApiSettings",
     "ConfigError",
     "GraphSettings",
+    "RetentionSettings",
     "Secret",
     "SensorSettings",
     "Settings",
@@ -149,7 +151,8 @@ class Settings(BaseSettings):
     )
     mask_key: Secret | None = env_field(
         "CRM_MASK_KEY",
-        "key of the `clone-db --mask-pii` hashes (the built-in default is public)",
+        "key of the `clone-db --mask-pii` hashes and of erased people's identifiers (keep it:"
+        " another key no longer recognises them; the built-in default is public)",
         shown_default="built-in (refused in production)",
         repr=False,
     )
@@ -178,6 +181,7 @@ class Settings(BaseSettings):
     sensors: SensorSettings = Field(default_factory=SensorSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,5 +1,6 @@
-"""The groups of the settings model (`graph`, `sensors`, `worker`, `api`): related settings kept
-together, each read from its own flat environment variable by `crm_pipeline.config`.
+"""The groups of the settings model (`graph`, `sensors`, `worker`, `api`, `retention`): related
+settings kept together, each read from its own flat environment variable by
+`crm_pipeline.config`.
 """
 
 from __future__ import annotations
@@ -223,3 +224,35 @@ class ApiSettings(SettingsGroup):
                 "takes host names (e.g. crm.example.com,*.example.com), not URLs: " + ", ".join(bad)
             )
         return hosts
+
+
+# The longest retention accepted (a century): past it, the cutoff would fall before year 1.
+MAX_RETENTION_DAYS = 36_500
+
+
+class RetentionSettings(SettingsGroup):
+    """How long personal data is kept (the daily asset `personal_data_retention`)."""
+
+    raw_days: int = env_field(
+        "CRM_RAW_RETENTION_DAYS",
+        "days raw Parquet landings (and quarantined rows) are kept under `CRM_DATA_DIR`; "
+        "older ones are removed daily by `personal_data_retention`",
+        30,
+    )
+    inbox_days: int = env_field(
+        "CRM_INBOX_RETENTION_DAYS",
+        "days processed and rejected webhook events are kept in `webhook_inbox` (pending ones "
+        "are never removed); older ones are deleted daily by `personal_data_retention`",
+        30,
+    )
+
+    @field_validator("raw_days", "inbox_days")
+    @classmethod
+    def _positive(cls, value: int, info) -> int:
+        if not 1 <= value <= MAX_RETENTION_DAYS:
+            variable = cls.model_fields[info.field_name].json_schema_extra["env"]
+            raise ConfigError(
+                f"{variable} must be a whole number of days from 1 to {MAX_RETENTION_DAYS} "
+                f"(how long data is kept before it is deleted), got {value}"
+            )
+        return value

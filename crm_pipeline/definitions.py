@@ -39,6 +39,11 @@ from crm_pipeline.defs.facebook.assets import (
 from crm_pipeline.defs.facebook.custom_insights import CUSTOM_INSIGHT_ASSETS
 from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
+from crm_pipeline.defs.retention import (
+    daily_personal_data_retention,
+    personal_data_retention,
+    personal_data_retention_job,
+)
 from crm_pipeline.defs.sync_schedules import (
     daily_attribution_resync,
     facebook_insights_job,
@@ -66,6 +71,10 @@ HOURLY_SYNC_FRESHNESS = dg.FreshnessPolicy.time_window(
 CACHE_FRESHNESS = dg.FreshnessPolicy.time_window(
     fail_window=dt.timedelta(hours=25), warn_window=dt.timedelta(hours=13)
 )
+# The retention runs daily: one missed day warns, two fail (personal data kept past its time).
+RETENTION_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=dt.timedelta(hours=49), warn_window=dt.timedelta(hours=25)
+)
 FRESHNESS_BY_SELECTION = (
     (
         # Not the tables other apps write (the crm group), nor leads arriving by webhook.
@@ -74,6 +83,7 @@ FRESHNESS_BY_SELECTION = (
         HOURLY_SYNC_FRESHNESS,
     ),
     (dg.AssetSelection.groups(groups.CACHE, groups.ANALYTICS), CACHE_FRESHNESS),
+    (dg.AssetSelection.assets(personal_data_retention), RETENTION_FRESHNESS),
 )
 
 
@@ -112,6 +122,12 @@ def _domains() -> list[dg.Definitions]:
             sensors=[change_log_sensor],
         ),
         dg.Definitions(assets=[analytics_summary]),
+        # Spans the raw zone and the CRM database, like the sync schedules.
+        dg.Definitions(
+            assets=[personal_data_retention],
+            jobs=[personal_data_retention_job],
+            schedules=[daily_personal_data_retention],
+        ),
     ]
 
 

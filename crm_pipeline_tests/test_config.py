@@ -38,6 +38,7 @@ def test_defaults_use_the_embedded_database_and_never_the_emulator_silently():
     assert settings.data_dir == Path(".crm")
     assert settings.pg_data_dir == Path(".crm/pg")
     assert settings.env == "development"
+    assert (settings.retention.raw_days, settings.retention.inbox_days) == (30, 30)
     assert not settings.uses_emulator
     assert settings.effective_graph_url == "https://graph.facebook.com"
     assert settings.missing_graph_credentials() == ["FB_ACCESS_TOKEN", "FB_AD_ACCOUNT_IDS"]
@@ -68,8 +69,11 @@ def test_values_are_parsed_and_normalised():
             "CRM_API_ALLOWED_HOSTS": "CRM.example.com, *.corp.example",
             "CRM_LOG_FORMAT": "JSON",
             "CRM_INSIGHTS_MODE": "",  # blank means unset
+            "CRM_RAW_RETENTION_DAYS": " 7 ",
+            "CRM_INBOX_RETENTION_DAYS": "1",
         }
     )
+    assert (settings.retention.raw_days, settings.retention.inbox_days) == (7, 1)
     assert settings.database_url == "postgresql+psycopg://u:pw@127.0.0.1:5432/crm"
     assert settings.graph_url == "http://127.0.0.1:8080"
     assert settings.ad_account_ids == ("act_12", "act_34")
@@ -97,6 +101,12 @@ def test_values_are_parsed_and_normalised():
         ({"CRM_INSIGHTS_MODE": "fast"}, "CRM_INSIGHTS_MODE"),
         ({"CRM_API_ALLOWED_HOSTS": "https://crm.example.com/"}, "not URLs"),
         ({"CRM_GRAPH_MAX_WAIT_SECONDS": "inf"}, "CRM_GRAPH_MAX_WAIT_SECONDS"),
+        ({"CRM_RAW_RETENTION_DAYS": "0"}, "CRM_RAW_RETENTION_DAYS must be a whole number of days"),
+        ({"CRM_RAW_RETENTION_DAYS": "-5"}, "from 1 to 36500 (how long data is kept"),
+        ({"CRM_INBOX_RETENTION_DAYS": "0"}, "CRM_INBOX_RETENTION_DAYS must be a whole number"),
+        ({"CRM_INBOX_RETENTION_DAYS": "-1"}, "CRM_INBOX_RETENTION_DAYS must be a whole number"),
+        ({"CRM_INBOX_RETENTION_DAYS": "a month"}, "CRM_INBOX_RETENTION_DAYS: Input should be"),
+        ({"CRM_RAW_RETENTION_DAYS": "36501"}, "CRM_RAW_RETENTION_DAYS must be a whole number"),
     ],
 )
 def test_invalid_values_name_the_variable(env, message):

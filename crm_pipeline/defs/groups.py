@@ -6,6 +6,7 @@
 - `crm`: the CRM's own tables (customers, orders), written by the API, other apps and psql, and
   the database snapshot.
 - `cache`: the JSON cache files the UI reads; `analytics`: summary.json for analysts.
+- `privacy`: what removes personal data (the daily `personal_data_retention`).
 """
 
 FACEBOOK_RAW = "facebook_raw"
@@ -13,3 +14,4 @@ FACEBOOK = "facebook"
 CRM = "crm"
 CACHE = "cache"
 ANALYTICS = "analytics"
+PRIVACY = "privacy"

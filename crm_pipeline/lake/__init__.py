@@ -2,7 +2,7 @@
 
 `layout` says where files live, `raw` lands and reads them (atomically, through
 `crm_pipeline.atomic`), `legacy` moves files of the old layout, `quarantine` keeps malformed
-rows. See docs/architecture.md.
+rows, `retention` removes landings past `CRM_RAW_RETENTION_DAYS`. See docs/architecture.md.
 """
 
 from crm_pipeline.lake.layout import PART_FILE, SYNC_KEY, partition_keys, raw_path, stream_dir
@@ -18,9 +18,11 @@ from crm_pipeline.lake.raw import (
     read_partition,
     write_parquet_atomic,
 )
+from crm_pipeline.lake.retention import PruneReport, prune_raw
 
 __all__ = [
     "PART_FILE",
+    "PruneReport",
     "SYNCS_KEPT",
     "SYNC_KEY",
     "land_partition",
@@ -28,6 +30,7 @@ __all__ = [
     "migrate_legacy_layout",
     "newest_sync",
     "partition_keys",
+    "prune_raw",
     "quarantine_path",
     "raw_path",
     "read_newest_sync",

@@ -41,8 +41,8 @@ def read_parquet(path: Path) -> pa.Table:
     """Read a raw file; a clear error when it was never landed."""
     if not path.exists():
         raise FileNotFoundError(
-            f"raw partition {path} does not exist: "
-            "materialise its raw asset for this partition first"
+            f"raw partition {path} does not exist (never landed, or removed by the raw "
+            "retention, CRM_RAW_RETENTION_DAYS): materialise its raw asset for this partition first"
         )
     # One known file: read it directly (read_table would set up a dataset, discovery and all,
     # for every one of a range's hundreds of files).
@@ -102,10 +102,20 @@ def newest_sync(data_dir: Path, stream: str) -> Path | None:
 
 
 def read_newest_sync(data_dir: Path, stream: str) -> pa.Table:
-    """The rows of the newest sync of `stream`."""
+    """The rows of the newest sync of `stream`.
+
+    Raises FileNotFoundError when there is none on disk: never landed, or every sync is older
+    than the raw retention (`lake.retention`). The loads then fail, loading nothing and moving
+    no watermark, until the raw asset lands a new sync; an older sync is never read in the
+    newest's place (the retention removes a stream's syncs oldest first).
+    """
     path = newest_sync(data_dir, stream)
-    if path is None:
-        raise FileNotFoundError(
-            f"no sync of raw stream {stream} has landed: materialise its raw asset first"
-        )
-    return pq.read_table(path)
+    if path is not None:
+        try:
+            return pq.read_table(path)
+        except FileNotFoundError:
+            pass  # pruned since it was listed, and every older sync before it
+    raise FileNotFoundError(
+        f"no sync of raw stream {stream} on disk: none landed yet, or the raw retention "
+        f"(CRM_RAW_RETENTION_DAYS) removed them all; materialise its raw asset first"
+    )

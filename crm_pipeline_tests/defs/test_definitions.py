@@ -49,9 +49,27 @@ def test_graph_shape_kinds_schedule_and_sensor():
     schedules = list(defs.schedules)
     hourly = [s for s in schedules if s.cron_schedule == "0 * * * *"]
     assert len(hourly) == 1
+    assert {s.name for s in schedules} == {
+        "hourly_facebook_sync",
+        "daily_attribution_resync",
+        "daily_personal_data_retention",
+    }
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules)
     sensors = list(defs.sensors)
     assert sensors and all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors)
+
+
+def test_personal_data_retention_runs_daily_on_its_own_and_is_held_to_it():
+    schedule = defs.resolve_schedule_def("daily_personal_data_retention")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 4 * * *", "UTC")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    job = defs.resolve_job_def(schedule.job_name)
+    assert job.asset_layer.selected_asset_keys == {dg.AssetKey("personal_data_retention")}
+    node = defs.resolve_asset_graph().get(dg.AssetKey("personal_data_retention"))
+    assert node.group_name == groups.PRIVACY
+    # A retention that stopped running is personal data kept past its time: the UI says so.
+    assert node.freshness_policy is not None
+    assert node.parent_keys == set()  # it reads no asset: it runs whatever the syncs did
 
 
 def test_dagster_cli_validates_the_workspace(tmp_path):
