@@ -315,7 +315,8 @@ def _add_db(sub) -> None:
     clone.add_argument(
         "--mask-pii",
         action="store_true",
-        help="replace names, emails and phones with keyed hashes (set CRM_MASK_KEY)",
+        help="replace every personal value (names, emails, phones, PSIDs, message text, lead"
+        " answers, webhook payloads) with keyed hashes (set CRM_MASK_KEY)",
     )
     clone.set_defaults(func=_clone_db)
 

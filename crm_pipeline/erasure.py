@@ -4,7 +4,9 @@
    or anonymises them (`db/privacy/erase_rows.py`), records the erasure and keeps their
    identifiers only as keyed hashes. From its commit on, syncs and webhooks drop the person.
 2. Every raw and quarantined Parquet file of a personal stream is rewritten without the rows of
-   any erased person (`lake/scrub.py`), so an erasure interrupted here is completed by the next.
+   any erased person (`lake/scrub.py`), so an erasure interrupted here is completed by the next;
+   so are local database snapshots (`local_db_snapshot`, under `CRM_DATA_DIR/snapshots`), where
+   a customer row is anonymised (the snapshot's orders keep it) and the other rows dropped.
 3. The person's customer 360 file is rewritten (orders kept) or removed, and the whole files the
    deleted rows fed (index, summary) are rebuilt, through the same forward-only writer as the
    change path.
@@ -15,6 +17,8 @@ a real run would do.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +27,13 @@ from psycopg.errors import SerializationFailure
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
+from crm_pipeline.atomic import write_bytes_atomic
 from crm_pipeline.cache.rebuild import rebuild_customers, rebuild_file
 from crm_pipeline.cache.registry import stale_files
 from crm_pipeline.db.engine import read_snapshot
 from crm_pipeline.db.privacy.erase_rows import (
+    ANONYMISED_CUSTOMER_COLUMNS,
+    DELETED_TABLES,
     RowCounts,
     delete_rows,
     record_erasure,
@@ -34,7 +41,7 @@ from crm_pipeline.db.privacy.erase_rows import (
 )
 from crm_pipeline.db.privacy.identifiers import ErasedIdentifiers, digest, erasure_key
 from crm_pipeline.db.privacy.person import Person, PersonError, find_person
-from crm_pipeline.lake.scrub import ScrubReport, scrub_personal_files
+from crm_pipeline.lake.scrub import scrub_files, scrub_personal_files, snapshot_files
 
 __all__ = ["ErasureResult", "PersonError", "erase_person"]
 
@@ -110,7 +117,7 @@ def _identifier_count(person: Person, key: bytes) -> int:
 
 def _lake_step(
     engine: Engine, data_dir: Path, person: Person, key: bytes, dry_run: bool
-) -> ScrubReport:
+) -> dict[str, int]:
     with engine.connect() as conn:
         erased = ErasedIdentifiers.load(conn, key)
     if dry_run:  # the person's own digests are not recorded yet: add them for the count
@@ -121,7 +128,40 @@ def _lake_step(
             if (d := digest(key, kind, v)) is not None
         }
         erased = ErasedIdentifiers(key, erased.digests | own)
-    return scrub_personal_files(data_dir, erased.matches, dry_run=dry_run)
+    raw = scrub_personal_files(data_dir, erased.matches, dry_run=dry_run)
+    snapshots = scrub_files(
+        snapshot_files(data_dir, ("customers", *DELETED_TABLES)),
+        lambda table, row: _snapshot_row(erased, table, row),
+        dry_run=dry_run,
+    )
+    for folder in {path.parent for path in snapshots.rewritten}:
+        _note_in_manifest(folder)
+    return {
+        "files_rewritten": raw.files_rewritten,
+        "rows_removed": raw.rows_removed,
+        "snapshot_files_rewritten": snapshots.files_rewritten,
+        "snapshot_rows_changed": snapshots.rows_removed + snapshots.rows_anonymised,
+    }
+
+
+def _snapshot_row(erased: ErasedIdentifiers, table: str, row: dict) -> dict | None:
+    """A snapshot's row of an erased person: dropped, or (customers, whose orders the snapshot
+    keeps) anonymised like the database row."""
+    if not erased.matches(row):
+        return row
+    if table == "customers":
+        return {**row, **dict.fromkeys(ANONYMISED_CUSTOMER_COLUMNS)}
+    return None
+
+
+def _note_in_manifest(folder: Path) -> None:
+    """A snapshot rewritten by an erasure says so: its recorded checksums are from before."""
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return
+    manifest = json.loads(path.read_text())
+    manifest.setdefault("rewritten_by_erasures_at", []).append(dt.datetime.now(dt.UTC).isoformat())
+    write_bytes_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def _cache_step(engine: Engine, cache_dir: Path, person: Person) -> dict[str, int]:
@@ -160,8 +200,7 @@ def erase_person(
     result = ErasureResult(selector, dry_run, person.found, erasure, counts.as_dict())
     if not person.found and selector == "customer_id":
         return result  # an unknown customer id: nothing to erase, nothing to remember
-    scrub = _lake_step(engine, Path(data_dir), person, key, dry_run)
-    result.raw = {"files_rewritten": scrub.files_rewritten, "rows_removed": scrub.rows_removed}
+    result.raw = _lake_step(engine, Path(data_dir), person, key, dry_run)
     if not dry_run:
         result.cache = _cache_step(engine, Path(cache_dir), person)
         with engine.begin() as conn:

@@ -5,6 +5,7 @@ back although the emulator still serves their lead and conversation."""
 import datetime as dt
 
 import dagster as dg
+import orjson
 import pytest
 from graph_emulator import EmulatorData, GraphEmulator
 from sqlalchemy import text
@@ -12,6 +13,7 @@ from sqlalchemy import text
 from crm_pipeline import cli
 from crm_pipeline.cache.rebuild import rebuild_all_customers, rebuild_file
 from crm_pipeline.cache.registry import FILES
+from crm_pipeline.db.clone import clone_database
 from crm_pipeline.db.engine import read_snapshot
 from crm_pipeline_tests.defs.facebook_sync.sync_helpers import sync
 from crm_pipeline_tests.privacy.person_traces import Needles, file_traces, table_traces
@@ -22,6 +24,7 @@ PERSON = Needles(
     email="x@example.net", phone="+44 20 7946 0958", name="Xenia Erasmus", psid="9188776655"
 )
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+SNAPSHOT = "20261201T000000000000Z"  # a local_db_snapshot folder
 
 
 def _emulator_with_person() -> EmulatorData:
@@ -64,35 +67,43 @@ def _erase(monkeypatch, database_url, dirs, *args) -> int:
     return cli.main(["privacy", "erase", *args])
 
 
-def test_an_erased_person_is_gone_everywhere_and_a_later_sync_does_not_bring_them_back(
-    clean_db, database_url, dirs, monkeypatch, capsys
-):
-    with clean_db.begin() as conn:  # the CRM knew them: their lead and thread link here
+def _person_everywhere(engine, database_url, server, dirs) -> int:
+    """Sync the person in from Meta, give them an order, build the cache and a snapshot; their
+    customer id."""
+    with engine.begin() as conn:  # the CRM knew them: their lead and thread link here
         conn.execute(
             text("INSERT INTO customers (name, email, fb_psid) VALUES (:n, :e, :p)"),
             {"n": PERSON.name, "e": PERSON.email, "p": PERSON.psid},
         )
+    sync(database_url, server, dirs, instance=dg.DagsterInstance.ephemeral())
+    with engine.begin() as conn:
+        customer = conn.execute(
+            text("SELECT customer_id FROM leads WHERE lower(email) = :e"), {"e": PERSON.email}
+        ).scalar_one()
+        conn.execute(
+            text("INSERT INTO orders (customer_id, amount) VALUES (:id, 42.50)"), {"id": customer}
+        )
+    _refresh_cache(engine, dirs["cache"])
+    clone_database(database_url, dirs["data"] / "snapshots" / SNAPSHOT, progress=None)
+    return customer
+
+
+def test_an_erased_person_is_gone_everywhere_and_a_later_sync_does_not_bring_them_back(
+    clean_db, database_url, dirs, monkeypatch, capsys
+):
     with GraphEmulator(_emulator_with_person()) as server:
-        sync(database_url, server, dirs, instance=dg.DagsterInstance.ephemeral())
-        with clean_db.begin() as conn:
-            customer = conn.execute(
-                text("SELECT customer_id FROM leads WHERE lower(email) = :e"),
-                {"e": PERSON.email},
-            ).scalar_one()
-            conn.execute(
-                text("INSERT INTO orders (customer_id, amount) VALUES (:id, 42.50)"),
-                {"id": customer},
-            )
-        _refresh_cache(clean_db, dirs["cache"])
+        customer = _person_everywhere(clean_db, database_url, server, dirs)
+        snapshot = dirs["data"] / "snapshots" / SNAPSHOT
         before = _traces(clean_db, dirs)
         # Everywhere before: the test would pass vacuously if the person never got in.
-        for place in ("leads", "messages", "customers", "customers/index.json", "raw/leads/"):
+        for place in ("leads", "messages", "customers", "index.json", "raw/leads/", "snapshots/"):
             assert any(place in t for t in before), (place, before)
 
         assert _erase(monkeypatch, database_url, dirs, "--email", PERSON.email) == 0
         out = capsys.readouterr().out
         assert PERSON.email not in out
         assert _traces(clean_db, dirs) == [], _traces(clean_db, dirs)
+        assert orjson.loads((snapshot / "manifest.json").read_bytes())["rewritten_by_erasures_at"]
 
         with clean_db.connect() as conn:
             erasure = conn.execute(text("SELECT selector, actor, counts FROM erasures")).one()

@@ -33,9 +33,14 @@ _DELETE_INBOX = text(
     " OR lower(payload::text) LIKE ANY(:patterns)"
 )
 _WITH_ORDERS = text("SELECT DISTINCT customer_id FROM orders WHERE customer_id = ANY(:ids)")
+# A customer kept for their orders keeps its id and tier; these become NULL.
+ANONYMISED_CUSTOMER_COLUMNS = ("name", "email", "phone", "fb_psid")
+# The tables whose rows about the person are deleted outright.
+DELETED_TABLES = ("leads", "conversations", "messages", "webhook_inbox")
 _ANONYMISE = text(
-    "UPDATE customers SET name = NULL, email = NULL, phone = NULL, fb_psid = NULL,"
-    " updated_at = now() WHERE id = ANY(:ids)"
+    "UPDATE customers SET "
+    + ", ".join(f"{c} = NULL" for c in ANONYMISED_CUSTOMER_COLUMNS)
+    + ", updated_at = now() WHERE id = ANY(:ids)"
 )
 _DELETE_CUSTOMERS = text("DELETE FROM customers WHERE id = ANY(:ids)")
 _RECORD = text(
