@@ -14,7 +14,6 @@ from datetime import date
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus, urlsplit
 
-import orjson
 import requests
 from facebook_business.adobjects.ad import Ad
 from facebook_business.adobjects.adaccount import AdAccount
@@ -23,6 +22,7 @@ from facebook_business.adobjects.campaign import Campaign
 from facebook_business.api import FacebookAdsApi, FacebookSession
 from facebook_business.exceptions import FacebookRequestError
 
+from crm_pipeline.facebook import sdk_call
 from crm_pipeline.facebook.api_notices import ApiNotices
 from crm_pipeline.facebook.error_messages import explain
 from crm_pipeline.facebook.errors import GraphApiError
@@ -87,14 +87,14 @@ class GovernedAdsApi(FacebookAdsApi):
         governor, ledger = self._route(path)
         # The same dict the caller (e.g. an SDK Cursor) holds: a reduced `limit` sticks to it.
         params = params if params is not None else {}
-        parent = super()
 
         def send():
             with self._attempts_lock:
                 self._attempts += 1
             try:
-                response = parent.call(
-                    method, path, params, headers, files, url_override, api_version
+                # The SDK's call, its answer's JSON parsed once (`sdk_call`).
+                response = sdk_call.send(
+                    self, method, path, params, headers, files, url_override, api_version
                 )
             except FacebookRequestError as exc:
                 # An expired version's 400 may carry the warning too: read errors' headers.
@@ -409,14 +409,10 @@ class GraphClient:
 
 
 def _json_body(response: Any) -> dict:
-    """A response's JSON body, parsed with orjson (several times faster than the SDK's
-    json.loads on an insights page of 500 rows); the SDK's own parse when it is not bytes/str."""
-    body = response.body()
-    if isinstance(body, (bytes, str)):
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, dict):
-            return parsed
-    return response.json()
+    """A response's JSON body: parsed once, by `sdk_call.ParsedResponse` (orjson)."""
+    parsed = response.json()
+    if not isinstance(parsed, dict):
+        raise requests.exceptions.InvalidJSONError(
+            "the Graph API answered with something other than a JSON object"
+        )
+    return parsed
