@@ -14,7 +14,12 @@ from typing import Any
 
 from crm_pipeline.facebook.ids import AD_ACCOUNT_NODE
 
-_INTEGER = re.compile(r"^\d+$")
+# ASCII digits only, the whole value: `\d` would pass other scripts' digits and `$` a trailing
+# newline, which PostgreSQL then refuses, failing the load instead of quarantining the row.
+_INTEGER = re.compile(r"[0-9]+\Z")
+# The plain form Meta sends a spend in, within ad_insights_daily.spend's numeric(18, 4).
+_AMOUNT = re.compile(r"[0-9]{1,14}(?:\.[0-9]+)?\Z")
+_MAX_AMOUNT = Decimal(10) ** 14
 _META_TIME = "%Y-%m-%dT%H:%M:%S%z"
 
 
@@ -33,12 +38,17 @@ def metric_problem(row: dict, counts: tuple[str, ...]) -> str | None:
         value = row.get(key)
         if value is not None and not _INTEGER.match(str(value)):
             return f"{key} is not a non-negative integer: {value!r}"
+    value = row.get("spend", "0")
+    if type(value) is str and _AMOUNT.match(value):
+        return None  # the common case, without building a Decimal (300k rows per month)
     try:
-        spend = Decimal(str(row.get("spend", "0")))
+        spend = Decimal(str(value))
     except InvalidOperation:
         return f"spend is not a number: {row.get('spend')!r}"
     if not spend.is_finite() or spend < 0:
         return f"spend is not a non-negative amount: {row.get('spend')!r}"
+    if spend >= _MAX_AMOUNT:
+        return f"spend is too large to store: {row.get('spend')!r}"
     return None
 
 

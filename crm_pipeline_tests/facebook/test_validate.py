@@ -67,3 +67,18 @@ def test_parse_meta_time():
     assert parsed.utcoffset().total_seconds() == 0 and parsed.hour == 10
     assert validate.parse_meta_time("2026-11-20T10:00:00") is None  # naive: ambiguous
     assert validate.parse_meta_time(12345) is None
+
+
+def test_counts_are_plain_ascii_digits_that_postgresql_accepts():
+    good = {"ad_id": "1", "adset_id": "2", "campaign_id": "3", "account_id": "4"}
+    good.update(date_start="2026-11-02", impressions="10", clicks="0", spend="1.50")
+    odd = [
+        {**good, "impressions": "12\n"},  # `$` let a trailing newline through
+        {**good, "clicks": "\u0663"},  # an Arabic-Indic three: a digit to `\d`, not to bigint
+        {**good, "spend": "-1.5"},
+        {**good, "spend": "1e400000"},  # finite to Decimal, too big for numeric(18, 4)
+        {**good, "spend": "123456789012345"},
+    ]
+    checked = validate.check_insights([good, *odd], "2026-11-02")
+    assert checked.good == [good]
+    assert len(checked.bad) == len(odd)
