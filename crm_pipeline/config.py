@@ -2,9 +2,10 @@
 
 Every variable name is fixed (docs/architecture.md) and declared once here, with its meaning
 and default; the README's configuration table is generated from this model
-(`python -m crm_pipeline.config`) and a test keeps the two equal. The groups (`graph`,
-`sensors`, `worker`, `api`, `retention`, in `config_groups.py`) keep related settings together;
-their variables keep their own flat names. Single values are parsed in `config_values.py`.
+(`python -m crm_pipeline.config`) and a test keeps the two equal. The groups (`cache`,
+`graph`, `sensors`, `worker`, `api`, `retention`, in `config_groups.py`) keep related settings
+together; their variables keep their own flat names. Single values are parsed in
+`config_values.py`.
 
 Errors name the variable and what is wrong with it, never the value of a secret.
 """
@@ -29,6 +30,7 @@ from sqlalchemy.engine import make_url
 
 from crm_pipeline.config_groups import (
     ApiSettings,
+    CacheStoreSettings,
     GraphSettings,
     RetentionSettings,
     SensorSettings,
@@ -61,6 +63,7 @@ __all__ = [
     "DEV_VERIFY_TOKEN",
     "EMULATOR",
     "ApiSettings",
+    "CacheStoreSettings",
     "ConfigError",
     "GraphSettings",
     "RetentionSettings",
@@ -95,6 +98,7 @@ class Settings(BaseSettings):
         shown_default="embedded PostgreSQL under `CRM_DATA_DIR/pg` (not in production)",
     )
     cache_dir: Path = env_field("CRM_CACHE_DIR", "where JSON cache files go", Path("cache"))
+    cache: CacheStoreSettings = Field(default_factory=CacheStoreSettings)
     data_dir: Path = env_field(
         "CRM_DATA_DIR",
         "raw Parquet landing zone, embedded DB, local Dagster instance",
@@ -280,6 +284,11 @@ class Settings(BaseSettings):
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def cache_location(self) -> str:
+        """Where cache files live: `CRM_CACHE_URL` (a folder or s3://...), else `CRM_CACHE_DIR`."""
+        return self.cache.url or str(self.cache_dir)
 
     @property
     def uses_emulator(self) -> bool:

@@ -1,6 +1,6 @@
-"""The groups of the settings model (`graph`, `sensors`, `worker`, `api`, `retention`): related
-settings kept together, each read from its own flat environment variable by
-`crm_pipeline.config`.
+"""The groups of the settings model (`cache`, `graph`, `sensors`, `worker`, `api`,
+`retention`): related settings kept together, each read from its own flat environment variable
+by `crm_pipeline.config`.
 """
 
 from __future__ import annotations
@@ -8,10 +8,17 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from crm_pipeline.config_values import ConfigError, blank_to_none, comma_list, env_field
+from crm_pipeline.config_values import (
+    ConfigError,
+    blank_to_none,
+    comma_list,
+    env_field,
+    parse_cache_url,
+)
 from crm_pipeline.facebook.governor_settings import GovernorSettings
 
 
@@ -26,6 +33,47 @@ class SettingsGroup(BaseModel):
         if isinstance(data, dict):
             return {k: blank_to_none(v) for k, v in data.items() if blank_to_none(v) is not None}
         return data
+
+
+class CacheStoreSettings(SettingsGroup):
+    """Where the cache files live when not in the folder `CRM_CACHE_DIR`
+    (`Settings.cache_location`)."""
+
+    url: str | None = env_field(
+        "CRM_CACHE_URL",
+        "where cache files live: a folder path, or `s3://bucket/prefix` (AWS S3 or an "
+        "S3-compatible store: API and run pods on different machines share it; credentials "
+        "from the standard AWS chain: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, "
+        "`AWS_PROFILE`, an IAM role; see docs/deployment.md)",
+        shown_default="`CRM_CACHE_DIR`",
+    )
+    s3_endpoint_url: str | None = env_field(
+        "CRM_CACHE_S3_ENDPOINT_URL",
+        "endpoint of the S3-compatible store of `CRM_CACHE_URL=s3://...` (MinIO, Ceph, R2...)",
+        shown_default="boto3's: `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`, else AWS",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and parse_cache_url(value) is not None:
+            return value.rstrip("/")
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("CRM_CACHE_S3_ENDPOINT_URL must be an http(s) URL")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ConfigError(
+                "CRM_CACHE_S3_ENDPOINT_URL must be a bare endpoint: no credentials (they come "
+                "from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), query or fragment"
+            )
+        return value.rstrip("/")
 
 
 class GraphSettings(SettingsGroup):

@@ -94,6 +94,32 @@ def redact_url(url: str) -> str:
         return "<unparseable URL>"
 
 
+# S3 bucket names: 3-63 characters of lower-case letters, digits, dots and hyphens.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def parse_cache_url(value: str) -> tuple[str, str] | None:
+    """`CRM_CACHE_URL`: (bucket, prefix) for `s3://bucket/prefix`, None for a folder path.
+
+    Raises ConfigError for another scheme or a malformed bucket (the value is not secret: it
+    names a bucket, and credentials come from elsewhere).
+    """
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return None
+    if scheme.lower() != "s3":
+        raise ConfigError(
+            f"CRM_CACHE_URL must be a folder path or s3://bucket/prefix, not a {scheme}:// URL"
+        )
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET.match(bucket) or "?" in rest or "#" in rest:
+        raise ConfigError(
+            "CRM_CACHE_URL must look like s3://bucket/prefix (a bucket name of 3-63 lower-case "
+            "letters, digits, dots and hyphens; no credentials, query or fragment)"
+        )
+    return bucket, prefix.strip("/")
+
+
 def parse_account_ids(raw: str | None) -> tuple[str, ...]:
     """Parse `FB_AD_ACCOUNT_IDS`: comma-separated `act_<digits>` (bare digits get the prefix)."""
     if not raw:

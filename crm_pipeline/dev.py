@@ -170,6 +170,7 @@ def run_dev(host: str = "127.0.0.1", dagster_port: int = 3000, api_port: int = 8
             # Children connect to the server we started; they never start their own.
             "CRM_DATABASE_URL": url,
             "CRM_CACHE_DIR": str(settings.cache_dir.resolve()),
+            **({"CRM_CACHE_URL": _cache_location(settings)} if settings.cache.url else {}),
             "CRM_DATA_DIR": str(settings.data_dir.resolve()),
             "DAGSTER_HOME": str(home),
             SESSION_VARIABLE: uuid.uuid4().hex,
@@ -212,13 +213,20 @@ def _start_services(
                 [_bin("crm-pipeline"), "cache-worker"],
                 env,
                 f"{settings.worker.name!r}: rebuilds changed files in "
-                f"{settings.cache_dir.resolve()} within ms; shown in the Dagster UI",
+                f"{_cache_location(settings)} within ms; shown in the Dagster UI",
             )
         )
     except BaseException:
         stop_children(children)
         raise
     return children
+
+
+def _cache_location(settings) -> str:
+    """Where the cache files are, as every child sees it: an s3:// URL or an absolute folder."""
+    if "://" in settings.cache_location:
+        return settings.cache_location
+    return str(Path(settings.cache_location).resolve())
 
 
 def _watch(children: list[Child], stop: threading.Event) -> int:
@@ -251,7 +259,7 @@ def _print_banner(settings, url, revision, home, emulator_env, children, api_key
   database        {redact_url(url)} (migrated to {revision})
   dagster home    {home}
   graph api       {graph}
-  cache files     {settings.cache_dir.resolve()}
+  cache files     {_cache_location(settings)}
 {services}
   api key         {api_key[0]}
                   (all scopes, local to this data folder; kept in {api_key[1]})

@@ -202,3 +202,26 @@ def test_every_variable_of_the_model_is_documented_and_cleared_for_tests():
     assert len(variables) == len(set(variables)) >= 35
     for variable in variables:
         assert f"`{variable}`" in configuration_table()
+
+
+def test_the_cache_location_is_a_folder_or_an_s3_prefix():
+    assert load_settings({}).cache_location == "cache"  # CRM_CACHE_DIR, as before
+    assert load_settings({"CRM_CACHE_DIR": "/srv/cache"}).cache_location == "/srv/cache"
+    s3 = load_settings(
+        {
+            "CRM_CACHE_URL": "s3://crm-cache/prod/",
+            "CRM_CACHE_S3_ENDPOINT_URL": "https://minio.internal:9000/",
+        }
+    )
+    assert s3.cache_location == "s3://crm-cache/prod"
+    assert s3.cache.s3_endpoint_url == "https://minio.internal:9000"
+    assert load_settings({"CRM_CACHE_URL": "/mnt/cache"}).cache_location == "/mnt/cache"
+    refused = {
+        "CRM_CACHE_URL": ["gs://crm-cache/p", "s3://Bad_Bucket/p", "s3://key:pw-secret@crm/p"],
+        "CRM_CACHE_S3_ENDPOINT_URL": ["minio:9000", "http://key:pw-secret@minio:9000"],
+    }
+    for variable, values in refused.items():
+        for value in values:
+            with pytest.raises(ConfigError, match=variable) as info:
+                load_settings({variable: value})
+            assert "pw-secret" not in str(info.value)

@@ -1,4 +1,5 @@
-"""Cache-first GET routes: JSON files under `CRM_CACHE_DIR`, filled from the DB on a miss.
+"""Cache-first GET routes: JSON cache files (`CRM_CACHE_URL`: a folder or an S3 bucket prefix),
+filled from the DB on a miss.
 
 - HIT: the file is current; served with a strong ETag (If-None-Match gives 304).
 - MISS: no file; built from one DB snapshot, written atomically, served. Also a file made stale
@@ -8,6 +9,8 @@
   covers; served at once while one background refresh per key rebuilds it.
 - DB down: every existing file is still served (STALE, with `X-Stale-Since`, the time the data
   was generated, and `X-Database-Unavailable-Since`); a miss answers 503.
+- Store down (an S3 store that does not answer): the copy this process holds is served, with
+  `X-Cache-Store-Unavailable-Since`; a file it never read is built from the DB and served.
 
 Every answer says `Cache-Control: private, no-cache`: a browser may keep the file but asks
 again each time, with the ETag, and gets a 304 while the file is current. The API already
@@ -88,14 +91,17 @@ async def _revalidate(
 async def serve(request: Request, key: CacheKey) -> Response:
     """The cache-first read path shared by every GET route.
 
-    It runs on the event loop: a hit reads one small local file and asks memory whether it is
-    current (or, when memory cannot tell, awaits the batched change-log check), with no worker
-    thread of its own; a miss, or a file behind this process's own write, builds in a worker
-    thread.
+    It runs on the event loop: a hit reads one small local file (an S3 object: one conditional
+    GET, on a reader thread) and asks memory whether it is current (or, when memory cannot
+    tell, awaits the batched change-log check); a miss, or a file behind this process's own
+    write, builds in a worker thread.
     """
     store: CacheStore = request.app.state.cache
     extra: dict[str, str] = {}
-    cached = store.read(key)
+    cached = await store.lookup(key)
+    unavailable = store.files.unavailable_since_iso()
+    if unavailable:
+        extra["X-Cache-Store-Unavailable-Since"] = unavailable
     if cached is None:
         cached, status = await _miss(store, key), "MISS"
     else:

@@ -13,7 +13,11 @@ once.
 
 A 404 (an id that does not exist) is remembered with the threshold of the snapshot that found
 it absent (`freshness_memory.Absent`), so asking again costs no build (and usually no query),
-until a change for that id (its creation, say) appears. See docs/architecture.md.
+until a change for that id (its creation, say) appears.
+
+The files live in a local folder or an S3 bucket prefix (`CacheFiles.store`); a build publishes
+through `crm_pipeline.cache.publish` like every other writer, forward-only. A remote store is
+read on threads of its own (`lookup`), never on the event loop. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -43,6 +46,7 @@ from crm_pipeline.api.key_locks import KeyLocks
 from crm_pipeline.api.problems import DatabaseUnavailable
 from crm_pipeline.cache.publish import publish_document, remove
 from crm_pipeline.cache.recent_changes import RecentChanges
+from crm_pipeline.cache.stores import Location, StoreUnavailable
 from crm_pipeline.cachefile import dumps, envelope
 from crm_pipeline.db.changelog import reflected_watermark, safe_upper_bound
 
@@ -52,6 +56,8 @@ log = logging.getLogger("crm_pipeline.api.cache")
 # loop for the GIL and with PostgreSQL for the cores, so a burst of misses (a scan of random
 # ids, say) would otherwise slow every hit down (benchmarks/api_reads.py measures it).
 MAX_CONCURRENT_BUILDS = 2
+# Reads of a remote store in flight at once: network waits, not CPU.
+MAX_CONCURRENT_REMOTE_READS = 8
 
 # What `CacheStore.freshness` says about a cached file.
 CURRENT = "current"
@@ -59,12 +65,18 @@ STALE = "stale"  # serve it, refresh in the background
 OWN_WRITE = "own-write"  # stale because of a write of this process: rebuild for this request
 
 
+def _why(exc: OSError) -> str:
+    """What went wrong, for the log: a store's own message (it names the store and the kind of
+    failure), else the kind of error."""
+    return str(exc) if isinstance(exc, StoreUnavailable) else type(exc).__name__
+
+
 class CacheStore:
     """Reads, builds and refreshes cache files; one refresh per key at a time."""
 
     def __init__(
         self,
-        cache_dir: Path,
+        cache_dir: Location,
         db: Database,
         ttl_seconds: int,
         max_remembered_absent: int = MAX_REMEMBERED_ABSENT,
@@ -89,16 +101,29 @@ class CacheStore:
         )
         self._refreshing: set[str] = set()
         self._refreshing_lock = threading.Lock()
+        self._readers = None
+        if self.files.store.remote:
+            self._readers = ThreadPoolExecutor(
+                max_workers=MAX_CONCURRENT_REMOTE_READS, thread_name_prefix="cache-read"
+            )
 
     def close(self) -> None:
-        """Stop the build, refresh and check threads."""
+        """Stop the build, refresh, read and check threads."""
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._builders.shutdown(wait=True, cancel_futures=True)
+        if self._readers is not None:
+            self._readers.shutdown(wait=True, cancel_futures=True)
         self._changes.close()
 
     def read(self, key: CacheKey) -> Cached | None:
-        """The file of `key` as it is on disk now (see `CacheFiles.read`)."""
+        """The file of `key` as the store has it now (see `CacheFiles.read`)."""
         return self.files.read(key)
+
+    async def lookup(self, key: CacheKey) -> Cached | None:
+        """`read` for the event loop: a local `stat` in place, a remote round trip on a thread."""
+        if self._readers is None:
+            return self.files.read(key)
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self.read, key)
 
     async def freshness(self, key: CacheKey, cached: Cached) -> str:
         """`CURRENT`, `STALE` (past the TTL, or a relevant change the file does not reflect)
@@ -169,7 +194,7 @@ class CacheStore:
                 since = max(int(watermark), int(safe_upper_bound(conn)))
             if payload is None:
                 # Gone from the DB (e.g. a deleted customer): drop its file so it 404s too.
-                remove(self.files.path(key), watermark=watermark)
+                self._remove(key, watermark)
                 absent = Absent(since, time.monotonic(), own_reflected)
                 self.memory.remember_absent(key.name, absent)
                 return None
@@ -177,12 +202,24 @@ class CacheStore:
             document = envelope(payload, watermark=watermark, schema_version=key.schema_version)
             return self._publish(key, document, Verified(int(watermark), since, own_reflected))
 
+    def _remove(self, key: CacheKey, watermark: str) -> None:
+        self.files.forget(key.path)
+        try:
+            remove(self.files.path(key), watermark=watermark)
+        except OSError as exc:  # the 404 stands; the next build removes it
+            log.error("could not remove cache file %s: %s", key.path, _why(exc))
+
     def _publish(self, key: CacheKey, document: dict[str, Any], built: Verified) -> Cached:
         """Write `document` unless a newer file is there already; what to serve either way."""
         try:
             outcome = publish_document(self.files.path(key), document)
         except OSError as exc:
-            log.error("could not write cache file %s: %s", key.path, type(exc).__name__)
+            log.error("could not write cache file %s: %s", key.path, _why(exc))
+            body = dumps(document)
+            cached = Cached(body, orjson.loads(body))
+            # Not published: hold it, so that hits are served while the store is unavailable.
+            self.files.remember(key.path, None, cached)
+            return cached
         else:
             if outcome.written:
                 self.memory.remember_verified(key.name, built)

@@ -1,7 +1,9 @@
 """Rebuilding cache files from one DB snapshot and publishing them forward-only.
 
-The one way every writer (Dagster assets, the cache worker, the API on a miss) turns the
-registry's builders into files.
+The one way every writer (Dagster assets, the cache worker, an erasure) turns the registry's
+builders into files; the API's misses publish through the same `publish`/`remove`. `cache_dir`
+is any cache location (`crm_pipeline.cache.stores.Location`): a folder, `s3://bucket/prefix`
+or an open `Store`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -17,6 +18,7 @@ from sqlalchemy import Connection, Engine
 from crm_pipeline.cache.customer_files import all_customer_ids
 from crm_pipeline.cache.publish import Outcome, publish, remove
 from crm_pipeline.cache.registry import CUSTOMER_PROFILES, CacheFile
+from crm_pipeline.cache.stores import Location, open_store
 from crm_pipeline.db.changelog import reflected_watermark
 from crm_pipeline.db.engine import read_snapshot
 
@@ -38,7 +40,7 @@ class Rebuilt:
 
 def rebuild_file(
     engine: Engine,
-    cache_dir: Path,
+    cache_dir: Location,
     file: CacheFile,
     build: Callable[[Connection], dict[str, Any]] | None = None,
 ) -> Rebuilt:
@@ -53,7 +55,7 @@ def rebuild_file(
         watermark = reflected_watermark(conn)
     built = time.perf_counter()
     outcome = publish(
-        Path(cache_dir) / file.file(),
+        open_store(cache_dir).file(file.file()),
         payload,
         watermark=watermark,
         schema_version=file.schema_version,
@@ -72,15 +74,16 @@ class CustomerFiles:
 
 
 def rebuild_customers(
-    conn: Connection, cache_dir: Path, ids: Sequence[int], watermark: str | None = None
+    conn: Connection, cache_dir: Location, ids: Sequence[int], watermark: str | None = None
 ) -> CustomerFiles:
     """Publish the 360 files of `ids` from `conn`'s snapshot (a `read_snapshot` transaction);
     remove the files of ids that no longer exist."""
     watermark = watermark or reflected_watermark(conn)
     result = CustomerFiles(watermark)
+    store = open_store(cache_dir)
     profiles = CUSTOMER_PROFILES.build_customers(conn, ids)
     for cid in sorted(set(ids)):
-        path = Path(cache_dir) / CUSTOMER_PROFILES.file(cid)
+        path = store.file(CUSTOMER_PROFILES.file(cid))
         if cid in profiles:
             outcome = publish(
                 path,
@@ -94,21 +97,23 @@ def rebuild_customers(
     return result
 
 
-def rebuild_all_customers(conn: Connection, cache_dir: Path) -> CustomerFiles:
+def rebuild_all_customers(conn: Connection, cache_dir: Location) -> CustomerFiles:
     """Publish every customer's 360 file from `conn`'s snapshot (in batches), and remove the
     files of customers that no longer exist; forward-only, like every write."""
+    store = open_store(cache_dir)
     result = CustomerFiles(reflected_watermark(conn))
     seen: set[int] = set()
     for ids in all_customer_ids(conn):
-        batch = rebuild_customers(conn, cache_dir, ids, result.watermark)
+        batch = rebuild_customers(conn, store, ids, result.watermark)
         result.written += batch.written
         result.removed += batch.removed
         result.superseded += batch.superseded
         seen.update(ids)
-    folder = Path(cache_dir) / CUSTOMER_PROFILES.path
-    if folder.exists():
-        for path in folder.glob("*.json"):
-            gone = path.stem.isdigit() and int(path.stem) not in seen
-            if gone and remove(path, watermark=result.watermark):
-                result.removed.append(int(path.stem))
+    for name in store.names(CUSTOMER_PROFILES.path):
+        stem = name.removesuffix(".json")
+        gone = stem.isdigit() and int(stem) not in seen
+        if gone and remove(
+            store.file(CUSTOMER_PROFILES.file(int(stem))), watermark=result.watermark
+        ):
+            result.removed.append(int(stem))
     return result

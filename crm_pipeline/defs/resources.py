@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import Engine
 
+from crm_pipeline.cache.stores import Store, open_store, store_from_settings
 from crm_pipeline.config import load_settings, normalize_database_url, redact_url
 from crm_pipeline.db.demo_mark import claim_for_demo
 from crm_pipeline.db.engine import get_engine, resolve_database_url
@@ -55,15 +56,29 @@ class PostgresResource(dg.ConfigurableResource):
 
 
 class StorageResource(dg.ConfigurableResource):
-    """Local folders: raw Parquet (`CRM_DATA_DIR`) and JSON cache files (`CRM_CACHE_DIR`)."""
+    """Raw Parquet (the folder `CRM_DATA_DIR`) and the JSON cache files (`CRM_CACHE_URL`: a
+    folder or an S3 bucket prefix; else the folder `CRM_CACHE_DIR`).
+
+    `cache_url` wins over `cache_dir`; both unset: the environment's.
+    """
 
     data_dir: str | None = None
     cache_dir: str | None = None
+    cache_url: str | None = None  # a folder or s3://bucket/prefix
 
     def data_path(self) -> Path:
         """Root of the raw landing zone."""
         return Path(self.data_dir) if self.data_dir else load_settings().data_dir
 
     def cache_path(self) -> Path:
-        """Root of the JSON cache."""
+        """The local cache folder (`cache_dir`, else `CRM_CACHE_DIR`); writers use
+        `cache_store`, which is this folder unless an S3 location is configured."""
         return Path(self.cache_dir) if self.cache_dir else load_settings().cache_dir
+
+    def cache_store(self) -> Store:
+        """Where the JSON cache files are published (a local folder or an S3 bucket prefix)."""
+        settings = load_settings()
+        location = self.cache_url or self.cache_dir
+        if location is None:
+            return store_from_settings(settings)
+        return open_store(location, endpoint_url=settings.cache.s3_endpoint_url)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from sqlalchemy import Connection, Engine
 
@@ -22,6 +21,7 @@ from crm_pipeline.cache.rebuild import (
     rebuild_file,
 )
 from crm_pipeline.cache.registry import CUSTOMER_PROFILES, CacheFile, stale_files
+from crm_pipeline.cache.stores import Location, open_store
 from crm_pipeline.db.changelog import (
     ChangeWindow,
     changed_customers,
@@ -71,7 +71,7 @@ def latency_ms(noticed_at: float | None) -> float | None:
 
 def read_and_rebuild_customers(
     engine: Engine,
-    cache_dir: Path,
+    cache_dir: Location,
     since: str | None,
     max_targeted: int,
     noticed_at: float | None = None,
@@ -92,7 +92,7 @@ def read_and_rebuild_customers(
 
 
 def rebuild_whole_file(
-    engine: Engine, cache_dir: Path, file: CacheFile, noticed_at: float | None = None
+    engine: Engine, cache_dir: Location, file: CacheFile, noticed_at: float | None = None
 ) -> FileReport:
     """Rebuild one whole-table file from a fresh snapshot and publish it forward-only."""
     rebuilt: Rebuilt = rebuild_file(engine, cache_dir, file)
@@ -112,7 +112,7 @@ def _with_latency(report: FileReport, noticed_at: float | None) -> FileReport:
 
 
 def _rebuild_customer_files(
-    conn: Connection, cache_dir: Path, window: ChangeWindow, max_targeted: int
+    conn: Connection, cache_dir: Location, window: ChangeWindow, max_targeted: int
 ) -> FileReport | None:
     ids, complete = changed_customers(
         conn, window.since, window.upto, max_targeted, CUSTOMER_PROFILES.reads
@@ -124,7 +124,7 @@ def _rebuild_customer_files(
     result = rebuild_customers(conn, cache_dir, ids)
     return FileReport(
         asset=CUSTOMER_PROFILES.asset,
-        path=str(Path(cache_dir) / CUSTOMER_PROFILES.path),
+        path=str(open_store(cache_dir).where(CUSTOMER_PROFILES.path)),
         watermark=result.watermark,
         mode="targeted",
         written=len(result.written),
@@ -141,11 +141,11 @@ def touches_every_customer(window: ChangeWindow) -> bool:
     return any(CUSTOMER_PROFILES.stale_for_all(e) for e in window.entity_names)
 
 
-def rebuild_every_customer(conn: Connection, cache_dir: Path) -> FileReport:
+def rebuild_every_customer(conn: Connection, cache_dir: Location) -> FileReport:
     """Rebuild every customer's file from `conn`'s snapshot, and remove the files of customers
     that no longer exist (forward-only, like every write)."""
     result = rebuild_all_customers(conn, cache_dir)
-    folder = Path(cache_dir) / CUSTOMER_PROFILES.path
+    folder = open_store(cache_dir).where(CUSTOMER_PROFILES.path)
     return FileReport(
         asset=CUSTOMER_PROFILES.asset,
         path=str(folder),

@@ -23,13 +23,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from crm_pipeline.cache.stores import Location, store_from_settings
 from crm_pipeline.cache.worker.batch import (
     FileReport,
     read_and_rebuild_customers,
@@ -66,7 +66,7 @@ class WorkerConfig:
     """What the loop needs from the settings."""
 
     name: str
-    cache_dir: Path
+    cache_dir: Location  # a folder, s3://bucket/prefix, or an open store
     coalesce_seconds: float = 1.0
     poll_seconds: float = 5.0
     heartbeat_stale_seconds: float = 30.0
@@ -77,7 +77,7 @@ class WorkerConfig:
         worker = settings.worker
         return cls(
             name=worker.name,
-            cache_dir=Path(settings.cache_dir),
+            cache_dir=store_from_settings(settings),
             coalesce_seconds=worker.coalesce_seconds,
             poll_seconds=worker.poll_seconds,
             heartbeat_stale_seconds=worker.heartbeat_stale_seconds,

@@ -94,7 +94,7 @@ def analytics_summary(
     context: dg.AssetExecutionContext, postgres: PostgresResource, storage: StorageResource
 ) -> dg.MaterializeResult:
     """Recompute the KPIs, validate them against the schema and write summary.json atomically."""
-    rebuilt = rebuild_file(postgres.engine(), storage.cache_path(), registry.ANALYTICS_SUMMARY)
+    rebuilt = rebuild_file(postgres.engine(), storage.cache_store(), registry.ANALYTICS_SUMMARY)
     summary = rebuilt.payload
     tables = {name: dg.MetadataValue.md(md) for name, md in summary_markdown(summary).items()}
     return dg.MaterializeResult(

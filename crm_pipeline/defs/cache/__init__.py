@@ -1,1 +1,1 @@
-"""Cache domain: JSON cache files under CRM_CACHE_DIR, and the change-log sensor."""
+"""Cache domain: JSON cache files (CRM_CACHE_URL: a folder or S3), and the change-log sensor."""

@@ -43,7 +43,7 @@ def marketing_insights_cache(
     """Rebuild the marketing insights cache file from one consistent DB snapshot."""
     rebuilt = rebuild_file(
         postgres.engine(),
-        storage.cache_path(),
+        storage.cache_store(),
         registry.MARKETING_INSIGHTS,
         lambda conn: insights.build_recent(conn, config.lookback_days),
     )
@@ -75,13 +75,13 @@ def customer_profiles_cache(
     sensor passes the ids that changed; without ids, every file, and files of deleted customers
     are removed)."""
     started = time.perf_counter()
-    cache_dir = storage.cache_path()
-    folder = cache_dir / registry.CUSTOMER_PROFILES.path
+    store = storage.cache_store()
+    folder = store.where(registry.CUSTOMER_PROFILES.path)
     with read_snapshot(postgres.engine()) as conn:
         if config.customer_ids is None:
-            result = rebuild_all_customers(conn, cache_dir)
+            result = rebuild_all_customers(conn, store)
         else:
-            result = rebuild_customers(conn, cache_dir, sorted(set(config.customer_ids)))
+            result = rebuild_customers(conn, store, sorted(set(config.customer_ids)))
     watermark = result.watermark
     written, deleted, superseded = (
         len(result.written),
@@ -108,5 +108,5 @@ def customer_index_cache(
     postgres: PostgresResource, storage: StorageResource
 ) -> dg.MaterializeResult:
     """Rebuild the customer list file."""
-    rebuilt = rebuild_file(postgres.engine(), storage.cache_path(), registry.CUSTOMER_INDEX)
+    rebuilt = rebuild_file(postgres.engine(), storage.cache_store(), registry.CUSTOMER_INDEX)
     return dg.MaterializeResult(metadata=rebuilt_metadata(rebuilt, rows=rebuilt.payload["count"]))

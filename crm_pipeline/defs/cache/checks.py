@@ -9,15 +9,14 @@ old is normal, not a fault.
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import orjson
 from sqlalchemy import Connection, text
 
 from crm_pipeline.cache import registry
+from crm_pipeline.cache.stores import Store
 from crm_pipeline.cache.summary import validate_summary
-from crm_pipeline.cachefile import read_json
 from crm_pipeline.config import load_settings
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
@@ -35,10 +34,11 @@ def entities_feeding(key: dg.AssetKey) -> list[str]:
     return sorted(registry.BY_ASSET[key.to_user_string()].reads)
 
 
-def _read_watermark(path: Path) -> str | None:
+def _read_watermark(store: Store, relative: str) -> str | None:
     try:
-        return str(read_json(path)["watermark"])
-    except (FileNotFoundError, orjson.JSONDecodeError, KeyError, TypeError):
+        document = store.read_document(relative)
+        return None if document is None else str(document["watermark"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
 
 
@@ -59,9 +59,9 @@ def pending_changes(
     return row[0], row[1]
 
 
-def _file_lag(conn: Connection, cache_dir: Path, key: dg.AssetKey) -> dg.AssetCheckResult:
-    path = cache_dir / FILES[key]
-    watermark = _read_watermark(path)
+def _file_lag(conn: Connection, store: Store, key: dg.AssetKey) -> dg.AssetCheckResult:
+    path = store.where(FILES[key])
+    watermark = _read_watermark(store, FILES[key])
     pending, oldest = pending_changes(conn, entities_feeding(key), watermark, LAG_GRACE)
     missing = watermark is None
     return dg.AssetCheckResult(
@@ -78,7 +78,7 @@ def _file_lag(conn: Connection, cache_dir: Path, key: dg.AssetKey) -> dg.AssetCh
     )
 
 
-def behind_customers(conn: Connection, folder: Path, grace: dt.timedelta) -> list[int]:
+def behind_customers(conn: Connection, store: Store, grace: dt.timedelta) -> list[int]:
     """Recently changed customers whose file is missing, stale, or should have been removed."""
     changed = conn.execute(
         text(
@@ -94,7 +94,7 @@ def behind_customers(conn: Connection, folder: Path, grace: dt.timedelta) -> lis
     ).all()
     behind = []
     for customer_id, txid, exists in changed:
-        watermark = _read_watermark(folder / f"{customer_id}.json")
+        watermark = _read_watermark(store, registry.CUSTOMER_PROFILES.file(customer_id))
         # A live customer needs a current file; a deleted one needs none.
         stale = exists if watermark is None else int(watermark) <= int(txid)
         if stale:
@@ -122,14 +122,13 @@ def cache_lag_checks(
 ) -> Iterator[dg.AssetCheckResult]:
     """One lag check per cache asset selected in this run."""
     selected = {check.asset_key for check in context.selected_asset_check_keys}
-    cache_dir = storage.cache_path()
+    store = storage.cache_store()
     with postgres.engine().connect() as conn:
         for key in FILES:
             if key in selected:
-                yield _file_lag(conn, cache_dir, key)
+                yield _file_lag(conn, store, key)
         if _PROFILES in selected:
-            folder = cache_dir / registry.CUSTOMER_PROFILES.path
-            behind = behind_customers(conn, folder, LAG_GRACE)
+            behind = behind_customers(conn, store, LAG_GRACE)
             yield dg.AssetCheckResult(
                 asset_key=_PROFILES,
                 check_name="not_behind_change_log",
@@ -146,14 +145,18 @@ def cache_lag_checks(
 @dg.asset_check(
     asset=dg.AssetKey(registry.ANALYTICS_SUMMARY.asset),
     description=(
-        "summary.json on disk parses and validates against docs/schemas/summary.schema.json."
+        "summary.json as published parses and validates against docs/schemas/summary.schema.json."
     ),
 )
 def summary_matches_schema(storage: StorageResource) -> dg.AssetCheckResult:
-    """Validate the file analysts read, as it is on disk now."""
-    path = storage.cache_path() / registry.ANALYTICS_SUMMARY.file()
+    """Validate the file analysts read, as it is published now."""
+    store = storage.cache_store()
+    path = store.where(registry.ANALYTICS_SUMMARY.file())
     try:
-        validate_summary(read_json(path))
+        document = store.read_document(registry.ANALYTICS_SUMMARY.file())
+        if document is None:
+            raise FileNotFoundError(path)
+        validate_summary(document)
     except FileNotFoundError:
         return dg.AssetCheckResult(passed=False, metadata={"error": f"{path} does not exist"})
     except (orjson.JSONDecodeError, ValueError) as exc:
