@@ -81,6 +81,13 @@ def test_the_wheel_holds_no_emulator(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "crm_pipeline/definitions.py" in names
     assert [n for n in names if "graph_emulator" in n.split("/")[0]] == []
+    # The dashboard and docs files are package data: an installed wheel serves them too.
+    from crm_pipeline.api import dashboard, docs_page
+
+    served = [*dashboard.PAGE.files.values(), *dashboard.ASSETS.files.values()]
+    served += [*docs_page.ASSETS.files.values(), "vendor/chart.js/LICENSE.md"]
+    served += ["vendor/swagger-ui/LICENSE", "vendor/swagger-ui/NOTICE"]
+    assert {f"crm_pipeline/api/static/{path}" for path in served} <= set(names)
 
 
 def test_definitions_and_cli_need_no_emulator(tmp_path):
