@@ -62,18 +62,23 @@ def _sync_days(args: argparse.Namespace, settings) -> int:
     from crm_pipeline import orchestrate
     from crm_pipeline.db import migrate
     from crm_pipeline.db.engine import resolve_database_url
+    from crm_pipeline.progress import Progress
 
     days = orchestrate.days_between(args.since, args.until)
     url = resolve_database_url(settings)
     migrate.upgrade(url)
     instance = orchestrate.local_instance(settings)
-    with orchestrate.graph_resource(settings) as graph_api:
+    with (
+        orchestrate.graph_resource(settings) as graph_api,
+        Progress("sync", unit="account-days") as progress,  # on stderr; stdout says the result
+    ):
         report = orchestrate.sync_facebook(
             days,
             resources=orchestrate.standard_resources(settings, graph_api),
             instance=instance,
             database_url=url,
             refresh_caches=not args.no_cache,
+            progress=progress,
         )
     resumed = f", resumed past {report.resumed} finished account-days" if report.resumed else ""
     print(
@@ -102,9 +107,11 @@ def _clone_db(args: argparse.Namespace) -> int:
 def _privacy_erase(args: argparse.Namespace) -> int:
     import getpass
 
+    from crm_pipeline.cache.stores import store_from_settings
     from crm_pipeline.db import migrate
     from crm_pipeline.db.engine import get_engine, resolve_database_url
     from crm_pipeline.erasure import erase_person
+    from crm_pipeline.progress import Progress
 
     settings = load_settings()
     settings.require_production_ready("privacy erase")
@@ -115,16 +122,18 @@ def _privacy_erase(args: argparse.Namespace) -> int:
         for name in ("customer_id", "email", "phone", "psid")
         if getattr(args, name) is not None
     )
-    result = erase_person(
-        get_engine(url),
-        selector,
-        value,
-        actor=args.actor or f"cli:{getpass.getuser()}",
-        data_dir=settings.data_dir,
-        cache_dir=settings.cache_dir,
-        dry_run=args.dry_run,
-        allow_multiple_customers=args.allow_multiple_customers,
-    )
+    with Progress("erase", unit="steps") as progress:
+        result = erase_person(
+            get_engine(url),
+            selector,
+            value,
+            actor=args.actor or f"cli:{getpass.getuser()}",
+            data_dir=settings.data_dir,
+            cache_dir=store_from_settings(settings),
+            dry_run=args.dry_run,
+            allow_multiple_customers=args.allow_multiple_customers,
+            progress=progress,
+        )
     if selector == "customer_id" and not result.found:
         print("crm-pipeline: no customer with that id; nothing erased", file=sys.stderr)
         return 1
@@ -270,6 +279,12 @@ def _cache_worker(args: argparse.Namespace) -> int:
     return run_cache_worker(load_settings(), report=not args.no_report)
 
 
+def _status(args: argparse.Namespace) -> int:
+    from crm_pipeline.status import run_status
+
+    return run_status(load_settings(), as_json=args.json)
+
+
 def _dev(args: argparse.Namespace) -> int:
     from crm_pipeline.dev import run_dev
 
@@ -403,6 +418,14 @@ def _add_services(sub) -> None:
         help="do not report batches to the Dagster instance (CRM_CACHE_WORKER_REPORT=false)",
     )
     worker.set_defaults(func=_cache_worker)
+
+    status = sub.add_parser(
+        "status",
+        help="database, cache files, worker, syncs, webhooks and failing checks on one screen;"
+        " exit 1 when something needs attention (README: Status)",
+    )
+    status.add_argument("--json", action="store_true", help="the status as a JSON document")
+    status.set_defaults(func=_status)
 
 
 def _add_local(sub) -> None:

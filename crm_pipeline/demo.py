@@ -19,6 +19,7 @@ from crm_pipeline.db.demo_mark import claim_for_demo
 from crm_pipeline.db.engine import get_engine, resolve_database_url
 from crm_pipeline.db.upsert import bulk_upsert
 from crm_pipeline.local_emulator import LocalEmulator, emulator_in_this_process
+from crm_pipeline.progress import Progress
 
 DEMO_SEED = 2026
 TIERS = ("bronze", "silver", "gold", "platinum")
@@ -100,10 +101,13 @@ def _sync_days(settings: Settings, url: str, days: int):
     today = dt.datetime.now(dt.UTC).date()
     keys = orchestrate.days_between(today - dt.timedelta(days=days - 1), today)
     instance = orchestrate.local_instance(settings)
-    with orchestrate.graph_resource(settings) as graph_api:
+    with (
+        orchestrate.graph_resource(settings) as graph_api,
+        Progress("demo sync", unit="account-days") as progress,  # stderr; stdout: the summary
+    ):
         resources = orchestrate.standard_resources(settings, graph_api)
         return orchestrate.sync_facebook(
-            keys, resources=resources, instance=instance, database_url=url
+            keys, resources=resources, instance=instance, database_url=url, progress=progress
         )
 
 

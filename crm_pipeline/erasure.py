@@ -30,6 +30,7 @@ from sqlalchemy.exc import OperationalError
 from crm_pipeline.atomic import write_bytes_atomic
 from crm_pipeline.cache.rebuild import rebuild_customers, rebuild_file
 from crm_pipeline.cache.registry import stale_files
+from crm_pipeline.cache.stores import Location, open_store
 from crm_pipeline.db.engine import read_snapshot
 from crm_pipeline.db.privacy.erase_rows import (
     ANONYMISED_CUSTOMER_COLUMNS,
@@ -42,6 +43,7 @@ from crm_pipeline.db.privacy.erase_rows import (
 from crm_pipeline.db.privacy.identifiers import ErasedIdentifiers, digest, erasure_key
 from crm_pipeline.db.privacy.person import Person, PersonError, find_person
 from crm_pipeline.lake.scrub import scrub_files, scrub_personal_files, snapshot_files
+from crm_pipeline.progress import Progress
 
 __all__ = ["ErasureResult", "PersonError", "erase_person"]
 
@@ -116,7 +118,7 @@ def _identifier_count(person: Person, key: bytes) -> int:
 
 
 def _lake_step(
-    engine: Engine, data_dir: Path, person: Person, key: bytes, dry_run: bool
+    engine: Engine, data_dir: Path, person: Person, key: bytes, dry_run: bool, progress: Progress
 ) -> dict[str, int]:
     with engine.connect() as conn:
         erased = ErasedIdentifiers.load(conn, key)
@@ -128,14 +130,16 @@ def _lake_step(
             if (d := digest(key, kind, v)) is not None
         }
         erased = ErasedIdentifiers(key, erased.digests | own)
-    raw = scrub_personal_files(data_dir, erased.matches, dry_run=dry_run)
-    snapshots = scrub_files(
-        snapshot_files(data_dir, ("customers", *DELETED_TABLES)),
-        lambda table, row: _snapshot_row(erased, table, row),
-        dry_run=dry_run,
-    )
-    for folder in {path.parent for path in snapshots.rewritten}:
-        _note_in_manifest(folder)
+    with progress.step("raw files"):
+        raw = scrub_personal_files(data_dir, erased.matches, dry_run=dry_run)
+    with progress.step("snapshots"):
+        snapshots = scrub_files(
+            snapshot_files(data_dir, ("customers", *DELETED_TABLES)),
+            lambda table, row: _snapshot_row(erased, table, row),
+            dry_run=dry_run,
+        )
+        for folder in {path.parent for path in snapshots.rewritten}:
+            _note_in_manifest(folder)
     return {
         "files_rewritten": raw.files_rewritten,
         "rows_removed": raw.rows_removed,
@@ -164,12 +168,11 @@ def _note_in_manifest(folder: Path) -> None:
     write_bytes_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
-def _cache_step(engine: Engine, cache_dir: Path, person: Person) -> dict[str, int]:
+def _cache_step(engine: Engine, cache_dir: Location, person: Person) -> dict[str, int]:
+    store = open_store(cache_dir)  # one store (and S3 client) for every file below
     with read_snapshot(engine) as conn:
-        files = rebuild_customers(conn, cache_dir, sorted(person.customer_ids))
-    rebuilt = [
-        rebuild_file(engine, cache_dir, f) for f in stale_files(_TOUCHED) if not f.per_customer
-    ]
+        files = rebuild_customers(conn, store, sorted(person.customer_ids))
+    rebuilt = [rebuild_file(engine, store, f) for f in stale_files(_TOUCHED) if not f.per_customer]
     return {
         "customer_files_rewritten": len(files.written),
         "customer_files_removed": len(files.removed),
@@ -184,25 +187,31 @@ def erase_person(
     *,
     actor: str,
     data_dir: Path,
-    cache_dir: Path,
+    cache_dir: Location,
     key: bytes | None = None,
     dry_run: bool = False,
     allow_multiple_customers: bool = False,
+    progress: Progress | None = None,
 ) -> ErasureResult:
     """Erase the person `selector` = `value` names from the database, raw lake and cache.
 
     Raises PersonError for an unusable selector or a person spanning several customers (unless
     `allow_multiple_customers`). The value itself never reaches a log, record or error.
+    `progress` is told each step (database, raw files, snapshots, cache) as it starts and ends.
     """
     key = key or erasure_key()
+    shown = progress or Progress("erase", unit="steps", out=None)
+    shown.set_total(3 if dry_run else 4)
     options = {"dry_run": dry_run, "max_customers": 10**9 if allow_multiple_customers else 1}
-    person, counts, erasure = _database_step(engine, selector, value, actor, key, options)
+    with shown.step("database"):
+        person, counts, erasure = _database_step(engine, selector, value, actor, key, options)
     result = ErasureResult(selector, dry_run, person.found, erasure, counts.as_dict())
     if not person.found and selector == "customer_id":
         return result  # an unknown customer id: nothing to erase, nothing to remember
-    result.raw = _lake_step(engine, Path(data_dir), person, key, dry_run)
+    result.raw = _lake_step(engine, Path(data_dir), person, key, dry_run, shown)
     if not dry_run:
-        result.cache = _cache_step(engine, Path(cache_dir), person)
-        with engine.begin() as conn:
-            update_counts(conn, erasure, result.counts())
+        with shown.step("cache"):
+            result.cache = _cache_step(engine, cache_dir, person)
+            with engine.begin() as conn:
+                update_counts(conn, erasure, result.counts())
     return result

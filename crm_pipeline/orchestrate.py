@@ -46,6 +46,8 @@ from crm_pipeline.defs.facebook.resources import GraphApiResource
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 from crm_pipeline.defs.sync_schedules import INSIGHT_ASSETS, STREAM_ASSETS
 from crm_pipeline.local_emulator import emulator_for
+from crm_pipeline.progress import Progress
+from crm_pipeline.sync_progress import watch_insight_runs
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,7 @@ def sync_facebook(
     instance: dg.DagsterInstance,
     database_url: str,
     refresh_caches: bool = True,
+    progress: Progress | None = None,
 ) -> SyncReport:
     """The incremental streams once (beside the insights on a PostgreSQL instance), insights in
     one run over every account, then the caches.
@@ -194,7 +197,7 @@ def sync_facebook(
     early (a rate-limit wait past the budget, a crash), the same command resumes where it
     stopped without fetching the finished days again. A run's days are checkpointed together
     once it has succeeded, so a failed run leaves all of them to do. The checkpoint is cleared
-    at the end.
+    at the end. `progress` shows the account-days landed of those to do (`sync_progress`).
     """
     report = SyncReport(days=days)
     # FB_AD_ACCOUNT_IDS when set (it may narrow a sync), else the loaded partitions' accounts.
@@ -205,6 +208,7 @@ def sync_facebook(
     )
     done = checkpoint.load()
     report.resumed = len(done)
+    todo = {str(insights_partition_key(a, d)) for a in accounts for d in days} - done
 
     with (
         _planned_events_per_asset(),
@@ -212,7 +216,8 @@ def sync_facebook(
     ):
         streams = _start_streams(pool, resources, instance)
         try:
-            _sync_insight_runs(accounts, days, done, checkpoint, report, resources, instance)
+            with watch_insight_runs(instance, todo, progress):
+                _sync_insight_runs(accounts, days, done, checkpoint, report, resources, instance)
         except BaseException:
             _streams_result(streams, quiet=True)
             raise
@@ -460,7 +465,9 @@ def standard_resources(settings: Settings, graph_api: GraphApiResource) -> dict:
     return {
         "postgres": PostgresResource(database_url=settings.database_url),
         "storage": StorageResource(
-            data_dir=str(Path(settings.data_dir)), cache_dir=str(Path(settings.cache_dir))
+            data_dir=str(Path(settings.data_dir)),
+            cache_dir=str(Path(settings.cache_dir)),
+            cache_url=settings.cache.url,  # an S3 bucket prefix, when set, wins
         ),
         "graph_api": graph_api,
     }

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 
-from crm_pipeline.api import cache_reads, privacy, problems, webhooks, writes
+from crm_pipeline.api import (
+    cache_reads,
+    dashboard,
+    docs_page,
+    privacy,
+    problems,
+    webhooks,
+    writes,
+)
 from crm_pipeline.api.auth import KeyRing
 from crm_pipeline.api.cache_store import CacheStore
 from crm_pipeline.api.change_listener import ChangeListener
@@ -24,6 +32,7 @@ from crm_pipeline.api.database import Database
 from crm_pipeline.api.hosts import LOOPBACK_HOSTS, TrustedHosts
 from crm_pipeline.api.limits import BodySizeLimit
 from crm_pipeline.cache.recent_changes import RecentChanges
+from crm_pipeline.cache.stores import Store, open_store, store_from_settings
 from crm_pipeline.config import Settings, load_settings, normalize_database_url
 from crm_pipeline.db.engine import libpq_url, resolve_database_url
 
@@ -56,12 +65,13 @@ def create_app(
     settings: Settings | None = None,
     *,
     database_url: str | None = None,
-    cache_dir: Path | str | None = None,
+    cache_dir: Path | str | Store | None = None,
     cache_ttl_seconds: int | None = None,
     max_body_bytes: int | None = None,
     allowed_hosts: tuple[str, ...] | None = None,
 ) -> FastAPI:
-    """Build the API. Arguments override the environment (`load_settings()`).
+    """Build the API. Arguments override the environment (`load_settings()`); `cache_dir` is
+    any cache location (a folder, `s3://bucket/prefix`, a `Store`; default `CRM_CACHE_URL`).
 
     `allowed_hosts` are the `Host` names accepted (default: `CRM_API_ALLOWED_HOSTS`, else the
     loopback names; `crm-pipeline serve` refuses a non-loopback bind without the setting).
@@ -75,6 +85,9 @@ def create_app(
             "Facebook webhooks, CRM write routes and cache-first reads of the JSON cache files."
         ),
         lifespan=_lifespan(settings, services),
+        # Served by docs_page from the package, not from a CDN (works offline); no ReDoc.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     services.attach(app)
@@ -83,6 +96,8 @@ def create_app(
     app.include_router(writes.router)
     app.include_router(privacy.router)
     app.include_router(cache_reads.router)
+    app.include_router(docs_page.router)
+    app.include_router(dashboard.router)
     app.add_api_route(
         "/health",
         health,
@@ -104,7 +119,7 @@ def create_app(
 def _services(
     settings: Settings,
     database_url: str | None,
-    cache_dir: Path | str | None,
+    cache_dir: Path | str | Store | None,
     cache_ttl_seconds: int | None,
 ) -> _Services:
     if database_url is not None:
@@ -116,8 +131,12 @@ def _services(
 
     db = Database(url, connect_timeout=settings.api.db_connect_timeout)
     recent = RecentChanges()
+    if cache_dir is None:
+        files = store_from_settings(settings)
+    else:
+        files = open_store(cache_dir, endpoint_url=settings.cache.s3_endpoint_url)
     store = CacheStore(
-        Path(cache_dir) if cache_dir is not None else settings.cache_dir,
+        files,
         db,
         cache_ttl_seconds if cache_ttl_seconds is not None else settings.api.cache_ttl_seconds,
         recent=recent,

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Path, Query, Request, Security
 
 from crm_pipeline.api.auth import AUTH_RESPONSES, actor, authenticate
+from crm_pipeline.api.cache_keys import customer_key
 from crm_pipeline.api.problems import Problem
 from crm_pipeline.erasure import PersonError, erase_person
 
@@ -51,12 +52,14 @@ def erase_customer(
             str(customer_id),
             actor=actor(request),
             data_dir=settings.data_dir,
-            cache_dir=request.app.state.cache.files.cache_dir,
+            cache_dir=request.app.state.cache.files.store,
             dry_run=dry_run,
             allow_multiple_customers=allow_multiple_customers,
         )
     except PersonError as exc:
         raise Problem(409, "Conflict", str(exc)) from None
+    if not dry_run:  # this process's copy must not outlive the file (a store outage serves it)
+        request.app.state.cache.files.forget(customer_key(customer_id).path)
     if not result.found:
         raise Problem(404, "Not found", "No customer with that id.")
     return {"erasure_id": result.erasure_id, "dry_run": result.dry_run, "counts": result.counts()}

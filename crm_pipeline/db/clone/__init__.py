@@ -31,8 +31,10 @@ from sqlalchemy.engine import make_url
 from crm_pipeline.config import normalize_database_url
 from crm_pipeline.db.clone.masking import mask_key, mask_value
 from crm_pipeline.db.clone.report import CloneError, CloneResult, TableReport
+from crm_pipeline.db.clone.source import clone_tables
 from crm_pipeline.db.clone.to_parquet import clone_to_parquet
 from crm_pipeline.db.clone.to_postgres import clone_to_postgres
+from crm_pipeline.progress import Progress
 
 __all__ = ["CloneError", "CloneResult", "TableReport", "clone_database", "mask_key", "mask_value"]
 
@@ -54,13 +56,17 @@ def clone_database(
 
     Raises CloneError when the target is not empty or the clone does not verify; in both cases
     the target is left as it was. `on_table_done` is called after each table is copied (tests
-    use it to inject a failure midway).
+    use it to inject a failure midway). Progress (tables done, the current table's rows and
+    rows/s) goes to `progress`: a bar when it is a terminal, plain lines otherwise, nothing
+    when it is None.
     """
     source_url = normalize_database_url(source_url)
     use_key = (key or mask_key()) if mask_pii else None
-    if isinstance(target, str) and _is_database_url(target):
-        target_url = normalize_database_url(target, "--to")
-        if make_url(target_url) == make_url(source_url):
-            raise CloneError("the clone target is the source database itself")
-        return clone_to_postgres(source_url, target_url, use_key, progress, on_table_done)
-    return clone_to_parquet(source_url, Path(target), use_key, progress, on_table_done)
+    database = isinstance(target, str) and _is_database_url(target)
+    target_url = normalize_database_url(str(target), "--to") if database else ""
+    if database and make_url(target_url) == make_url(source_url):
+        raise CloneError("the clone target is the source database itself")
+    with Progress("clone", unit="tables", total=len(clone_tables()), out=progress) as shown:
+        if database:
+            return clone_to_postgres(source_url, target_url, use_key, shown, on_table_done)
+        return clone_to_parquet(source_url, Path(target), use_key, shown, on_table_done)

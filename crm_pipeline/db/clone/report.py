@@ -1,12 +1,17 @@
-"""What a clone did: per-table figures, the printed verification table, progress lines."""
+"""What a clone did: per-table figures, the printed verification table, progress.
+
+Progress (tables done of all, the current table's rows and rows/s) goes through
+`crm_pipeline.progress`: a bar on a terminal, plain lines elsewhere, on the stream given.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
 
-PROGRESS_EVERY = 100_000  # rows between two progress lines of one table
+# Rows between two progress updates of one table: COPY yields a chunk per row, and an update
+# per row would cost more than the copy. The display decides when to print.
+PROGRESS_EVERY = 10_000
 
 
 class CloneError(ValueError):
@@ -78,17 +83,3 @@ def finish(result: CloneResult, started: float) -> CloneResult:
         bad = ", ".join(t.table for t in result.tables if not t.ok)
         raise CloneError(f"clone did not verify (row count or checksum differs): {bad}")
     return result
-
-
-def progress(out: TextIO | None, table: str, rows: int, started: float, done: bool) -> None:
-    """Print one progress line of a table's copy to `out` (nothing when it is None)."""
-    if out is None:
-        return
-    elapsed = time.monotonic() - started
-    rate = rows / elapsed if elapsed > 0 else 0.0
-    state = "done" if done else "..."
-    print(
-        f"clone {table:<20} {rows:>10} rows  {elapsed:6.2f}s  {rate:>10,.0f} rows/s {state}",
-        file=out,
-        flush=True,
-    )

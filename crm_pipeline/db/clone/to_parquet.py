@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
 
 import psycopg
 import pyarrow as pa
@@ -28,16 +27,15 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from crm_pipeline import atomic
 from crm_pipeline.db.clone.report import (
-    PROGRESS_EVERY,
     CloneError,
     CloneResult,
     TableReport,
     finish,
-    progress,
 )
 from crm_pipeline.db.clone.source import checksum_sql, clone_tables, select_sql, source_snapshot
 from crm_pipeline.db.engine import libpq_url
 from crm_pipeline.db.schema import Xid8
+from crm_pipeline.progress import Progress
 
 BATCH_ROWS = 20_000
 
@@ -78,7 +76,7 @@ def clone_to_parquet(
     source_url: str,
     target: Path,
     key: bytes | None,
-    out: TextIO | None,
+    progress: Progress,
     on_table_done: Callable[[TableReport], None] | None,
 ) -> CloneResult:
     """Clone into the new or empty directory `target`; see the module docstring."""
@@ -92,10 +90,11 @@ def clone_to_parquet(
         with source_snapshot(source_url) as sconn:
             result.snapshot_at = str(sconn.execute("SELECT now()").fetchone()[0])
             for table in clone_tables():
-                report = _copy_table(sconn, table, tmp, key, out)
-                report.source_count, report.source_checksum = sconn.execute(
-                    checksum_sql(select_sql(table, key))
-                ).fetchone()
+                with progress.step(table.name):
+                    report = _copy_table(sconn, table, tmp, key, progress)
+                    report.source_count, report.source_checksum = sconn.execute(
+                        checksum_sql(select_sql(table, key))
+                    ).fetchone()
                 result.tables.append(report)
                 if on_table_done is not None:
                     on_table_done(report)
@@ -126,7 +125,7 @@ def _copy_table(
     table: Table,
     folder: Path,
     key: bytes | None,
-    out: TextIO | None,
+    progress: Progress,
 ) -> TableReport:
     started = time.monotonic()
     schema = arrow_schema(table)
@@ -137,7 +136,6 @@ def _copy_table(
     )
     query = sql.SQL("SELECT {cols} FROM ({src}) AS s").format(cols=cols, src=select_sql(table, key))
     rows = 0
-    next_report = PROGRESS_EVERY
     path = folder / f"{table.name}.parquet"
     with (
         sconn.cursor(name=f"clone_{table.name}") as cur,
@@ -149,14 +147,12 @@ def _copy_table(
             arrays = [pa.array([r[i] for r in batch], type=f.type) for i, f in enumerate(schema)]
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
             rows += len(batch)
-            if rows >= next_report:
-                progress(out, table.name, rows, started, done=False)
-                next_report = rows + PROGRESS_EVERY
+            progress.item_rows(rows)
         if rows == 0:
             writer.write_table(schema.empty_table())
     atomic.fsync_file(path)
     seconds = time.monotonic() - started
-    progress(out, table.name, rows, started, done=True)
+    progress.item_rows(rows)
     return TableReport(table=table.name, rows=rows, seconds=seconds)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TextIO
 
 import psycopg
 from psycopg import sql
@@ -23,7 +22,6 @@ from crm_pipeline.db.clone.report import (
     CloneResult,
     TableReport,
     finish,
-    progress,
 )
 from crm_pipeline.db.clone.source import (
     checksum_sql,
@@ -32,6 +30,7 @@ from crm_pipeline.db.clone.source import (
     source_snapshot,
     stored_columns,
 )
+from crm_pipeline.progress import Progress
 
 
 def user_tables(conn: psycopg.Connection) -> list[str]:
@@ -58,7 +57,7 @@ def clone_to_postgres(
     source_url: str,
     target_url: str,
     key: bytes | None,
-    out: TextIO | None,
+    progress: Progress,
     on_table_done: Callable[[TableReport], None] | None,
 ) -> CloneResult:
     """Clone into the empty database at `target_url`; see the module docstring."""
@@ -81,7 +80,7 @@ def clone_to_postgres(
                 # The target's change-log (and FK) triggers must not fire while loading: the
                 # change_log table itself is copied as it is in the source.
                 tconn.execute("SET LOCAL session_replication_role = replica")
-                _copy_tables(source_url, tconn, key, out, on_table_done, result)
+                _copy_tables(source_url, tconn, key, progress, on_table_done, result)
                 tconn.execute("SET LOCAL session_replication_role = origin")
                 for table, report in zip(clone_tables(), result.tables, strict=True):
                     report.target_count, report.target_checksum = tconn.execute(
@@ -98,7 +97,7 @@ def _copy_tables(
     source_url: str,
     tconn: psycopg.Connection,
     key: bytes | None,
-    out: TextIO | None,
+    progress: Progress,
     on_table_done: Callable[[TableReport], None] | None,
     result: CloneResult,
 ) -> None:
@@ -106,7 +105,8 @@ def _copy_tables(
     with source_snapshot(source_url) as sconn:
         result.snapshot_at = str(sconn.execute("SELECT now()").fetchone()[0])
         for table in clone_tables():
-            report = _copy_table(sconn, tconn, table, key, out)
+            with progress.step(table.name):
+                report = _copy_table(sconn, tconn, table, key, progress)
             result.tables.append(report)
             if on_table_done is not None:
                 on_table_done(report)
@@ -121,7 +121,7 @@ def _copy_table(
     tconn: psycopg.Connection,
     table: Table,
     key: bytes | None,
-    out: TextIO | None,
+    progress: Progress,
 ) -> TableReport:
     started = time.monotonic()
     # Generated columns are recomputed by the target, not copied.
@@ -141,10 +141,10 @@ def _copy_table(
             into.write(chunk)
             rows += bytes(chunk).count(b"\n")  # text format escapes newlines inside values
             if rows >= next_report:
-                progress(out, table.name, rows, started, done=False)
+                progress.item_rows(rows)
                 next_report = rows + PROGRESS_EVERY
     seconds = time.monotonic() - started
-    progress(out, table.name, rows, started, done=True)
+    progress.item_rows(rows)
     return TableReport(table=table.name, rows=rows, seconds=seconds)
 
 

@@ -1,0 +1,238 @@
+"""The status of every cache file of the registry, read through its store (folder or S3).
+
+A file is *behind* when a finished change to one of the tables it is built from (txid below the
+snapshot's xmin, the rule of `crm_pipeline.db.changelog`) has a txid at or above the watermark
+the file records; it is *stale* when the oldest such change is older than
+`CRM_CACHE_LAG_GRACE_SECONDS` (the same rule as the `not_behind_change_log` asset checks: a
+change seconds old is normal, the worker or the reconciler is on it).
+
+Per-customer files are summarised: how many there are, the oldest generated of those read (all
+of them up to a bound), and which recently changed customers' files are behind, as the asset
+check decides it, plus changes to the tables every customer file reads (`shared`) or a
+TRUNCATE past the oldest file's watermark.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from crm_pipeline.cache import registry
+from crm_pipeline.cache.registry import CacheFile
+from crm_pipeline.cache.stores import Store
+from crm_pipeline.status.database import Problem, problem
+
+# Customer files read for the summary, and recently changed customers checked: every read is a
+# GET on S3, and the probe must answer in seconds.
+LOCAL_READS, REMOTE_READS = 5000, 200
+LOCAL_CHANGED, REMOTE_CHANGED = 1000, 200
+SAMPLE = 10
+
+_FINISHED = "txid < pg_snapshot_xmin(pg_current_snapshot())"
+_UNREFLECTED = text(
+    "SELECT count(*) AS changes, min(changed_at) AS oldest,"
+    " extract(epoch FROM now() - min(changed_at)) AS oldest_age"
+    f" FROM change_log WHERE {_FINISHED}"
+    "   AND (entity = ANY(CAST(:entities AS text[]))"
+    "        OR (:truncates AND op = 'truncate' AND entity = ANY(CAST(:reads AS text[]))))"
+    "   AND (CAST(:watermark AS xid8) IS NULL OR txid >= CAST(:watermark AS xid8))"
+)
+_CHANGED_CUSTOMERS = text(
+    "SELECT l.customer_id, max(l.txid)::text AS txid, bool_or(c.id IS NOT NULL) AS exists"
+    " FROM change_log l LEFT JOIN customers c ON c.id = l.customer_id"
+    f" WHERE l.customer_id IS NOT NULL AND l.{_FINISHED}"
+    " GROUP BY l.customer_id ORDER BY max(l.txid) DESC LIMIT :limit"
+)
+_CUSTOMERS_UNREFLECTED = text(
+    "SELECT count(*) AS changes, min(l.changed_at) AS oldest,"
+    " extract(epoch FROM now() - min(l.changed_at)) AS oldest_age"
+    " FROM unnest(CAST(:ids AS bigint[]), CAST(:marks AS text[])) AS w(customer_id, mark)"
+    f" JOIN change_log l ON l.customer_id = w.customer_id AND l.{_FINISHED}"
+    "  AND (w.mark IS NULL OR l.txid >= CAST(w.mark AS xid8))"
+)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """A timestamp as ISO 8601 in UTC (None stays None)."""
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds") if value else None
+
+
+def read_document(store: Store, relative: str) -> dict | None:
+    """The file's document; None when there is none or it is not a JSON object (a reader
+    rebuilds such a file, so for the status it is as good as missing)."""
+    try:
+        document = store.read_document(relative)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _watermark(document: dict | None) -> str | None:
+    mark = str((document or {}).get("watermark", ""))
+    return mark if mark.isdigit() else None
+
+
+def _age(document: dict | None, now: dt.datetime) -> float | None:
+    try:
+        generated = dt.datetime.fromisoformat(str(document["generated_at"]))
+    except (TypeError, KeyError, ValueError):
+        return None
+    return round((now - generated).total_seconds(), 1)
+
+
+@dataclass
+class Lag:
+    """Finished changes a file does not reflect yet: how many, since when, past the grace?"""
+
+    changes: int = 0
+    oldest: dt.datetime | None = None
+    oldest_age: float | None = None
+
+    def add(self, row) -> None:
+        """Add a row of `_UNREFLECTED`/`_CUSTOMERS_UNREFLECTED`."""
+        if not row.changes:
+            return
+        self.changes += row.changes
+        if self.oldest is None or row.oldest < self.oldest:
+            self.oldest, self.oldest_age = row.oldest, float(row.oldest_age)
+
+    def fields(self, grace: float) -> dict[str, Any]:
+        """The lag's part of a file's entry."""
+        return {
+            "pending_changes": self.changes,
+            "oldest_pending_at": iso(self.oldest),
+            "behind": self.changes > 0,
+            "stale": self.oldest_age is not None and self.oldest_age > grace,
+        }
+
+
+def _lag(conn: Connection, entities, watermark: str | None, *, reads=(), truncates=False) -> Lag:
+    lag = Lag()
+    params = {"entities": list(entities), "reads": list(reads), "truncates": truncates}
+    lag.add(conn.execute(_UNREFLECTED, {**params, "watermark": watermark}).one())
+    return lag
+
+
+def single_file(
+    conn: Connection | None, store: Store, file: CacheFile, now: dt.datetime, grace: float
+) -> dict[str, Any]:
+    """The entry of one whole-table file (index, insights, summary)."""
+    document = read_document(store, file.file())
+    watermark = _watermark(document)
+    entry: dict[str, Any] = {
+        "asset": file.asset,
+        "path": file.file(),
+        "per_customer": False,
+        "exists": document is not None,
+        "generated_at": (document or {}).get("generated_at"),
+        "age_seconds": _age(document, now),
+        "watermark": watermark,
+        "schema_version": (document or {}).get("schema_version"),
+        "schema_current": None
+        if document is None
+        else document.get("schema_version") == file.schema_version,
+        "pending_changes": None,
+        "oldest_pending_at": None,
+        "behind": None,
+        "stale": None,
+    }
+    if conn is not None:
+        entry.update(_lag(conn, file.reads, watermark).fields(grace))
+    return entry
+
+
+@dataclass
+class _CustomerFiles:
+    """What was read of the per-customer files, by customer id."""
+
+    names: list[str]
+    documents: dict[int, dict | None] = field(default_factory=dict)
+
+    def read(self, store: Store, customer_id: int) -> dict | None:
+        if customer_id not in self.documents:
+            self.documents[customer_id] = read_document(
+                store, registry.CUSTOMER_PROFILES.file(customer_id)
+            )
+        return self.documents[customer_id]
+
+
+def customer_files(
+    conn: Connection | None, store: Store, now: dt.datetime, grace: float
+) -> dict[str, Any]:
+    """The summary entry of the per-customer files (`customers/<id>.json`)."""
+    profiles = registry.CUSTOMER_PROFILES
+    ids = sorted(int(n[:-5]) for n in store.names(profiles.path) if n[:-5].isdigit())
+    files = _CustomerFiles([f"{i}.json" for i in ids])
+    for customer_id in ids[: REMOTE_READS if store.remote else LOCAL_READS]:
+        files.read(store, customer_id)
+    read = [d for d in files.documents.values() if d is not None]
+    oldest = min(read, key=lambda d: int(_watermark(d) or 0), default=None)
+    entry: dict[str, Any] = {
+        "asset": profiles.asset,
+        "path": f"{profiles.path}/",
+        "per_customer": True,
+        "files": len(ids),
+        "read": len(read),
+        "oldest_generated_at": (oldest or {}).get("generated_at"),
+        "oldest_age_seconds": _age(oldest, now),
+        "oldest_watermark": _watermark(oldest),
+        "customers_checked": None,
+        "customers_behind": None,
+        "sample_behind": [],
+        "pending_changes": None,
+        "oldest_pending_at": None,
+        "behind": None,
+        "stale": None,
+    }
+    if conn is not None:
+        entry.update(_customers_lag(conn, store, files, _watermark(oldest), grace))
+    return entry
+
+
+def _customers_lag(
+    conn: Connection, store: Store, files: _CustomerFiles, oldest_mark: str | None, grace: float
+) -> dict[str, Any]:
+    """Recently changed customers whose file is behind (missing while the customer exists,
+    or older than their last change), and changes every customer file reads."""
+    limit = REMOTE_CHANGED if store.remote else LOCAL_CHANGED
+    changed = conn.execute(_CHANGED_CUSTOMERS, {"limit": limit}).all()
+    behind: dict[int, str | None] = {}
+    for customer_id, txid, exists in changed:
+        mark = _watermark(files.read(store, customer_id))
+        if (exists and mark is None) or (mark is not None and int(mark) <= int(txid)):
+            behind[customer_id] = mark
+    lag = Lag()
+    if behind:
+        params = {"ids": list(behind), "marks": list(behind.values())}
+        lag.add(conn.execute(_CUSTOMERS_UNREFLECTED, params).one())
+    if files.names:  # a change every file reads makes even the oldest file behind
+        profiles = registry.CUSTOMER_PROFILES
+        shared = _lag(conn, profiles.shared, oldest_mark, reads=profiles.reads, truncates=True)
+        lag.changes += shared.changes
+        if shared.oldest is not None and (lag.oldest is None or shared.oldest < lag.oldest):
+            lag.oldest, lag.oldest_age = shared.oldest, shared.oldest_age
+    return {
+        "customers_checked": len(changed),
+        "customers_behind": len(behind),
+        "sample_behind": sorted(behind)[:SAMPLE],
+        **lag.fields(grace),
+    }
+
+
+def cache_problems(entries: list[dict[str, Any]], grace: float) -> list[Problem]:
+    """A problem per file behind the change log past the grace period."""
+    found = []
+    for entry in entries:
+        if entry.get("stale"):
+            found.append(
+                problem(
+                    "cache_file_stale",
+                    f"{entry['path']} is behind the change log: {entry['pending_changes']} "
+                    f"change(s) since {entry['oldest_pending_at']} not reflected after the "
+                    f"{grace:.0f}s grace (CRM_CACHE_LAG_GRACE_SECONDS)",
+                )
+            )
+    return found
