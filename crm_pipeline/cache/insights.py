@@ -1,4 +1,8 @@
-"""`marketing/insights.json`: spend, impressions, clicks and ratios by day and by campaign."""
+"""`marketing/insights.json`: spend, impressions, clicks, leads and ratios by day and by campaign.
+
+`leads` are the leads Meta reports for the ads (ad_insights_daily.leads), as in summary.json's
+cost per lead; they were added to the rows without a schema bump (a new key breaks no reader).
+"""
 
 from __future__ import annotations
 
@@ -14,18 +18,21 @@ READS = ("ad_insights_daily", "campaigns")
 
 _TOTALS = """
 SELECT coalesce(sum(impressions), 0) AS impressions, coalesce(sum(clicks), 0) AS clicks,
-       coalesce(sum(spend), 0) AS spend, count(DISTINCT ad_id) AS ads,
+       coalesce(sum(spend), 0) AS spend, coalesce(sum(leads), 0) AS leads,
+       count(DISTINCT ad_id) AS ads,
        min(date) AS first_date, max(date) AS last_date
 FROM ad_insights_daily WHERE date BETWEEN :since AND :until
 """
 _BY_DAY = """
-SELECT date, sum(impressions) AS impressions, sum(clicks) AS clicks, sum(spend) AS spend
+SELECT date, sum(impressions) AS impressions, sum(clicks) AS clicks, sum(spend) AS spend,
+       sum(leads) AS leads
 FROM ad_insights_daily WHERE date BETWEEN :since AND :until
 GROUP BY date ORDER BY date
 """
 _BY_CAMPAIGN = """
 SELECT i.account_id, i.campaign_id, c.name AS campaign_name,
-       sum(i.impressions) AS impressions, sum(i.clicks) AS clicks, sum(i.spend) AS spend
+       sum(i.impressions) AS impressions, sum(i.clicks) AS clicks, sum(i.spend) AS spend,
+       sum(i.leads) AS leads
 FROM ad_insights_daily i LEFT JOIN campaigns c ON c.id = i.campaign_id
 WHERE i.date BETWEEN :since AND :until
 GROUP BY i.account_id, i.campaign_id, c.name
@@ -56,6 +63,7 @@ def build_marketing_insights(conn: Connection, since: dt.date, until: dt.date) -
             "impressions": totals["impressions"],
             "clicks": totals["clicks"],
             "spend": totals["spend"],
+            "leads": totals["leads"],
             "ads": totals["ads"],
             **_ratios(totals["impressions"], totals["clicks"], totals["spend"]),
         },

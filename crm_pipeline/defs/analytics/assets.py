@@ -6,11 +6,12 @@ from typing import Any
 import dagster as dg
 
 from crm_pipeline.cache import registry
+from crm_pipeline.cache.charts import summary_charts
 from crm_pipeline.cache.rebuild import rebuild_file
 from crm_pipeline.cache.summary_model import SUMMARY_SCHEMA_VERSION
 from crm_pipeline.defs import groups
 from crm_pipeline.defs.cache.assets import cache_asset
-from crm_pipeline.defs.cache.publish import rebuilt_metadata
+from crm_pipeline.defs.cache.publish import chart_metadata, rebuilt_metadata
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
 __all__ = ["analytics_summary", "summary_markdown"]
@@ -105,5 +106,7 @@ def analytics_summary(
             ad_spend_total=float(summary["ad_spend"]["total"]),
             schema_version=SUMMARY_SCHEMA_VERSION,
             **tables,
+            # Drawn from the document just written, not a second query: they show what it holds.
+            **chart_metadata(summary_charts(summary)),
         )
     )

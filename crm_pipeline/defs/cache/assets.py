@@ -9,10 +9,11 @@ import time
 import dagster as dg
 
 from crm_pipeline.cache import insights, registry
+from crm_pipeline.cache.charts import insights_charts
 from crm_pipeline.cache.rebuild import rebuild_all_customers, rebuild_customers, rebuild_file
 from crm_pipeline.db.engine import read_snapshot
 from crm_pipeline.defs import groups
-from crm_pipeline.defs.cache.publish import rebuilt_metadata
+from crm_pipeline.defs.cache.publish import chart_metadata, rebuilt_metadata
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
 
@@ -54,6 +55,8 @@ def marketing_insights_cache(
             rows=len(payload["by_day"]),
             campaigns=len(payload["by_campaign"]),
             spend=float(payload["totals"]["spend"]),
+            # Drawn from the document just written, not a second query.
+            **chart_metadata(insights_charts(payload)),
         )
     )
 

@@ -4,6 +4,7 @@ from typing import Any
 
 import dagster as dg
 
+from crm_pipeline.cache.charts import chart_markdown
 from crm_pipeline.cache.rebuild import Rebuilt
 
 
@@ -20,4 +21,12 @@ def rebuilt_metadata(rebuilt: Rebuilt, **extra: Any) -> dict[str, Any]:
         "build_seconds": round(rebuilt.build_seconds, 3),
         "write_seconds": round(rebuilt.write_seconds, 3),
         **extra,
+    }
+
+
+def chart_metadata(charts: dict[str, bytes]) -> dict[str, dg.MetadataValue]:
+    """Each chart as Markdown with its PNG inline (a data URI), which the Dagster UI renders."""
+    return {
+        key: dg.MetadataValue.md(chart_markdown(key.removeprefix("chart_").replace("_", " "), png))
+        for key, png in charts.items()
     }
