@@ -174,8 +174,19 @@ def _customers_by_tier(summary: dict[str, Any]) -> Draw:
 
 
 # metadata key -> (title, drawing from the summary payload)
+def _summary_spend_leads_by_day(summary: dict[str, Any]) -> Draw:
+    days = summary["ad_spend"]["by_day"]  # always the 30 days of the window, zeros included
+    if not any(_num(d["spend"]) or d["leads"] for d in days):
+        return _placeholder("no ad spend in the last 30 days")
+    return _spend_leads_by_day(summary["ad_spend"])
+
+
 _SUMMARY_CHARTS: dict[str, tuple[str, Callable[[dict[str, Any]], Draw]]] = {
     "chart_revenue_by_month": ("revenue by month", _revenue_by_month),
+    "chart_ad_spend_by_day": (
+        "spend and Meta-reported leads by day (last 30 days)",
+        lambda summary: _summary_spend_leads_by_day(summary),
+    ),
     "chart_leads_by_day": ("leads by day (CRM, last 30 days)", _leads_by_day),
     "chart_cost_per_lead_by_campaign": ("cost per lead by campaign", _cost_per_lead_by_campaign),
     "chart_customers_by_tier": ("customers by tier", _customers_by_tier),

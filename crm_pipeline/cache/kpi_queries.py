@@ -87,6 +87,19 @@ SELECT days.day AS date, coalesce(per_day.leads, 0) AS leads
 FROM days LEFT JOIN per_day USING (day)
 ORDER BY days.day
 """
+SPEND_BY_DAY = """
+WITH days AS (
+    SELECT d::date AS day
+    FROM generate_series(CAST(:first_day AS date), CAST(:last_day AS date), interval '1 day') d
+), per_day AS (
+    SELECT date AS day, sum(spend) AS spend, sum(leads)::bigint AS leads
+    FROM ad_insights_daily WHERE date BETWEEN :first_day AND :last_day
+    GROUP BY date
+)
+SELECT days.day AS date, coalesce(per_day.spend, 0) AS spend, coalesce(per_day.leads, 0) AS leads
+FROM days LEFT JOIN per_day USING (day)
+ORDER BY days.day
+"""
 # First-touch attribution: each customer belongs to the campaign of their earliest lead that
 # names one (directly, or through the lead's ad), and brings the revenue of their orders placed
 # at or after that lead. One campaign per customer, so no revenue is counted twice. Beside it,

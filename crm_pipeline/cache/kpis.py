@@ -31,6 +31,7 @@ from crm_pipeline.cache.summary_model import (
     Revenue,
     Roas,
     SourceLeads,
+    SpendOnDay,
     Summary,
     TierCustomers,
     Window,
@@ -77,7 +78,7 @@ def build_summary(conn: Connection, today: dt.date) -> Summary:
         window_30_days=Window(first_day=first_day, last_day=today),
         revenue=_revenue(currencies, rows(sql.REVENUE_BY_MONTH)),
         customers=_customers(rows(sql.BY_TIER), single),
-        ad_spend=_ad_spend(spend, rows(sql.SPEND_BY_CAMPAIGN)),
+        ad_spend=_ad_spend(spend, rows(sql.SPEND_BY_CAMPAIGN), rows(sql.SPEND_BY_DAY)),
         leads=_leads(leads, rows(sql.LEADS_BY_DAY), spend),
         roas=_roas(rows(sql.ROAS_BY_CAMPAIGN), spend, single),
         freshness=Freshness.model_validate(freshness._mapping),
@@ -118,7 +119,7 @@ def _customers(tiers: _Rows, single: bool) -> Customers:
     )
 
 
-def _ad_spend(spend: Row[Any], campaigns: _Rows) -> AdSpend:
+def _ad_spend(spend: Row[Any], campaigns: _Rows, days: _Rows) -> AdSpend:
     return AdSpend(
         total=spend.total,
         last_30_days=spend.last_30_days,
@@ -127,6 +128,7 @@ def _ad_spend(spend: Row[Any], campaigns: _Rows) -> AdSpend:
         first_date=spend.first_date,
         last_date=spend.last_date,
         by_campaign=_each(CampaignSpend, campaigns),
+        by_day=_each(SpendOnDay, days),
     )
 
 

@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PlainSerializer, WithJsonSchema
 
 # Bump when the document's shape or the meaning of a field changes. 3: Meta's reported
-# purchases, purchase value and meta_roas in the roas section.
-SUMMARY_SCHEMA_VERSION = 3
+# purchases, purchase value and meta_roas in the roas section. 4: ad_spend.by_day.
+SUMMARY_SCHEMA_VERSION = 4
 LEAD_SOURCES = ("facebook_lead_ads", "other")
 LeadSource = Literal["facebook_lead_ads", "other"]
 
@@ -167,6 +167,14 @@ class CampaignSpend(_Model):
     )
 
 
+class SpendOnDay(_Model):
+    """One day of ad spend."""
+
+    date: Day = Field(description="Day of the insights (the ad account's day, as Meta reports).")
+    spend: Money = Field(description=f"Spend that day. {_MONEY}")
+    leads: Count = Field(description="Leads Meta reports for that day's ads.")
+
+
 class AdSpend(_Model):
     """The ad spend section."""
 
@@ -178,6 +186,10 @@ class AdSpend(_Model):
     last_date: Day | None = Field(description="Latest day with insights; null if none.")
     by_campaign: list[CampaignSpend] = Field(
         description="All-time figures per campaign, highest spend first, then by campaign id."
+    )
+    by_day: list[SpendOnDay] = Field(
+        description=f"Spend and Meta-reported leads per day over {_WINDOW}: always 30 entries, "
+        "oldest first, days without insights included with 0."
     )
 
 

@@ -183,6 +183,14 @@ def _ad_spend(tables: _Tables, window: _Window) -> dict:
         "first_date": min(r["date"] for r in insights).isoformat() if insights else None,
         "last_date": max(r["date"] for r in insights).isoformat() if insights else None,
         "by_campaign": campaign_rows,
+        "by_day": [
+            {
+                "date": day.isoformat(),
+                "spend": sum((r["spend"] for r in insights if r["date"] == day), ZERO),
+                "leads": sum(r["leads"] for r in insights if r["date"] == day),
+            }
+            for day in (window.first + dt.timedelta(days=i) for i in range(30))
+        ],
     }
 
 

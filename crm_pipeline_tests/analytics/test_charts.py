@@ -18,6 +18,7 @@ from crm_pipeline_tests.analytics.summary_data import TODAY
 MAX_PNG_BYTES = 20_000  # a few KB each: the metadata of every materialisation carries them
 SUMMARY_CHARTS = {
     "chart_revenue_by_month",
+    "chart_ad_spend_by_day",
     "chart_leads_by_day",
     "chart_cost_per_lead_by_campaign",
     "chart_customers_by_tier",
@@ -49,7 +50,17 @@ def _summary(empty: bool = False) -> dict:
         "leads": {
             "by_day": [{"date": d, "leads": 0 if empty else i % 5} for i, d in enumerate(DAYS)]
         },
-        "ad_spend": {"by_campaign": [] if empty else by_campaign},
+        "ad_spend": {
+            "by_campaign": [] if empty else by_campaign,
+            "by_day": [
+                {
+                    "date": d,
+                    "spend": Decimal(0 if empty else 10 + i),
+                    "leads": 0 if empty else i % 4,
+                }
+                for i, d in enumerate(DAYS)
+            ],
+        },
         "customers": {"by_tier": [] if empty else tiers},
     }
 

@@ -51,7 +51,7 @@ def test_published_schema_file_is_generated_from_the_models():
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
     properties = schema["properties"]
-    assert properties["schema_version"]["const"] == SUMMARY_SCHEMA_VERSION == 3
+    assert properties["schema_version"]["const"] == SUMMARY_SCHEMA_VERSION == 4
     assert set(schema["required"]) >= {"generated_at", "watermark", "schema_version"}
     assert properties["generated_at"]["format"] == "date-time"
     assert properties["watermark"] == {**properties["watermark"], "type": "string"}
@@ -87,6 +87,7 @@ def _empty_payload() -> dict:
         "ad_spend": {
             "total": 0, "last_30_days": 0, "impressions": 0, "clicks": 0,
             "first_date": None, "last_date": None, "by_campaign": [],
+            "by_day": [{"date": d["date"], "spend": 0, "leads": 0} for d in window],
         },
         "leads": {
             "total": 0, "last_30_days": 0, "by_day": window,
