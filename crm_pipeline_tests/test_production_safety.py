@@ -85,6 +85,10 @@ def test_a_run_without_credentials_fails_at_once_naming_them(clean_db, database_
 def test_emulator_data_never_reaches_a_database_holding_real_data(
     clean_db, database_url, monkeypatch
 ):
+    from crm_pipeline.defs import resources
+
+    # Forget what earlier tests of this process learned about the session database.
+    monkeypatch.setattr(resources, "_demo_checked", set())
     with clean_db.begin() as conn:
         conn.execute(text("INSERT INTO customers (name) VALUES ('A real customer')"))
     monkeypatch.setenv("FB_GRAPH_URL", "emulator")

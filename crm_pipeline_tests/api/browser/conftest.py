@@ -34,9 +34,13 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"{reason} (install it with .ci/install-browser)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[object]:
-    """One headless Chromium for the session (a context per test keeps tests apart)."""
+    """One headless Chromium for the browser tests (a context per test keeps tests apart).
+
+    Stopped when they are done: Playwright's sync API keeps an event loop running in the main
+    thread, and every Dagster run in this process afterwards would fail to close its own loop
+    ("coroutine 'BaseEventLoop.shutdown_asyncgens' was never awaited")."""
     try:
         from playwright.sync_api import Error, sync_playwright
     except ImportError:
