@@ -10,8 +10,10 @@ took id 10 may commit after another that took id 11 was already read.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, text
 
@@ -159,6 +161,67 @@ def changed_customers(
         return [], False
     ids = [r.customer_id for r in rows]
     return ids[:limit], len(ids) <= limit
+
+
+@dataclass(frozen=True)
+class Unreflected:
+    """Finished changes a cache file does not reflect yet: how many, and the oldest."""
+
+    changes: int
+    oldest: dt.datetime | None
+    oldest_age_seconds: float | None  # by the database's clock
+
+
+_UNREFLECTED = text(
+    "SELECT count(*) AS changes, min(changed_at) AS oldest,"
+    " extract(epoch FROM now() - min(changed_at)) AS oldest_age"
+    f" FROM change_log WHERE txid < {_SNAPSHOT_XMIN}"
+    "   AND (entity = ANY(CAST(:entities AS text[]))"
+    "        OR (op = 'truncate' AND entity = ANY(CAST(:truncates_of AS text[]))))"
+    "   AND (CAST(:watermark AS xid8) IS NULL OR txid >= CAST(:watermark AS xid8))"
+    "   AND (CAST(:older_than AS interval) IS NULL"
+    "        OR changed_at < now() - CAST(:older_than AS interval))"
+)
+_RECENT_CUSTOMERS = text(
+    "SELECT l.customer_id, max(l.txid)::text AS txid, bool_or(c.id IS NOT NULL) AS exists"
+    " FROM change_log l LEFT JOIN customers c ON c.id = l.customer_id"
+    f" WHERE l.customer_id IS NOT NULL AND l.txid < {_SNAPSHOT_XMIN}"
+    "   AND (CAST(:older_than AS interval) IS NULL"
+    "        OR l.changed_at < now() - CAST(:older_than AS interval))"
+    " GROUP BY l.customer_id ORDER BY max(l.txid) DESC LIMIT :limit"
+)
+
+
+def unreflected_changes(
+    conn: Connection,
+    entities: Sequence[str],
+    watermark: str | None,
+    *,
+    older_than: dt.timedelta | None = None,
+    truncates_of: Sequence[str] = (),
+) -> Unreflected:
+    """Finished changes to `entities` a file with `watermark` does not reflect (txid at or
+    above it; every one when there is no file), and TRUNCATEs of `truncates_of`; only those
+    older than `older_than` when given. The asset checks and `crm-pipeline status` both ask."""
+    row = conn.execute(
+        _UNREFLECTED,
+        {
+            "entities": list(entities),
+            "truncates_of": list(truncates_of),
+            "watermark": watermark,
+            "older_than": older_than,
+        },
+    ).one()
+    age = None if row.oldest_age is None else float(row.oldest_age)
+    return Unreflected(row.changes, row.oldest, age)
+
+
+def recently_changed_customers(
+    conn: Connection, limit: int, *, older_than: dt.timedelta | None = None
+) -> list[Any]:
+    """The `limit` customers changed last by finished changes (older than `older_than` when
+    given): rows of (customer_id, txid of their newest change as text, whether they exist)."""
+    return conn.execute(_RECENT_CUSTOMERS, {"limit": limit, "older_than": older_than}).all()
 
 
 def prune_change_log(conn: Connection, older_than_days: int) -> int:

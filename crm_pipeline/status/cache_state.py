@@ -23,6 +23,7 @@ from sqlalchemy import Connection, text
 from crm_pipeline.cache import registry
 from crm_pipeline.cache.registry import CacheFile
 from crm_pipeline.cache.stores import Store
+from crm_pipeline.db.changelog import recently_changed_customers, unreflected_changes
 from crm_pipeline.status.database import Problem, problem
 
 # Customer files read for the summary, and recently changed customers checked: every read is a
@@ -32,20 +33,6 @@ LOCAL_CHANGED, REMOTE_CHANGED = 1000, 200
 SAMPLE = 10
 
 _FINISHED = "txid < pg_snapshot_xmin(pg_current_snapshot())"
-_UNREFLECTED = text(
-    "SELECT count(*) AS changes, min(changed_at) AS oldest,"
-    " extract(epoch FROM now() - min(changed_at)) AS oldest_age"
-    f" FROM change_log WHERE {_FINISHED}"
-    "   AND (entity = ANY(CAST(:entities AS text[]))"
-    "        OR (:truncates AND op = 'truncate' AND entity = ANY(CAST(:reads AS text[]))))"
-    "   AND (CAST(:watermark AS xid8) IS NULL OR txid >= CAST(:watermark AS xid8))"
-)
-_CHANGED_CUSTOMERS = text(
-    "SELECT l.customer_id, max(l.txid)::text AS txid, bool_or(c.id IS NOT NULL) AS exists"
-    " FROM change_log l LEFT JOIN customers c ON c.id = l.customer_id"
-    f" WHERE l.customer_id IS NOT NULL AND l.{_FINISHED}"
-    " GROUP BY l.customer_id ORDER BY max(l.txid) DESC LIMIT :limit"
-)
 _CUSTOMERS_UNREFLECTED = text(
     "SELECT count(*) AS changes, min(l.changed_at) AS oldest,"
     " extract(epoch FROM now() - min(l.changed_at)) AS oldest_age"
@@ -91,13 +78,13 @@ class Lag:
     oldest: dt.datetime | None = None
     oldest_age: float | None = None
 
-    def add(self, row) -> None:
-        """Add a row of `_UNREFLECTED`/`_CUSTOMERS_UNREFLECTED`."""
-        if not row.changes:
+    def add(self, changes: int, oldest: dt.datetime | None, oldest_age: float | None) -> None:
+        """Add changes not reflected (of `unreflected_changes`, `_CUSTOMERS_UNREFLECTED`)."""
+        if not changes:
             return
-        self.changes += row.changes
-        if self.oldest is None or row.oldest < self.oldest:
-            self.oldest, self.oldest_age = row.oldest, float(row.oldest_age)
+        self.changes += changes
+        if self.oldest is None or oldest < self.oldest:
+            self.oldest, self.oldest_age = oldest, float(oldest_age)
 
     def fields(self, grace: float) -> dict[str, Any]:
         """The lag's part of a file's entry."""
@@ -109,10 +96,10 @@ class Lag:
         }
 
 
-def _lag(conn: Connection, entities, watermark: str | None, *, reads=(), truncates=False) -> Lag:
+def _lag(conn: Connection, entities, watermark: str | None, *, truncates_of=()) -> Lag:
     lag = Lag()
-    params = {"entities": list(entities), "reads": list(reads), "truncates": truncates}
-    lag.add(conn.execute(_UNREFLECTED, {**params, "watermark": watermark}).one())
+    found = unreflected_changes(conn, entities, watermark, truncates_of=truncates_of)
+    lag.add(found.changes, found.oldest, found.oldest_age_seconds)
     return lag
 
 
@@ -198,7 +185,7 @@ def _customers_lag(
     """Recently changed customers whose file is behind (missing while the customer exists,
     or older than their last change), and changes every customer file reads."""
     limit = REMOTE_CHANGED if store.remote else LOCAL_CHANGED
-    changed = conn.execute(_CHANGED_CUSTOMERS, {"limit": limit}).all()
+    changed = recently_changed_customers(conn, limit)
     behind: dict[int, str | None] = {}
     for customer_id, txid, exists in changed:
         mark = _watermark(files.read(store, customer_id))
@@ -207,10 +194,11 @@ def _customers_lag(
     lag = Lag()
     if behind:
         params = {"ids": list(behind), "marks": list(behind.values())}
-        lag.add(conn.execute(_CUSTOMERS_UNREFLECTED, params).one())
+        row = conn.execute(_CUSTOMERS_UNREFLECTED, params).one()
+        lag.add(row.changes, row.oldest, row.oldest_age)
     if files.names:  # a change every file reads makes even the oldest file behind
         profiles = registry.CUSTOMER_PROFILES
-        shared = _lag(conn, profiles.shared, oldest_mark, reads=profiles.reads, truncates=True)
+        shared = _lag(conn, profiles.shared, oldest_mark, truncates_of=profiles.reads)
         lag.changes += shared.changes
         if shared.oldest is not None and (lag.oldest is None or shared.oldest < lag.oldest):
             lag.oldest, lag.oldest_age = shared.oldest, shared.oldest_age

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 
 import dagster as dg
 import orjson
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from crm_pipeline.cache import registry
 from crm_pipeline.cache.stores import Store
 from crm_pipeline.cache.summary import validate_summary
 from crm_pipeline.config import load_settings
+from crm_pipeline.db.changelog import recently_changed_customers, unreflected_changes
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
 LAG_GRACE = dt.timedelta(seconds=load_settings().sensors.cache_lag_grace_seconds)
@@ -42,27 +43,11 @@ def _read_watermark(store: Store, relative: str) -> str | None:
         return None
 
 
-def pending_changes(
-    conn: Connection, entities: list[str], watermark: str | None, grace: dt.timedelta
-) -> tuple[int, dt.datetime | None]:
-    """Finished changes to `entities` at/after `watermark` and older than `grace`."""
-    row = conn.execute(
-        text(
-            "SELECT count(*), min(changed_at) FROM change_log"
-            " WHERE entity = ANY(:entities)"
-            "   AND txid < pg_snapshot_xmin(pg_current_snapshot())"
-            "   AND (CAST(:watermark AS xid8) IS NULL OR txid >= CAST(:watermark AS xid8))"
-            "   AND changed_at < now() - CAST(:grace AS interval)"
-        ),
-        {"entities": entities, "watermark": watermark, "grace": grace},
-    ).one()
-    return row[0], row[1]
-
-
 def _file_lag(conn: Connection, store: Store, key: dg.AssetKey) -> dg.AssetCheckResult:
     path = store.where(FILES[key])
     watermark = _read_watermark(store, FILES[key])
-    pending, oldest = pending_changes(conn, entities_feeding(key), watermark, LAG_GRACE)
+    lag = unreflected_changes(conn, entities_feeding(key), watermark, older_than=LAG_GRACE)
+    pending, oldest = lag.changes, lag.oldest
     missing = watermark is None
     return dg.AssetCheckResult(
         asset_key=key,
@@ -80,18 +65,7 @@ def _file_lag(conn: Connection, store: Store, key: dg.AssetKey) -> dg.AssetCheck
 
 def behind_customers(conn: Connection, store: Store, grace: dt.timedelta) -> list[int]:
     """Recently changed customers whose file is missing, stale, or should have been removed."""
-    changed = conn.execute(
-        text(
-            "SELECT l.customer_id, max(l.txid)::text AS txid,"
-            "       bool_or(c.id IS NOT NULL) AS exists"
-            " FROM change_log l LEFT JOIN customers c ON c.id = l.customer_id"
-            " WHERE l.customer_id IS NOT NULL"
-            "   AND l.txid < pg_snapshot_xmin(pg_current_snapshot())"
-            "   AND l.changed_at < now() - CAST(:grace AS interval)"
-            " GROUP BY l.customer_id ORDER BY max(l.txid) DESC LIMIT :limit"
-        ),
-        {"grace": grace, "limit": MAX_CUSTOMERS_CHECKED},
-    ).all()
+    changed = recently_changed_customers(conn, MAX_CUSTOMERS_CHECKED, older_than=grace)
     behind = []
     for customer_id, txid, exists in changed:
         watermark = _read_watermark(store, registry.CUSTOMER_PROFILES.file(customer_id))
