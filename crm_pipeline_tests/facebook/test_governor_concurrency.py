@@ -169,6 +169,71 @@ def test_growing_slots_lets_a_waiter_in_and_shrinking_waits_for_holders():
         slots.resize(0)
 
 
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        assert time.monotonic() < deadline, "a waiter never queued"
+        time.sleep(0.001)
+
+
+def test_a_released_slot_goes_to_the_longest_waiter_not_to_the_holder_asking_again():
+    # An account paging through its cursor releases its slot and asks again at once, holding
+    # the GIL while the waiters it woke have not run: it must queue behind them, or the first
+    # accounts keep every slot and the others wait until they finish.
+    slots = Slots(1)
+    admitted: list[str] = []
+    lock = threading.Lock()
+
+    def take(name: str) -> None:
+        with slots.held(), lock:
+            admitted.append(name)
+
+    first = threading.Thread(target=take, args=("first",), daemon=True)
+    second = threading.Thread(target=take, args=("second",), daemon=True)
+    with slots.held():
+        first.start()
+        _wait_until(lambda: slots.waiting == 1)
+        second.start()
+        _wait_until(lambda: slots.waiting == 2)
+    # The holder let go and asks again straight away, without giving the waiters a chance.
+    take("holder again")
+    first.join(PATIENCE)
+    second.join(PATIENCE)
+    assert admitted == ["first", "second", "holder again"]
+    assert slots.in_flight == 0 and slots.waiting == 0
+
+
+def test_a_waiter_interrupted_while_queued_leaves_no_slot_taken():
+    slots = Slots(1)
+    with slots.held():
+        with pytest.raises(KeyboardInterrupt):
+            waiter = _InterruptedWaiter(slots)
+            waiter.wait()
+        assert slots.waiting == 0
+    assert slots.in_flight == 0
+    with slots.held():  # the slot is free again
+        assert slots.in_flight == 1
+
+
+class _InterruptedWaiter:
+    """Queue for a slot, then be interrupted (as a step being cancelled would be)."""
+
+    def __init__(self, slots: Slots) -> None:
+        self.slots = slots
+
+    def wait(self) -> None:
+        import unittest.mock
+
+        def interrupted(timeout=None) -> bool:
+            raise KeyboardInterrupt
+
+        with (
+            unittest.mock.patch.object(threading.Event, "wait", interrupted),
+            self.slots.held(),
+        ):
+            raise AssertionError("admitted although every slot is held")
+
+
 def test_a_throttled_account_does_not_hold_a_slot_while_it_waits():
     """With one app-wide slot, account B's calls go through while account A waits out a
     throttle; were A's slot held during its wait, B would be stuck until the wait ended."""
