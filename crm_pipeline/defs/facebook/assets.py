@@ -9,6 +9,7 @@ import datetime as dt
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 
 from crm_pipeline import lake
 from crm_pipeline.db.sync_state import get_state
@@ -16,11 +17,12 @@ from crm_pipeline.defs import groups
 from crm_pipeline.defs.facebook.account_totals import land_account_totals
 from crm_pipeline.defs.facebook.graph_usage import graph_metadata
 from crm_pipeline.defs.facebook.insight_windows import (
+    DaySplit,
     LandedDay,
     LandedWindow,
     Window,
+    chunks,
     land_windows,
-    split_by_day,
 )
 from crm_pipeline.defs.facebook.partitions import insights_partitions
 from crm_pipeline.defs.facebook.resources import GraphApiResource, GraphSession
@@ -89,34 +91,39 @@ def _land_insights_window(
 ) -> LandedWindow:
     """One window's ad rows and Meta's account totals of the same days, landed per day."""
     account_id, days = window.account_id, window.days
-    rows = list(graph_api.fetch_insights(client, account_id, window.since, window.until))
-    # Meta's own account totals of the same days: what the ad rows must add up to.
+    # Meta's own account totals of the same days (what the ad rows must add up to) first: the
+    # window's last page then ends its chain of calls, with only its own rows left to check.
     totals = land_account_totals(client, storage, account_id, days, page_size=graph_api.page_size)
+    split = DaySplit(days, check_insight_day, lambda good: to_arrow(good, INSIGHT_FIELDS))
+    rows = graph_api.fetch_insights(client, account_id, window.since, window.until)
+    for chunk in chunks(rows, graph_api.page_size):
+        split.add(chunk)
     landed = LandedWindow(
         window,
         [],
-        f"{len(rows)} insight rows for {account_id} {window.since}..{window.until}",
+        f"{split.rows} insight rows for {account_id} {window.since}..{window.until}",
         bad=totals.bad,
     )
-    for day, checked in split_by_day(rows, days, check_insight_day).items():
-        day_meta, bad_path = _land_insights_day(storage, account_id, day, checked)
+    for day in days:
+        day_meta, bad_path = _land_insights_day(
+            storage, account_id, day, split.good(day), split.bad[day]
+        )
         day_meta["account_total_rows"] = totals.rows[day]
-        landed.days.append(LandedDay(day, day_meta, checked.bad, bad_path))
+        landed.days.append(LandedDay(day, day_meta, split.bad[day], bad_path))
     return landed
 
 
 def _land_insights_day(
-    storage: StorageResource, account_id: str, day: str, checked: validate.Checked
+    storage: StorageResource, account_id: str, day: str, table: pa.Table, bad: list[dict]
 ) -> tuple[dict[str, Any], Any]:
     """Land one account-day's good rows (an empty file when none) and quarantine its bad ones;
     returns the day's metadata and the quarantine file (None when every row was good)."""
     partition = f"account={account_id}/date={day}"
-    table = to_arrow(checked.good, INSIGHT_FIELDS)
     path = lake.land_partition(storage.data_path(), INSIGHTS_STREAM, partition, table)
-    bad_path = lake.write_quarantine(storage.data_path(), INSIGHTS_STREAM, partition, checked.bad)
+    bad_path = lake.write_quarantine(storage.data_path(), INSIGHTS_STREAM, partition, bad)
     day_meta = {
         "rows": table.num_rows,
-        "quarantined": len(checked.bad),
+        "quarantined": len(bad),
         "path": dg.MetadataValue.path(str(path)),
     }
     return day_meta, bad_path
