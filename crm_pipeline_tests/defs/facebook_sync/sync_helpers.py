@@ -97,7 +97,7 @@ class MalformedData(EmulatorData):
     still count its numbers, as they would for a row the sync cannot load.
     """
 
-    def insights(self, account_id, since, until):
+    def served_insights(self, account_id, since, until):
         rows = super().insights(account_id, since, until)
         if rows:
             rows[0] = {**rows[0], "campaign_id": ""}

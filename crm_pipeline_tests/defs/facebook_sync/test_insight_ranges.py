@@ -94,7 +94,7 @@ class _QuietDay(EmulatorData):
 
     quiet = dt.date(2026, 10, 2)
 
-    def insights(self, account_id, since, until):
+    def served_insights(self, account_id, since, until):
         return [
             r
             for r in super().insights(account_id, since, until)
