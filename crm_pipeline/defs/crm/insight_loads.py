@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, text
@@ -32,14 +33,17 @@ __all__ = ["DAYS_PER_TRANSACTION", "LandedDay", "load_insight_days", "read_lande
 # each day stays atomic within it, and a transaction holds one account-month of rows at most.
 DAYS_PER_TRANSACTION = 31
 
-# The rows of the account's `days` that Meta did not report (the reported (day, ad) pairs are
-# passed as two arrays); their days, one per deleted row.
+# The rows of the account's `days` that Meta did not report; their days, one per deleted row.
+# The reported (day, ad) pairs come as one JSON text of [day, ad] pairs: an account-month is
+# 15,000 pairs, which the driver would dump element by element as two arrays (a tenth of the
+# whole load's time), while PostgreSQL reads the JSON in a few milliseconds.
 _DELETE_UNREPORTED = text(
-    "DELETE FROM ad_insights_daily t"
+    "WITH reported AS MATERIALIZED ("
+    "  SELECT (pair->>0)::date AS date, pair->>1 AS ad_id"
+    "  FROM json_array_elements(CAST(:reported AS json)) AS r(pair))"
+    " DELETE FROM ad_insights_daily t"
     " WHERE t.account_id = :account AND t.date = ANY(CAST(:days AS date[]))"
-    " AND NOT EXISTS ("
-    "  SELECT 1 FROM unnest(CAST(:dates AS date[]), CAST(:ads AS text[])) AS r(date, ad_id)"
-    "  WHERE r.date = t.date AND r.ad_id = t.ad_id)"
+    " AND NOT EXISTS (SELECT 1 FROM reported r WHERE r.date = t.date AND r.ad_id = t.ad_id)"
     " RETURNING t.date"
 )
 
@@ -117,8 +121,7 @@ def _delete_unreported(conn: Connection, account_id: str, days: list[LandedDay])
             # Meta's account_id has no act_ prefix; the partition's does.
             "account": meta_account_id(account_id),
             "days": [dt.date.fromisoformat(d.day) for d in days],
-            "dates": [dt.date.fromisoformat(day) for day, _ in reported],
-            "ads": [ad for _, ad in reported],
+            "reported": orjson.dumps(reported).decode(),
         },
     ).all()
     deleted: dict[str, int] = {}

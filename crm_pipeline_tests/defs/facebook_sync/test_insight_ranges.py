@@ -124,6 +124,39 @@ def test_a_day_meta_no_longer_reports_is_emptied_in_a_range(
     assert pq.read_table(quiet / "part-0.parquet").num_rows == 0
 
 
+class _OneAdGone(EmulatorData):
+    """Meta stops reporting one ad on one day; its other ads and days are reported as before."""
+
+    day = dt.date(2026, 10, 2)
+
+    def served_insights(self, account_id, since, until):
+        gone = self.ads(account_id)[0]["id"]
+        return [
+            r
+            for r in super().insights(account_id, since, until)
+            if not (r["date_start"] == self.day.isoformat() and r["ad_id"] == gone)
+        ]
+
+
+def test_an_ad_meta_no_longer_reports_on_a_day_is_deleted_and_only_it(
+    clean_db, database_url, dirs, monkeypatch
+):
+    monkeypatch.setenv("FB_AD_ACCOUNT_IDS", "act_1001")
+    days = orchestrate.days_between(dt.date(2026, 10, 1), dt.date(2026, 10, 3))
+    with GraphEmulator(EmulatorData()) as server:
+        sync(database_url, server, dirs, days)
+    query = text("SELECT date::text, ad_id FROM ad_insights_daily")
+    with clean_db.connect() as conn:
+        before = set(conn.execute(query).all())
+    with GraphEmulator(_OneAdGone()) as server:
+        sync(database_url, server, dirs, days)
+    with clean_db.connect() as conn:
+        after = set(conn.execute(query).all())
+    gone = EmulatorData().ads("act_1001")[0]["id"]
+    assert before - after == {(_OneAdGone.day.isoformat(), gone)}
+    assert after <= before
+
+
 def test_resume_from_checkpoint_after_the_wait_budget_runs_out(
     clean_db, database_url, dirs, monkeypatch
 ):
