@@ -12,6 +12,7 @@ import dagster as dg
 
 from crm_pipeline.defs import groups
 from crm_pipeline.defs.analytics.assets import analytics_summary
+from crm_pipeline.defs.analytics.checks import analytics_checks
 from crm_pipeline.defs.cache.assets import (
     customer_index_cache,
     customer_profiles_cache,
@@ -121,7 +122,7 @@ def _domains() -> list[dg.Definitions]:
             asset_checks=cache_checks,
             sensors=[change_log_sensor],
         ),
-        dg.Definitions(assets=[analytics_summary]),
+        dg.Definitions(assets=[analytics_summary], asset_checks=analytics_checks),
         # Spans the raw zone and the CRM database, like the sync schedules.
         dg.Definitions(
             assets=[personal_data_retention],

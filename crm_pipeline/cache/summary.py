@@ -18,7 +18,9 @@ from crm_pipeline.cachefile import dumps, envelope
 from crm_pipeline.db.changelog import reflected_watermark
 
 SUMMARY_FILE = "analytics/summary.json"
-# What `compute_summary` reads (`change_log` too, for the freshness block: not a source).
+# What `compute_summary` reads (`change_log` too, for the freshness block: not a source). It
+# reads most of them through their KPI rollups (`db/rollups.py`), which triggers update in each
+# writer's own transaction: a change to any of these tables is a change to the summary.
 READS = ("customers", "orders", "leads", "ad_insights_daily", "campaigns", "ads")
 _MAX_REPORTED_ERRORS = 10
 

@@ -189,6 +189,8 @@ orders = Table(
     Column("status", Text, nullable=False, server_default=text("'paid'")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("external_id"),
+    # Migration 0008: the newest order (summary.json's freshness) without reading every order.
+    Index("ix_orders_created_at", "created_at"),
 )
 
 leads = Table(
@@ -211,6 +213,8 @@ leads = Table(
     Column("page_id", Text),
     Column("campaign_id", Text),
     Index("ix_leads_created_time", "created_time"),
+    # Migration 0008: the leads whose first-touch campaign an ads write changes.
+    Index("ix_leads_ad_id", "ad_id"),
 )
 
 conversations = Table(
@@ -346,6 +350,130 @@ erased_identifiers = Table(
     Column("kind", Text, primary_key=True),  # email | phone | psid | lead | conversation
     Column("digest", Text, primary_key=True),
     Column("erasure_id", BigInteger, ForeignKey("erasures.id", ondelete="CASCADE"), nullable=False),
+)
+
+# --- KPI rollups (migration 0008) --------------------------------------------------------------
+# Kept equal to their source tables by statement-level triggers (see `db/rollups.py`, which
+# also recomputes them from scratch for the drift check and for repair). summary.json reads
+# these, a few thousand rows, instead of every order, lead and insight row. Money keeps the
+# scale of its source column, so sums print with the same digits as before.
+
+Revenue = Numeric(30, 2)  # sums of orders.amount, numeric(14, 2)
+InsightMoney = Numeric(30, 4)  # sums of ad_insights_daily.spend / purchase_value, numeric(18, 4)
+
+
+def _pending_txid() -> Column:
+    """Rollups every writer adds to: 0 on the committed totals; a writer's transaction id on
+    its own deltas, which a trigger folds into the totals at its commit (so writers never wait
+    for each other's row until then). Readers sum a key's rows, as they only see totals."""
+    return Column(
+        "pending_txid", Xid8(), primary_key=True, server_default=text("pg_current_xact_id()")
+    )
+
+
+def _order_sums(name: str, key: Column) -> Table:
+    """Orders and their revenue per `key`, currency and status."""
+    return Table(
+        name,
+        metadata,
+        _pending_txid(),
+        key,
+        Column("currency", Text, primary_key=True),
+        Column("status", Text, primary_key=True),
+        Column("orders", BigInteger, nullable=False),
+        Column("revenue", Revenue, nullable=False),
+    )
+
+
+def _counts(name: str, count: str, *keys: Column) -> Table:
+    return Table(name, metadata, _pending_txid(), *keys, Column(count, BigInteger, nullable=False))
+
+
+# Orders by UTC day of created_at; by their customer's tier (as `rollup_customer_keys` says).
+rollup_orders_daily = _order_sums("rollup_orders_daily", Column("day", Date, primary_key=True))
+rollup_tier_revenue = _order_sums("rollup_tier_revenue", Column("tier", Text, primary_key=True))
+rollup_customers_by_tier = _counts(
+    "rollup_customers_by_tier", "customers", Column("tier", Text, primary_key=True)
+)
+
+
+def _insight_sums(name: str, *keys: Column) -> Table:
+    """ad_insights_daily summed per `keys`: `rows` counts the ad rows, `synced_at` the newest."""
+    return Table(
+        name,
+        metadata,
+        *keys,
+        Column("rows", BigInteger, nullable=False),
+        Column("spend", InsightMoney, nullable=False),
+        *(Column(c, BigInteger, nullable=False) for c in ("impressions", "clicks", "leads",
+                                                          "purchases")),
+        Column("purchase_value", InsightMoney, nullable=False),
+        Column("synced_at", DateTime(timezone=True), nullable=False),
+    )  # fmt: skip
+
+
+# Insights by day and campaign, and all time by campaign.
+rollup_ad_insights_daily = _insight_sums(
+    "rollup_ad_insights_daily",
+    Column("date", Date, primary_key=True),
+    Column("campaign_id", Text, primary_key=True),
+)
+rollup_ad_insights_by_campaign = _insight_sums(
+    "rollup_ad_insights_by_campaign", Column("campaign_id", Text, primary_key=True)
+)
+
+# Leads by UTC day of created_time and source ('facebook_lead_ads': form_id set; 'other'),
+# and all time by source (leads without a created_time included).
+rollup_leads_daily = _counts(
+    "rollup_leads_daily",
+    "leads",
+    Column("day", Date, primary_key=True),
+    Column("source", Text, primary_key=True),
+)
+rollup_leads_by_source = _counts(
+    "rollup_leads_by_source", "leads", Column("source", Text, primary_key=True)
+)
+
+# One row per customer: the tier and first touch (campaign, lead time) their orders are booked
+# under. Triggers lock and rewrite it before booking or moving a customer's orders, so writers
+# of the same customer take turns (migration 0008 says how).
+rollup_customer_keys = Table(
+    "rollup_customer_keys",
+    metadata,
+    Column("customer_id", BigInteger, primary_key=True),
+    Column("tier", Text, nullable=False),
+    Column("campaign_id", Text),  # null: not attributed to any campaign
+    Column("touched_at", DateTime(timezone=True)),  # the first-touch lead's created_time
+)
+
+# The campaign of each ad as the attribution rollups use it (null: the ad is not in `ads`, or
+# no longer), also the row that lead writers and ads writers of the same ad take turns on.
+rollup_ad_campaigns = Table(
+    "rollup_ad_campaigns",
+    metadata,
+    Column("ad_id", Text, primary_key=True),
+    Column("campaign_id", Text),
+)
+
+# First-touch attribution: customers per campaign, and their orders counted for it (those
+# created at or after the first-touch lead).
+rollup_attributed_customers = _counts(
+    "rollup_attributed_customers", "customers", Column("campaign_id", Text, primary_key=True)
+)
+rollup_attributed_revenue = _order_sums(
+    "rollup_attributed_revenue", Column("campaign_id", Text, primary_key=True)
+)
+
+# What a transaction must settle at its commit (a deferred trigger does, and empties its rows):
+# customers whose keys it changed (tier, or leads or ads that may move the first touch), and
+# its pending rollup deltas.
+rollup_rekey_queue = Table(
+    "rollup_rekey_queue",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("txid", Xid8(), nullable=False, server_default=text("pg_current_xact_id()")),
+    Column("customer_ids", ARRAY(BigInteger), nullable=False),
+    Index("ix_rollup_rekey_queue_txid", "txid"),
 )
 
 # Tables whose writes are logged row by row (entity_key = the row's key) ...
