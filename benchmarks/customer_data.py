@@ -15,6 +15,9 @@ import orjson
 import psycopg
 from sqlalchemy import text
 
+from crm_pipeline.db.engine import get_engine
+from crm_pipeline.db.rollups import rebuild_rollups
+
 # Integers are formatted into the SQL below (never user input): no placeholders needed.
 SEED_SQL = """
 SELECT setseed(0.42);
@@ -82,6 +85,9 @@ def seed_customers(url: str, customers: int) -> dict[str, int]:
         conn.execute("SET session_replication_role = replica")
         conn.execute(SEED_SQL.format(n=int(customers)))
         conn.commit()
+    # The KPI rollups the triggers would have kept: filled from the seeded rows.
+    with get_engine(url).begin() as conn:
+        rebuild_rollups(conn)
     with psycopg.connect(harness.libpq(url), autocommit=True) as conn:
         conn.execute("ANALYZE")
         tables = ("customers", "leads", "orders", "conversations", "messages")
