@@ -34,6 +34,7 @@ BENCHMARKS = (
     ("B7a", "worker_latency.py", "psql write -> customer file through the cache worker"),
     ("B7b", "write_to_cache_latency.py", "the same through the sensor and a real daemon"),
     ("B8", "clone_database.py", "clone-db of 1M rows vs pg_dump | psql"),
+    ("B9", "customer_scale.py", "customer list at 10k/100k/1M: bytes per write, list, search"),
     ("B10", "summary_rollups.py", "summary.json from the KPI rollups at 10M orders"),
 )
 

@@ -143,7 +143,7 @@ crm-pipeline demo: done.
   raw parquet     {settings.data_dir / "raw" / "fb_ad_insights"}/
   cache files     {files["marketing_insights_cache"]}
                   {files["analytics_summary"]}
-                  {files["customer_index_cache"]}
+                  {files["customer_index_cache"]}.json and {files["customer_index_cache"]}/<n>.json
                   {files["customer_profiles_cache"]}/<id>.json
 
 Next:

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from crm_pipeline.atomic import write_bytes_atomic
-from crm_pipeline.cache.rebuild import rebuild_customers, rebuild_file
+from crm_pipeline.cache.rebuild import rebuild_customers, rebuild_file, rebuild_index
 from crm_pipeline.cache.registry import stale_files
 from crm_pipeline.cache.stores import Location, open_store
 from crm_pipeline.db.engine import read_snapshot
@@ -170,12 +170,16 @@ def _note_in_manifest(folder: Path) -> None:
 
 def _cache_step(engine: Engine, cache_dir: Location, person: Person) -> dict[str, int]:
     store = open_store(cache_dir)  # one store (and S3 client) for every file below
+    ids = sorted(person.customer_ids)
     with read_snapshot(engine) as conn:
-        files = rebuild_customers(conn, store, sorted(person.customer_ids))
-    rebuilt = [rebuild_file(engine, store, f) for f in stale_files(_TOUCHED) if not f.per_customer]
+        files = rebuild_customers(conn, store, ids)
+        # Their lines in the customer list: only their segments (none without a customer).
+        segments = rebuild_index(conn, store, ids) if ids else None
+    rebuilt = [rebuild_file(engine, store, f) for f in stale_files(_TOUCHED) if not f.targeted]
     return {
         "customer_files_rewritten": len(files.written),
         "customer_files_removed": len(files.removed),
+        "index_segments_rewritten": 0 if segments is None else len(segments.written),
         "files_rebuilt": sum(1 for r in rebuilt if r.outcome.written),
     }
 

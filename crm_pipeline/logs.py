@@ -2,8 +2,9 @@
 
 `CRM_LOG_FORMAT=json` switches every `crm-pipeline` command (and the Dagster processes that
 `crm-pipeline dev` starts, through `--log-format json`) to JSON lines; `CRM_LOG_LEVEL` sets the
-level. Secret-looking query parameters and URL passwords are masked in every record, whatever
-the format, so a stray URL in a message cannot leak a token or a DB password.
+level. Secret-looking query parameters, URL passwords and the customer list's search term and
+cursor are masked in every record, whatever the format, so a stray URL in a message cannot leak
+a token, a DB password or personal data.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ _SECRET_QUERY = re.compile(
     r"(hub\.verify_token|access_token|appsecret_proof|client_secret|password)=[^&\s\"']*", re.I
 )
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s/]+@", re.I)
+# Query parameters that carry personal data: the customer list's search term, and its cursor
+# (which holds the sort value of a customer, such as a name).
+_PERSONAL_QUERY = re.compile(r"([?&](?:q|cursor))=[^&\s\"']*")
 # LogRecord attributes that are not "extra" fields someone attached.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
 def redact(text: str) -> str:
-    """Mask secret query parameters and URL passwords in a log line."""
-    return _URL_PASSWORD.sub(r"\1***@", _SECRET_QUERY.sub(r"\1=***", text))
+    """Mask secret and personal query parameters and URL passwords in a log line."""
+    masked = _PERSONAL_QUERY.sub(r"\1=***", _SECRET_QUERY.sub(r"\1=***", text))
+    return _URL_PASSWORD.sub(r"\1***@", masked)
 
 
 class JsonFormatter(logging.Formatter):

@@ -104,6 +104,9 @@ def _cache_payloads(cache_dir: Path) -> dict[str, dict]:
     payloads = {}
     for path in sorted(cache_dir.rglob("*.json")):
         doc = {k: v for k, v in read_json(path).items() if k not in ENVELOPE_VOLATILE}
+        if "segments" in doc:  # the customer index manifest: the DB positions of each build
+            doc.pop("full_watermark", None)
+            doc["segments"] = [{**e, "watermark": None} for e in doc["segments"]]
         if "freshness" in doc:
             doc["freshness"] = {
                 k: v for k, v in doc["freshness"].items() if k not in SUMMARY_SYNC_TIMES

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
-from crm_pipeline.cache.rebuild import rebuild_all_customers, rebuild_file
+from crm_pipeline.cache.rebuild import rebuild_all_customers, rebuild_file, rebuild_index
 from crm_pipeline.cache.registry import FILES
 from crm_pipeline.config import load_settings
 from crm_pipeline.db.changelog import reflected_watermark
@@ -60,6 +60,15 @@ CUSTOMER_FILES = LAG | {
     "oldest_generated_at",
     "oldest_age_seconds",
     "oldest_watermark",
+    "customers_checked",
+    "customers_behind",
+    "sample_behind",
+}
+INDEX_FILE = SINGLE_FILE | {
+    "segments",
+    "customers",
+    "bytes",
+    "oldest_segment_watermark",
     "customers_checked",
     "customers_behind",
     "sample_behind",
@@ -124,8 +133,9 @@ def healthy(clean_db, dirs, env) -> dict[str, str]:
 def _build_cache(engine, cache_dir) -> None:
     with read_snapshot(engine) as conn:
         rebuild_all_customers(conn, cache_dir)
+        rebuild_index(conn, cache_dir, None)
     for file in FILES:
-        if not file.per_customer:
+        if not file.targeted:
             rebuild_file(engine, cache_dir, file)
 
 
@@ -163,9 +173,12 @@ def test_a_healthy_pipeline_exits_zero_with_the_documented_json(healthy):
     assert set(document["cache"]) == CACHE
     assert [f["asset"] for f in document["cache"]["files"]] == [f.asset for f in FILES]
     for entry in document["cache"]["files"]:
-        assert set(entry) == (CUSTOMER_FILES if entry["per_customer"] else SINGLE_FILE)
+        keys = CUSTOMER_FILES if entry["per_customer"] else SINGLE_FILE
+        assert set(entry) == (INDEX_FILE if entry["path"] == "customers/index/" else keys)
         assert entry["behind"] is False and entry["stale"] is False
     assert _file(document, "customers/")["files"] == 2
+    index = _file(document, "customers/index/")
+    assert (index["segments"], index["customers"], index["exists"]) == (1, 2, True)
     assert set(document["cache_worker"]) == WORKER_KEYS and document["cache_worker"]["alive"]
     assert set(document["sync"]) == SYNC
     assert document["sync"]["streams"][0]["stream"] == "campaigns"
@@ -178,7 +191,7 @@ def test_a_file_behind_a_change_past_the_grace_is_a_problem(healthy, clean_db):
         conn.execute(text("UPDATE customers SET name = 'A2' WHERE id = 1"))
     code, document = _status(healthy)
     assert code == 0, document["problems"]  # seconds old: the worker is on it
-    assert _file(document, "customers/index.json")["behind"] is True
+    assert _file(document, "customers/index/")["behind"] is True
     with clean_db.begin() as conn:  # ... but it never came
         conn.execute(text("UPDATE change_log SET changed_at = now() - interval '1 hour'"))
     _beat(clean_db)  # the worker is alive: only the files are at fault
@@ -188,7 +201,7 @@ def test_a_file_behind_a_change_past_the_grace_is_a_problem(healthy, clean_db):
     assert code == 1
     assert _checks(document) == ["cache_file_stale"] * 3
     stale = {p["message"].split(" ")[0] for p in document["problems"]}
-    assert stale == {"customers/", "customers/index.json", "analytics/summary.json"}
+    assert stale == {"customers/", "customers/index/", "analytics/summary.json"}
     assert _file(document, "customers/")["sample_behind"] == [1]
     assert _file(document, "marketing/insights.json")["stale"] is False  # reads no customers
 
@@ -307,7 +320,7 @@ def test_the_command_prints_a_screen_or_json_and_exits_as_a_probe(healthy, clean
     screen = run()
     assert screen.returncode == 0, screen.stdout + screen.stderr
     assert screen.stdout.startswith("crm-pipeline status at ") and ": ok" in screen.stdout
-    assert "customers/index.json" in screen.stdout and "\x1b" not in screen.stdout
+    assert "customers/index/" in screen.stdout and "\x1b" not in screen.stdout
     with clean_db.begin() as conn:
         conn.execute(text("DELETE FROM cache_worker_state"))
         conn.execute(text("UPDATE customers SET tier = 'gold' WHERE id = 2"))

@@ -2,7 +2,8 @@
 
 Per process it also runs two listener threads: the API keys (`auth.KeyRing`) and the change
 notifications (`change_listener.ChangeListener`), so neither a key check nor a cache hit needs
-a database round trip.
+a database round trip; and the customer list's in-memory index with its refresh thread
+(`customer_index_memory.CustomerIndexMemory`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi import FastAPI, Request
 
 from crm_pipeline.api import (
     cache_reads,
+    customer_list,
     dashboard,
     docs_page,
     privacy,
@@ -28,6 +30,7 @@ from crm_pipeline.api import (
 from crm_pipeline.api.auth import KeyRing
 from crm_pipeline.api.cache_store import CacheStore
 from crm_pipeline.api.change_listener import ChangeListener
+from crm_pipeline.api.customer_index_memory import CustomerIndexMemory
 from crm_pipeline.api.database import Database
 from crm_pipeline.api.hosts import LOOPBACK_HOSTS, TrustedHosts
 from crm_pipeline.api.limits import BodySizeLimit
@@ -41,22 +44,26 @@ log = logging.getLogger("crm_pipeline.api")
 
 @dataclass(frozen=True)
 class _Services:
-    """What one API process holds: the database, the cache and its two listener threads."""
+    """What one API process holds: the database, the cache and its two listener threads, and
+    the customer list's in-memory index."""
 
     db: Database
     cache: CacheStore
     changes: ChangeListener
     keys: KeyRing
+    customers: CustomerIndexMemory
 
     def attach(self, app: FastAPI) -> None:
         app.state.db = self.db
         app.state.cache = self.cache
         app.state.changes = self.changes
         app.state.keys = self.keys
+        app.state.customers = self.customers
 
     def close(self) -> None:
         self.changes.stop()
         self.keys.stop()
+        self.customers.close()
         self.cache.close()
         self.db.dispose()
 
@@ -95,6 +102,7 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(writes.router)
     app.include_router(privacy.router)
+    app.include_router(customer_list.router)
     app.include_router(cache_reads.router)
     app.include_router(docs_page.router)
     app.include_router(dashboard.router)
@@ -135,15 +143,12 @@ def _services(
         files = store_from_settings(settings)
     else:
         files = open_store(cache_dir, endpoint_url=settings.cache.s3_endpoint_url)
-    store = CacheStore(
-        files,
-        db,
-        cache_ttl_seconds if cache_ttl_seconds is not None else settings.api.cache_ttl_seconds,
-        recent=recent,
-    )
+    ttl = cache_ttl_seconds if cache_ttl_seconds is not None else settings.api.cache_ttl_seconds
+    store = CacheStore(files, db, ttl, recent=recent)
     changes = ChangeListener(lambda: libpq_url(url()), recent)
     keys = KeyRing(lambda: libpq_url(url()), settings.data_dir / "api" / "keyring.json")
-    return _Services(db, store, changes, keys)
+    customers = CustomerIndexMemory(store.files.store, db, recent, ttl)
+    return _Services(db, store, changes, keys, customers)
 
 
 def _lifespan(
@@ -164,6 +169,8 @@ def _lifespan(
             )
         # Before the server accepts connections, so no request waits for these imports.
         cache_reads.preload()
+        # Loads the customer index in its own thread: other routes need not wait for it.
+        services.customers.start()
         yield
         services.close()
 

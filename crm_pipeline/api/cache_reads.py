@@ -119,8 +119,8 @@ async def serve(request: Request, key: CacheKey) -> Response:
 
 
 # --- the routes: one per file of the cache registry -----------------------------------------
+# (The customer list, served from the index segments in memory, is `customer_list.py`.)
 
-_INDEX = file_key(registry.CUSTOMER_INDEX)
 _SUMMARY = file_key(registry.ANALYTICS_SUMMARY)
 _INSIGHTS = file_key(registry.MARKETING_INSIGHTS)
 
@@ -138,17 +138,6 @@ _CACHED = {
     304: {"description": "If-None-Match matched the ETag"},
     503: {"description": "no cached copy and the database is unavailable"},
 }
-
-
-@router.get(
-    "/api/customers",
-    responses=_CACHED,
-    summary="Customer list (cache-first)",
-    dependencies=_CUSTOMERS_READ,
-)
-async def customer_index(request: Request) -> Response:
-    """`customers/index.json`."""
-    return await serve(request, _INDEX)
 
 
 @router.get(

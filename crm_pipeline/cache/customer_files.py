@@ -1,4 +1,5 @@
-"""Customer 360 documents: one file per customer, plus the index, built in set-based SQL."""
+"""Customer 360 documents: one file per customer, built in set-based SQL (the customer list is
+`customer_index`)."""
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -7,7 +8,6 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 PROFILE_DIR = "customers"
-INDEX_FILE = "customers/index.json"
 RECENT_MESSAGES = 20  # per conversation, newest first
 
 # `updated_by`: who last changed the row (an API key as `api_key:<name>`, else a DB role).
@@ -104,25 +104,3 @@ def all_customer_ids(conn: Connection, batch: int = 1000) -> Iterator[list[int]]
             return
         yield list(ids)
         last = ids[-1]
-
-
-_INDEX = """
-SELECT c.id, c.name, c.email, c.phone, c.tier, c.updated_at,
-       coalesce(o.orders, 0) AS orders, coalesce(o.revenue, 0) AS revenue,
-       coalesce(l.leads, 0) AS leads
-FROM customers c
-LEFT JOIN (SELECT customer_id, count(*) AS orders, sum(amount) AS revenue FROM orders
-           WHERE status = ANY(:statuses) GROUP BY customer_id) o ON o.customer_id = c.id
-LEFT JOIN (SELECT customer_id, count(*) AS leads FROM leads GROUP BY customer_id) l
-       ON l.customer_id = c.id
-ORDER BY c.id
-"""
-
-
-def build_index(conn: Connection, revenue_statuses: Sequence[str]) -> dict[str, Any]:
-    """The customers/index.json payload: one line per customer, for list views."""
-    rows = [
-        {k: _iso(v) for k, v in r._asdict().items()}
-        for r in conn.execute(text(_INDEX), {"statuses": list(revenue_statuses)})
-    ]
-    return {"customers": rows, "count": len(rows)}

@@ -15,14 +15,23 @@ the comparing and writing:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from crm_pipeline.cache.stores import ObjectRef, Outcome
-from crm_pipeline.cache.stores.local import lock_path, publish_file, remove_file
+from crm_pipeline.cache.stores.local import lock_path, publish_file, remove_file, update_file
 from crm_pipeline.cachefile import envelope
 
-__all__ = ["Outcome", "Where", "lock_path", "publish", "publish_document", "remove"]
+__all__ = [
+    "Outcome",
+    "Where",
+    "lock_path",
+    "merge_document",
+    "publish",
+    "publish_document",
+    "remove",
+]
 
 Where = Path | ObjectRef  # what `Store.file(relative)` gives
 
@@ -41,6 +50,16 @@ def publish(
     return publish_document(
         where, envelope(payload, watermark=watermark, schema_version=schema_version)
     )
+
+
+def merge_document(
+    where: Where, merge: Callable[[dict[str, Any] | None], dict[str, Any]]
+) -> Outcome:
+    """Replace the document at `where` by `merge(current)` atomically (no write in between),
+    forward-only: for a document several writers add to, such as the index manifest."""
+    if isinstance(where, ObjectRef):
+        return where.store.update_document(where.relative, merge)
+    return update_file(Path(where), merge)
 
 
 def remove(where: Where, *, watermark: str) -> bool:

@@ -21,13 +21,16 @@ forgotten knowledge turns into database checks, never into a wrong "current".
 Each entry also remembers the newest change *this process* wrote (`record_own`), with a
 sequence number, so a reader can tell "stale because of my own write, not yet rebuilt" (rebuild
 it now: read-your-writes) from "stale because of someone else" (serve, refresh in background).
+
+A reader that keeps its own memory of changes (the API's customer index, by segment) can
+`subscribe` to every change as it is recorded, with its own-write sequence (0: someone else's).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 MAX_CUSTOMER_ENTRIES = 100_000  # (table, customer) pairs remembered
@@ -87,6 +90,7 @@ class RecentChanges:
         self._customers: OrderedDict[tuple[str, int], _Entry] = OrderedDict()
         self._own_seq = 0
         self._highest = 0
+        self._subscribers: list[Callable[[Change, int], None]] = []
 
     # --- state --------------------------------------------------------------------------
 
@@ -112,6 +116,13 @@ class RecentChanges:
             return len(self._entities) + len(self._truncates) + len(self._customers)
 
     # --- feeding ------------------------------------------------------------------------
+
+    def subscribe(self, subscriber: Callable[[Change, int], None]) -> None:
+        """Call `subscriber(change, own_seq)` for every change recorded from now on (own_seq 0:
+        not this process's write). It runs under this memory's lock: it must be quick and must
+        not call back into it."""
+        with self._lock:
+            self._subscribers.append(subscriber)
 
     def cover(self, floor: int, changes: Iterable[Change]) -> None:
         """Start covering from `floor` with the committed `changes` at or above it (the
@@ -145,6 +156,8 @@ class RecentChanges:
 
     def _record(self, change: Change, own_seq: int) -> None:
         self._highest = max(self._highest, change.txid)
+        for subscriber in self._subscribers:
+            subscriber(change, own_seq)
         self._bump(self._entities, change.entity, change, own_seq, self.max_entity_entries)
         if change.all_customers:
             self._bump(self._truncates, change.entity, change, own_seq, self.max_entity_entries)

@@ -5,9 +5,10 @@ Everything else reads this: the Dagster assets (their `deps` are `reads`, so the
 UI is what the builders read), the change-log sensor and the cache worker (which files a change
 makes stale), the asset checks, and the API (the cache-first routes).
 
-A change to one of `reads` makes a file stale. For the per-customer files, a change that names
-a customer makes only that customer's file stale; tables read for every customer (`shared`,
-e.g. the campaign names shown in the attribution block) and a TRUNCATE make them all stale.
+A change to one of `reads` makes a file stale. For the files targeted by customer (one file per
+customer, or the customer index's segments by id range), a change that names a customer makes
+only that customer's file (or segment) stale; tables read for every customer (`shared`, e.g.
+the campaign names shown in the attribution block) and a TRUNCATE make them all stale.
 """
 
 from __future__ import annotations
@@ -18,36 +19,57 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from crm_pipeline.cache import customer_files, insights, summary
+from crm_pipeline.cache import customer_files, customer_index, insights, summary
 from crm_pipeline.cache.kpis import REVENUE_STATUSES
 from crm_pipeline.cache.summary_model import SUMMARY_SCHEMA_VERSION
 
 # Bumped when a file's layout changes: readers rebuild a file written by another version.
 CUSTOMER_SCHEMA_VERSION = 2  # 2: the customer row names `updated_by`
+INDEX_SCHEMA_VERSION = 3  # 3: segments by id range plus a manifest (was one index.json)
 
 Payload = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class CacheFile:
-    """One cache file (or, with `per_customer`, one file per customer)."""
+    """One cache file; with `per_customer`, one file per customer; with `segmented`, segments of
+    customers by id range plus a manifest (`crm_pipeline.cache.customer_index`)."""
 
     asset: str  # the Dagster asset that materialises it
-    path: str  # relative to the cache dir; per customer: a folder, files are <id>.json
+    path: str  # relative to the cache dir; per customer or segmented: a folder
     schema_version: int
     reads: tuple[str, ...]  # the tables the builder reads: the lineage and what makes it stale
     description: str
     build: Callable[[Connection], Payload] | None = None  # a single file
     # Per-customer files: payloads of the given customers that exist (absent ids are missing).
     build_customers: Callable[[Connection, Sequence[int]], dict[int, Payload]] | None = None
-    shared: tuple[str, ...] = ()  # of `reads`, per customer: tables every customer's file reads
+    # Segmented: payloads of the given segments that hold a customer (empty ones are absent).
+    build_segments: Callable[[Connection, Sequence[int]], dict[int, Payload]] | None = None
+    shared: tuple[str, ...] = ()  # of `reads`, targeted: tables every customer's part reads
 
     @property
     def per_customer(self) -> bool:
+        """One file per customer (`<path>/<id>.json`)."""
         return self.build_customers is not None
 
+    @property
+    def segmented(self) -> bool:
+        """Segments of customers by id range plus a manifest."""
+        return self.build_segments is not None
+
+    @property
+    def targeted(self) -> bool:
+        """Does a change naming customers make only their part stale (their file, or their
+        segment), so that only that part is rebuilt?"""
+        return self.per_customer or self.segmented
+
     def file(self, customer_id: int | None = None) -> str:
-        """The relative path of the file (of `customer_id`'s file for per-customer files)."""
+        """The relative path of the file; for targeted files, the file holding `customer_id`
+        (its 360 file, or its segment); for segments without an id, the manifest."""
+        if self.segmented:
+            if customer_id is None:
+                return customer_index.MANIFEST_FILE
+            return customer_index.segment_file(customer_index.segment_of(customer_id))
         if self.per_customer:
             if customer_id is None:
                 raise ValueError(f"{self.asset} has one file per customer: pass customer_id")
@@ -56,7 +78,7 @@ class CacheFile:
 
     def stale_for_all(self, entity: str) -> bool:
         """Does a change to `entity` that names no single customer make every file stale?"""
-        return entity in (self.shared if self.per_customer else self.reads)
+        return entity in (self.shared if self.targeted else self.reads)
 
 
 CUSTOMER_PROFILES = CacheFile(
@@ -73,11 +95,18 @@ CUSTOMER_PROFILES = CacheFile(
 )
 CUSTOMER_INDEX = CacheFile(
     asset="customer_index_cache",
-    path=customer_files.INDEX_FILE,
-    schema_version=CUSTOMER_SCHEMA_VERSION,
+    path=customer_index.INDEX_DIR,
+    schema_version=INDEX_SCHEMA_VERSION,
     reads=("customers", "orders", "leads"),
-    build=lambda conn: customer_files.build_index(conn, REVENUE_STATUSES),
-    description="cache/customers/index.json: every customer with tier, orders, revenue, leads.",
+    build_segments=lambda conn, segments: customer_index.build_segments(
+        conn, segments, REVENUE_STATUSES
+    ),
+    description=(
+        "cache/customers/index.json (the manifest: per segment its count, bytes, watermark) and "
+        "cache/customers/index/<segment>.json: every customer with tier, orders, revenue and "
+        f"leads, in segments of {customer_index.SEGMENT_WIDTH} ids; a change rewrites only its "
+        "customers' segments and the manifest."
+    ),
 )
 MARKETING_INSIGHTS = CacheFile(
     asset="marketing_insights_cache",

@@ -132,23 +132,24 @@ def changed_customers(
     limit: int,
     entities: Sequence[str] | None = None,
 ) -> tuple[list[int], bool]:
-    """Distinct customers touched by changes in `[since, upto)`, at most `limit`.
+    """Distinct customers touched by changes to `entities` (default: any table) in
+    `[since, upto)`, at most `limit`.
 
     Returns (ids, complete): `complete` is False when there were more than `limit`, or when a
-    TRUNCATE of one of `entities` (default: any table) in the window touched every customer;
-    the caller should then rebuild everything rather than a partial list. One round trip.
+    TRUNCATE of one of `entities` in the window touched every customer; the caller should then
+    rebuild everything rather than a partial list. One round trip.
     """
     rows = conn.execute(
         text(
             "WITH w AS (SELECT customer_id, entity, op FROM change_log"
             "           WHERE txid < CAST(:upto AS xid8)"
-            "             AND (CAST(:since AS xid8) IS NULL OR txid >= CAST(:since AS xid8)))"
+            "             AND (CAST(:since AS xid8) IS NULL OR txid >= CAST(:since AS xid8))"
+            "             AND (CAST(:entities AS text[]) IS NULL"
+            "                  OR entity = ANY(CAST(:entities AS text[]))))"
             " (SELECT DISTINCT customer_id, false AS truncated FROM w"
             "  WHERE customer_id IS NOT NULL ORDER BY customer_id LIMIT :limit)"
             " UNION ALL"
-            " SELECT NULL, true WHERE EXISTS (SELECT 1 FROM w WHERE op = 'truncate'"
-            "   AND (CAST(:entities AS text[]) IS NULL"
-            "        OR entity = ANY(CAST(:entities AS text[]))))"
+            " SELECT NULL, true WHERE EXISTS (SELECT 1 FROM w WHERE op = 'truncate')"
         ),
         {
             "upto": upto,
@@ -188,6 +189,7 @@ _RECENT_CUSTOMERS = text(
     f" WHERE l.customer_id IS NOT NULL AND l.txid < {_SNAPSHOT_XMIN}"
     "   AND (CAST(:older_than AS interval) IS NULL"
     "        OR l.changed_at < now() - CAST(:older_than AS interval))"
+    "   AND (CAST(:entities AS text[]) IS NULL OR l.entity = ANY(CAST(:entities AS text[])))"
     " GROUP BY l.customer_id ORDER BY max(l.txid) DESC LIMIT :limit"
 )
 
@@ -217,11 +219,21 @@ def unreflected_changes(
 
 
 def recently_changed_customers(
-    conn: Connection, limit: int, *, older_than: dt.timedelta | None = None
+    conn: Connection,
+    limit: int,
+    *,
+    older_than: dt.timedelta | None = None,
+    entities: Sequence[str] | None = None,
 ) -> list[Any]:
     """The `limit` customers changed last by finished changes (older than `older_than` when
-    given): rows of (customer_id, txid of their newest change as text, whether they exist)."""
-    return conn.execute(_RECENT_CUSTOMERS, {"limit": limit, "older_than": older_than}).all()
+    given; to `entities` only, when given): rows of (customer_id, txid of their newest change
+    as text, whether they exist)."""
+    params = {
+        "limit": limit,
+        "older_than": older_than,
+        "entities": None if entities is None else list(entities),
+    }
+    return conn.execute(_RECENT_CUSTOMERS, params).all()
 
 
 def prune_change_log(conn: Connection, older_than_days: int) -> int:

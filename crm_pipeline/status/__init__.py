@@ -87,6 +87,8 @@ def _cache_files(document, settings, conn, checked_at, grace) -> list[Problem]:
         files = [
             cache_state.customer_files(conn, store, checked_at, grace)
             if f.per_customer
+            else cache_state.index_segments(conn, store, checked_at, grace)
+            if f.segmented
             else cache_state.single_file(conn, store, f, checked_at, grace)
             for f in FILES
         ]

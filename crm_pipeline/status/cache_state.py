@@ -9,7 +9,9 @@ change seconds old is normal, the worker or the reconciler is on it).
 Per-customer files are summarised: how many there are, the oldest generated of those read (all
 of them up to a bound), and which recently changed customers' files are behind, as the asset
 check decides it, plus changes to the tables every customer file reads (`shared`) or a
-TRUNCATE past the oldest file's watermark.
+TRUNCATE past the oldest file's watermark. The customer index is read from its manifest: its
+segments and customers, and which recently changed customers' segments are behind (the asset
+check's rule), plus a TRUNCATE past the oldest segment's watermark.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from crm_pipeline.cache import registry
+from crm_pipeline.cache import customer_index, registry
 from crm_pipeline.cache.registry import CacheFile
 from crm_pipeline.cache.stores import Store
 from crm_pipeline.db.changelog import recently_changed_customers, unreflected_changes
@@ -39,6 +41,7 @@ _CUSTOMERS_UNREFLECTED = text(
     " FROM unnest(CAST(:ids AS bigint[]), CAST(:marks AS text[])) AS w(customer_id, mark)"
     f" JOIN change_log l ON l.customer_id = w.customer_id AND l.{_FINISHED}"
     "  AND (w.mark IS NULL OR l.txid >= CAST(w.mark AS xid8))"
+    "  AND l.entity = ANY(CAST(:entities AS text[]))"
 )
 
 
@@ -191,23 +194,79 @@ def _customers_lag(
         mark = _watermark(files.read(store, customer_id))
         if (exists and mark is None) or (mark is not None and int(mark) <= int(txid)):
             behind[customer_id] = mark
-    lag = Lag()
-    if behind:
-        params = {"ids": list(behind), "marks": list(behind.values())}
-        row = conn.execute(_CUSTOMERS_UNREFLECTED, params).one()
-        lag.add(row.changes, row.oldest, row.oldest_age)
+    lag = _behind_lag(conn, registry.CUSTOMER_PROFILES, behind)
     if files.names:  # a change every file reads makes even the oldest file behind
-        profiles = registry.CUSTOMER_PROFILES
-        shared = _lag(conn, profiles.shared, oldest_mark, truncates_of=profiles.reads)
-        lag.changes += shared.changes
-        if shared.oldest is not None and (lag.oldest is None or shared.oldest < lag.oldest):
-            lag.oldest, lag.oldest_age = shared.oldest, shared.oldest_age
+        _add_shared(conn, lag, registry.CUSTOMER_PROFILES, oldest_mark)
     return {
         "customers_checked": len(changed),
         "customers_behind": len(behind),
         "sample_behind": sorted(behind)[:SAMPLE],
         **lag.fields(grace),
     }
+
+
+def _behind_lag(conn: Connection, file: CacheFile, behind: dict[int, str | None]) -> Lag:
+    """The changes of `behind` customers (id -> the watermark of what holds them) to tables
+    `file` reads, at or above that watermark."""
+    lag = Lag()
+    if behind:
+        params = {"ids": list(behind), "marks": list(behind.values()), "entities": list(file.reads)}
+        row = conn.execute(_CUSTOMERS_UNREFLECTED, params).one()
+        lag.add(row.changes, row.oldest, row.oldest_age)
+    return lag
+
+
+def _add_shared(conn: Connection, lag: Lag, file: CacheFile, oldest_mark: str | None) -> None:
+    """Add the changes every part of targeted `file` reads (its `shared` tables, a TRUNCATE)
+    past `oldest_mark`: they make even the oldest part behind."""
+    shared = _lag(conn, file.shared, oldest_mark, truncates_of=file.reads)
+    lag.changes += shared.changes
+    if shared.oldest is not None and (lag.oldest is None or shared.oldest < lag.oldest):
+        lag.oldest, lag.oldest_age = shared.oldest, shared.oldest_age
+
+
+def index_segments(
+    conn: Connection | None, store: Store, now: dt.datetime, grace: float
+) -> dict[str, Any]:
+    """The entry of the customer index: its manifest, and the recently changed customers whose
+    segment is behind."""
+    index = registry.CUSTOMER_INDEX
+    manifest = read_document(store, index.file())
+    entries = customer_index.manifest_entries(manifest)
+    live = [e for e in entries.values() if e.count > 0]
+    oldest = min((e.watermark for e in live), default=None)
+    entry = single_file(None, store, index, now, grace)
+    entry.update(
+        path=f"{index.path}/",
+        segments=len(live),
+        customers=(manifest or {}).get("count"),
+        bytes=(manifest or {}).get("bytes"),
+        oldest_segment_watermark=None if oldest is None else str(oldest),
+        customers_checked=None,
+        customers_behind=None,
+        sample_behind=[],
+    )
+    if conn is None:
+        return entry
+    limit = REMOTE_CHANGED if store.remote else LOCAL_CHANGED
+    changed = recently_changed_customers(conn, limit, entities=index.reads)
+    behind_ids = customer_index.customers_behind(manifest, changed)
+    marks = {c: _segment_mark(entries, c) for c in behind_ids}
+    lag = _behind_lag(conn, index, marks)
+    if manifest is not None:
+        _add_shared(conn, lag, index, None if oldest is None else str(oldest))
+    entry.update(
+        customers_checked=len(changed),
+        customers_behind=len(behind_ids),
+        sample_behind=behind_ids[:SAMPLE],
+        **lag.fields(grace),
+    )
+    return entry
+
+
+def _segment_mark(entries: dict[int, customer_index.SegmentEntry], customer_id: int) -> str | None:
+    entry = entries.get(customer_index.segment_of(customer_id))
+    return None if entry is None or entry.count == 0 else str(entry.watermark)
 
 
 def cache_problems(entries: list[dict[str, Any]], grace: float) -> list[Problem]:

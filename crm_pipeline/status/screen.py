@@ -128,8 +128,11 @@ def _file_detail(entry: dict[str, Any]) -> str:
     if not entry["exists"]:
         return f"missing; {_lag_detail(entry)}"
     schema = "" if entry["schema_current"] else f", schema {entry['schema_version']} (old)"
+    parts = ""
+    if "segments" in entry:  # the customer index: its manifest
+        parts = f"{entry['segments']} segments, {entry['customers']} customers; manifest "
     return (
-        f"generated {entry['generated_at']} ({entry['age_seconds']}s ago), watermark "
+        f"{parts}generated {entry['generated_at']} ({entry['age_seconds']}s ago), watermark "
         f"{entry['watermark']}{schema}; {_lag_detail(entry)}"
     )
 

@@ -6,10 +6,11 @@ import time
 import psycopg
 from sqlalchemy import text
 
-from crm_pipeline.cache.registry import CUSTOMER_INDEX
+from crm_pipeline.cache.registry import ANALYTICS_SUMMARY, CUSTOMER_INDEX
 from crm_pipeline.db.engine import libpq_url
 from crm_pipeline_tests.cache.worker_helpers import (
     customer_mismatches,
+    index_count,
     index_matches,
     read_file,
     running_worker,
@@ -78,31 +79,36 @@ def test_out_of_order_commits_of_concurrent_writers_all_reach_their_files(
                     time.sleep(rng.uniform(0, 0.01))
             wait_for(lambda: not customer_mismatches(clean_db, dirs["cache"]), timeout=30)
             wait_for(lambda: index_matches(clean_db, dirs["cache"]), timeout=30)
-            assert read_file(dirs["cache"] / CUSTOMER_INDEX.path)[
-                "count"
-            ] == WRITERS * 2 + 12 * len(range(0, WRITERS, 3))
+            assert index_count(dirs["cache"]) == WRITERS * 2 + 12 * len(range(0, WRITERS, 3))
     finally:
         for conn in writers:
             conn.close()
 
 
-def test_a_deferred_index_holds_the_watermark_until_it_is_rebuilt(clean_db, database_url, dirs):
+def test_a_deferred_summary_holds_the_watermark_but_the_index_segment_does_not_wait(
+    clean_db, database_url, dirs
+):
     cid = _customer(clean_db, "d@x.io")
-    index = dirs["cache"] / CUSTOMER_INDEX.path
+    summary = dirs["cache"] / ANALYTICS_SUMMARY.file()
+    segment = dirs["cache"] / CUSTOMER_INDEX.file(cid)
     profile = dirs["cache"] / "customers" / f"{cid}.json"
     with running_worker(
         clean_db, database_url, dirs["cache"], coalesce_seconds=3.0, poll_seconds=60
     ) as worker:
         wait_for(lambda: worker.active.is_set())
-        wait_for(lambda: index_matches(clean_db, dirs["cache"]))  # built now: never built before
+        wait_for(lambda: read_file(summary))  # built now: never built before
+        wait_for(lambda: index_matches(clean_db, dirs["cache"]))
         with clean_db.begin() as conn:
             conn.execute(text("UPDATE customers SET name = 'Deferred' WHERE id = :c"), {"c": cid})
             txid = int(conn.execute(text("SELECT pg_current_xact_id()::text")).scalar_one())
         wait_for(lambda: read_file(profile)["customer"]["name"] == "Deferred", timeout=5)
-        time.sleep(0.5)  # several beats later: the index is still owed
-        assert int(read_file(index)["watermark"]) <= txid
+        # The customer's index segment is rewritten with its 360 file, in the same batch ...
+        assert int(read_file(segment)["watermark"]) > txid
+        assert index_matches(clean_db, dirs["cache"])
+        time.sleep(0.5)  # ... while the summary, several beats later, is still owed
+        assert int(read_file(summary)["watermark"]) <= txid
         assert int(stored_watermark(clean_db)) <= txid, "the watermark passed an owed file"
-        wait_for(lambda: index_matches(clean_db, dirs["cache"]), timeout=10)
+        wait_for(lambda: int(read_file(summary)["watermark"]) > txid, timeout=10)
         wait_for(lambda: int(stored_watermark(clean_db) or 0) > txid, timeout=5)
 
 

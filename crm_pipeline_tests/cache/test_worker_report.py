@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
+from crm_pipeline.cache.customer_index import segment_of
 from crm_pipeline.cache.registry import ANALYTICS_SUMMARY, CUSTOMER_INDEX, CUSTOMER_PROFILES
 from crm_pipeline.cache.worker.batch import FileReport
 from crm_pipeline.defs.cache.worker_report import DagsterReporter, materialization
@@ -55,7 +56,12 @@ def test_batches_land_in_the_dagster_instance_with_their_metadata(clean_db, data
     path = dirs["cache"] / "customers" / f"{cid}.json"
     assert meta["watermark"].value == read_file(path)["watermark"]
     index = _metadata(instance, CUSTOMER_INDEX.asset)[0]  # newest first
-    assert index["watermark"].value == read_file(dirs["cache"] / CUSTOMER_INDEX.path)["watermark"]
+    assert (
+        index["watermark"].value == read_file(dirs["cache"] / CUSTOMER_INDEX.file(cid))["watermark"]
+    )
+    # Only the customer's segment, with what it cost.
+    assert index["mode"].value == "targeted" and index["customer_ids"].value == [cid]
+    assert index["segments"].value == [segment_of(cid)] and index["bytes"].value > 0
     reported = repr(_metadata(instance, CUSTOMER_PROFILES.asset))
     assert "Zyx" not in reported and "m@x.io" not in reported  # no personal data
 

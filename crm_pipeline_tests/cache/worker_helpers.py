@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, text
 
-from crm_pipeline.cache.customer_files import build_index
-from crm_pipeline.cache.kpis import REVENUE_STATUSES
+from crm_pipeline.cache.customer_index import read_customers, segments_in_use
 from crm_pipeline.cache.registry import CUSTOMER_INDEX, CUSTOMER_PROFILES
+from crm_pipeline.cache.stores import LocalFolder
 from crm_pipeline.cache.worker.loop import CacheWorker, WorkerConfig
 from crm_pipeline.cachefile import dumps
 from crm_pipeline.db.engine import libpq_url, read_snapshot
@@ -131,12 +131,23 @@ def customer_mismatches(engine: Engine, cache_dir: Path) -> list[int]:
     return sorted(set(wrong) | (on_disk - set(ids)))
 
 
-def index_matches(engine: Engine, cache_dir: Path) -> bool:
-    """Does customers/index.json hold what the DB has now?"""
+def expected_index(engine: Engine) -> list[dict[str, Any]]:
+    """Every line of the customer index as a full rebuild would write it now."""
     with read_snapshot(engine) as conn:
-        expected = build_index(conn, REVENUE_STATUSES)
-    doc = read_file(cache_dir / CUSTOMER_INDEX.path)
-    return doc is not None and normalised(doc) == normalised(expected)
+        built = CUSTOMER_INDEX.build_segments(conn, segments_in_use(conn))
+    customers = [c for segment in sorted(built) for c in built[segment]["customers"]]
+    return orjson.loads(dumps({"customers": customers}))["customers"]
+
+
+def index_matches(engine: Engine, cache_dir: Path) -> bool:
+    """Do the customer index segments (as the manifest lists them) hold what the DB has now?"""
+    return read_customers(LocalFolder(cache_dir)) == expected_index(engine)
+
+
+def index_count(cache_dir: Path) -> int | None:
+    """The customer count the index manifest gives (None: no manifest)."""
+    manifest = read_file(cache_dir / CUSTOMER_INDEX.file())
+    return None if manifest is None else manifest["count"]
 
 
 def stored_watermark(engine: Engine, name: str = "test-worker") -> str | None:

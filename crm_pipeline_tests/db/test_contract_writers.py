@@ -16,6 +16,8 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
+from crm_pipeline.cache.customer_index import read_customers
+from crm_pipeline.cache.stores import LocalFolder
 from crm_pipeline.cachefile import read_json
 from crm_pipeline.db.engine import libpq_url
 from crm_pipeline.defs.analytics.assets import analytics_summary
@@ -186,8 +188,7 @@ def test_a_psql_writer_of_the_contract_columns_reaches_the_cache(clean_db, datab
     (conversation,) = profile["conversations"]
     assert conversation["id"] == "t_contract_1"
     assert [m["text"] for m in conversation["messages"]] == ["hello from psql"]
-    index = read_json(folder / "index.json")
-    assert [c["id"] for c in index["customers"]] == [cid]
+    assert [c["id"] for c in read_customers(LocalFolder(dirs["cache"]))] == [cid]
     insights = read_json(dirs["cache"] / "marketing" / "insights.json")
     assert [c["campaign_id"] for c in insights["by_campaign"]] == ["contract-campaign"]
     # Insight columns outside the contract took their defaults: no purchases Meta reported.

@@ -4,6 +4,8 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
+from crm_pipeline.cache.customer_index import read_customers, segment_of
+from crm_pipeline.cache.stores import LocalFolder
 from crm_pipeline.cachefile import read_json
 from crm_pipeline.defs.analytics.assets import analytics_summary
 from crm_pipeline.defs.cache.assets import customer_index_cache, customer_profiles_cache
@@ -34,8 +36,8 @@ def _rebuild(resources, ids=None, selection=None):
     return result
 
 
-def _inodes(folder):
-    return {p.name: p.stat().st_ino for p in folder.glob("*.json")}
+def _inodes(folder, prefix=""):
+    return {prefix + p.name: p.stat().st_ino for p in folder.glob("*.json")}
 
 
 def test_full_rebuild_writes_a_360_per_customer(clean_db, resources, dirs):
@@ -88,8 +90,11 @@ def test_full_rebuild_writes_a_360_per_customer(clean_db, resources, dirs):
     assert len(doc["orders"]) == orders
     assert doc["conversations"][0]["messages"][0]["text"] == "hello"
     assert [lead["id"] for lead in doc["leads"]] == ["l1"]
-    index = read_json(folder / "index.json")
-    assert index["count"] == n and len(index["customers"]) == n
+    manifest = read_json(folder / "index.json")
+    assert manifest["count"] == n
+    assert [c["id"] for c in read_customers(LocalFolder(dirs["cache"]))] == sorted(
+        int(p.stem) for p in profiles
+    )
 
 
 def test_targeted_rebuild_touches_only_the_changed_customers(clean_db, resources, dirs):
@@ -132,11 +137,11 @@ def test_deleted_customers_lose_their_file(clean_db, resources, dirs):
 
 def test_sensor_request_drives_a_targeted_run(clean_db, resources, dirs, database_url):
     seed_demo_crm(clean_db)
-    _rebuild(resources)
+    _rebuild(resources, selection=[customer_profiles_cache, customer_index_cache])
     folder = dirs["cache"] / "customers"
     with dg.build_sensor_context(resources={"postgres": resources["postgres"]}) as ctx:
         cursor = change_log_sensor(ctx).cursor
-    before = _inodes(folder)
+    before = {**_inodes(folder), **_inodes(folder / "index", "index/")}
     with clean_db.begin() as conn:
         cid = conn.execute(text("SELECT max(id) FROM customers")).scalar_one()
         conn.execute(
@@ -156,7 +161,15 @@ def test_sensor_request_drives_a_targeted_run(clean_db, resources, dirs, databas
         run_config=request.run_config,
     )
     assert result.success
-    after = _inodes(folder)
-    assert {n for n in after if after[n] != before.get(n)} == {f"{cid}.json", "index.json"}
+    after = {**_inodes(folder), **_inodes(folder / "index", "index/")}
+    segment = f"index/{segment_of(cid)}.json"
+    assert {n for n in after if after[n] != before.get(n)} == {
+        f"{cid}.json",
+        segment,
+        "index.json",
+    }
+    config = request.run_config["ops"]["customer_index_cache"]["config"]
+    assert config == {"customer_ids": [cid]}
+    assert read_json(folder / segment)["customers"][-1]["orders"] >= 1
     orders = read_json(folder / f"{cid}.json")["orders"]
     assert any(o["external_id"] == "NEW-1" for o in orders)

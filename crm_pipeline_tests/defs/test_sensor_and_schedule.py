@@ -102,11 +102,14 @@ def test_sensor_targets_the_customers_a_change_belongs_to(clean_db, database_url
     tick = _tick(database_url, cursor)
     assert set(tick.run_requests[0].asset_selection) == {SUMMARY, INDEX, PROFILES}
     assert _profile_ids(tick.run_requests[0]) == sorted([a, b, c])
+    # The index lines of B and C changed (their order counts), not A's (a message).
+    index_config = tick.run_requests[0].run_config["ops"]["customer_index_cache"]["config"]
+    assert index_config == {"customer_ids": sorted([b, c])}
 
-    with clean_db.begin() as conn:  # a lead nobody is linked to: no profile to rebuild
+    with clean_db.begin() as conn:  # a lead nobody is linked to: no profile or index line
         conn.execute(text("INSERT INTO leads (id, email) VALUES ('l1', 'n@x.io')"))
     lone = _tick(database_url, tick.cursor)
-    assert set(lone.run_requests[0].asset_selection) == {SUMMARY, INDEX}
+    assert set(lone.run_requests[0].asset_selection) == {SUMMARY}
 
 
 def test_sensor_ignores_tables_no_cache_reads(clean_db, database_url):

@@ -13,9 +13,10 @@ from sqlalchemy import text
 
 from crm_pipeline.api.app import create_app
 from crm_pipeline.cache import registry
-from crm_pipeline.cache.rebuild import rebuild_file
+from crm_pipeline.cache.rebuild import rebuild_file, rebuild_index
 from crm_pipeline.cache.stores.s3 import S3Store
 from crm_pipeline.config import CacheStoreSettings, Secret, Settings
+from crm_pipeline.db.engine import read_snapshot
 from crm_pipeline_tests.api.conftest import APP_SECRET, VERIFY_TOKEN, issue_key, run_live
 from crm_pipeline_tests.object_store.conftest import S3Server, client_for
 
@@ -68,18 +69,29 @@ def test_objects_are_served_with_etag_and_304_and_a_miss_fills_the_bucket(
 ):
     cid = _customer(clean_db)
     store = S3Store(bucket, "api", client=client_for(s3_server.url))
-    rebuild_file(clean_db, store, registry.CUSTOMER_INDEX)  # as a run or the worker would
-    published = _object(s3_server.url, bucket, "api/customers/index.json")["Body"].read()
+    rebuild_file(clean_db, store, registry.MARKETING_INSIGHTS)  # as a run or the worker would
+    published = _object(s3_server.url, bucket, "api/marketing/insights.json")["Body"].read()
+    with read_snapshot(clean_db) as conn:  # the customer index too: segments and manifest
+        rebuild_index(conn, store, None)
+    manifest = orjson.loads(
+        _object(s3_server.url, bucket, "api/customers/index.json")["Body"].read()
+    )
+    assert manifest["count"] == 1
 
     with serve_s3(bucket, "api", s3_server.url) as client:
-        hit = client.get("/api/customers")
+        hit = client.get("/api/marketing/insights")
         assert hit.status_code == 200 and hit.headers["x-cache"] == "HIT"
         assert hit.content == published
         assert hit.headers["etag"] == _etag(published)  # a digest of the bytes, as for files
         assert "x-cache-store-unavailable-since" not in hit.headers
-        not_modified = client.get("/api/customers", headers={"If-None-Match": hit.headers["etag"]})
+        not_modified = client.get(
+            "/api/marketing/insights", headers={"If-None-Match": hit.headers["etag"]}
+        )
         assert not_modified.status_code == 304 and not_modified.content == b""
         assert not_modified.headers["x-cache"] == "HIT"
+        listed = client.get("/api/customers")  # from the segments in the bucket
+        assert listed.headers["x-cache"] == "HIT"
+        assert [c["id"] for c in listed.json()["customers"]] == [cid]
 
         miss = client.get(f"/api/customers/{cid}")
         assert miss.status_code == 200 and miss.headers["x-cache"] == "MISS"
@@ -101,6 +113,8 @@ def test_an_unreachable_store_leaves_the_api_serving_the_copy_it_holds(clean_db,
             assert first.headers["x-cache"] == "MISS"
             hit = client.get(f"/api/customers/{cid}")
             assert hit.headers["x-cache"] == "HIT"
+            listed = client.get("/api/customers")
+            assert listed.headers["x-cache"] == "MISS"  # built into the bucket, and memory
             server.stop()
 
             for _ in range(3):  # the first request finds the store gone, the next skip it
@@ -117,7 +131,18 @@ def test_an_unreachable_store_leaves_the_api_serving_the_copy_it_holds(clean_db,
             assert revalidated.status_code == 304
 
             # A file it never held: built from the database and served (it cannot be stored).
-            index = client.get("/api/customers")
-            assert index.status_code == 200 and index.json()["count"] == 1
+            insights = client.get("/api/marketing/insights")
+            assert insights.status_code == 200 and insights.headers["x-cache"] == "MISS"
+            # The customer list is in memory: served, saying the store is gone once the
+            # refresh thread has found out.
+            deadline = time.monotonic() + 30
+            while True:
+                page = client.get("/api/customers")
+                assert page.status_code == 200
+                assert [c["id"] for c in page.json()["customers"]] == [cid]
+                if page.headers.get("x-cache-store-unavailable-since"):
+                    break
+                assert time.monotonic() < deadline, "the store outage was never reported"
+                time.sleep(0.2)
     finally:
         server.stop()

@@ -20,6 +20,7 @@ from crm_pipeline_tests.object_store.conftest import client_for
 
 SINGLE_FILES = {f.file(): f.schema_version for f in registry.FILES if not f.per_customer}
 PROFILE_VERSION = registry.CUSTOMER_PROFILES.schema_version
+INDEX_VERSION = registry.CUSTOMER_INDEX.schema_version
 
 
 def _days(n: int) -> list[str]:
@@ -49,7 +50,7 @@ def test_the_demo_materialisation_writes_every_cache_object_with_its_watermark(
     root = f"s3://{bucket}/crm/cache"
     assert report.cache_files == {
         "marketing_insights_cache": f"{root}/marketing/insights.json",
-        "customer_index_cache": f"{root}/customers/index.json",
+        "customer_index_cache": f"{root}/customers/index",
         "customer_profiles_cache": f"{root}/customers",
         "analytics_summary": f"{root}/analytics/summary.json",
     }
@@ -57,7 +58,11 @@ def test_the_demo_materialisation_writes_every_cache_object_with_its_watermark(
         ids = conn.execute(text("SELECT id FROM customers ORDER BY id")).scalars().all()
         watermark = conn.execute(text("SELECT max(txid)::text FROM change_log")).scalar_one()
     assert ids
-    expected = {**SINGLE_FILES, **{f"customers/{cid}.json": PROFILE_VERSION for cid in ids}}
+    expected = {
+        **SINGLE_FILES,
+        **{f"customers/{cid}.json": PROFILE_VERSION for cid in ids},
+        **{registry.CUSTOMER_INDEX.file(cid): INDEX_VERSION for cid in ids},  # their segments
+    }
     client = client_for(s3_server.url)
     listed = client.list_objects_v2(Bucket=bucket, Prefix="crm/cache/")["Contents"]
     assert sorted(o["Key"] for o in listed) == sorted(f"crm/cache/{k}" for k in expected)

@@ -11,7 +11,7 @@ from graph_emulator import EmulatorData, GraphEmulator
 from sqlalchemy import text
 
 from crm_pipeline import cli
-from crm_pipeline.cache.rebuild import rebuild_all_customers, rebuild_file
+from crm_pipeline.cache.rebuild import rebuild_all_customers, rebuild_file, rebuild_index
 from crm_pipeline.cache.registry import FILES
 from crm_pipeline.db.clone import clone_database
 from crm_pipeline.db.engine import read_snapshot
@@ -47,8 +47,9 @@ def _emulator_with_person() -> EmulatorData:
 def _refresh_cache(engine, cache_dir) -> None:
     with read_snapshot(engine) as conn:
         rebuild_all_customers(conn, cache_dir)
+        rebuild_index(conn, cache_dir, None)
     for file in FILES:
-        if not file.per_customer:
+        if not file.targeted:
             rebuild_file(engine, cache_dir, file)
 
 
@@ -96,7 +97,7 @@ def test_an_erased_person_is_gone_everywhere_and_a_later_sync_does_not_bring_the
         snapshot = dirs["data"] / "snapshots" / SNAPSHOT
         before = _traces(clean_db, dirs)
         # Everywhere before: the test would pass vacuously if the person never got in.
-        for place in ("leads", "messages", "customers", "index.json", "raw/leads/", "snapshots/"):
+        for place in ("leads", "messages", "customers", "index/", "raw/leads/", "snapshots/"):
             assert any(place in t for t in before), (place, before)
 
         assert _erase(monkeypatch, database_url, dirs, "--email", PERSON.email) == 0

@@ -9,7 +9,7 @@ folder, an `ObjectRef` in a bucket), so every writer goes through the same publi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,15 @@ class Store(ABC):
     @abstractmethod
     def publish_document(self, relative: str, document: dict[str, Any]) -> Outcome:
         """Write `document` unless a document with a newer watermark is published there."""
+
+    @abstractmethod
+    def update_document(
+        self, relative: str, merge: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> Outcome:
+        """Replace the document at `relative` by `merge(current)` with no other write in between
+        (`current` None: no readable document). `merge` may be called again when another writer
+        got in first, so it must be pure; a result older than the published watermark is refused
+        like any publish."""
 
     @abstractmethod
     def remove(self, relative: str, watermark: str) -> bool:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from crm_pipeline.atomic import write_bytes_atomic
 from crm_pipeline.cache.stores.base import Fetched, Outcome, Signature, Store, watermark_of
@@ -70,6 +72,24 @@ def publish_file(path: Path, document: dict[str, Any]) -> Outcome:
     return Outcome(path, True, size, str(watermark), before)
 
 
+def update_file(path: Path, merge: Callable[[dict[str, Any] | None], dict[str, Any]]) -> Outcome:
+    """Replace `path` by `merge(current document)` under the file's lock, forward-only."""
+    with _locked(path) as fd:
+        try:
+            current = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            current = None  # none yet, or unreadable: the merge starts afresh
+        document = merge(current if isinstance(current, dict) else None)
+        watermark = int(document["watermark"])
+        published = _published(fd, path)
+        before = None if published is None else str(published)
+        if published is not None and watermark < published:
+            return Outcome(path, False, 0, str(watermark), before)
+        _record(fd, watermark)
+        size = write_bytes_atomic(path, dumps(document))
+    return Outcome(path, True, size, str(watermark), before)
+
+
 def remove_file(path: Path, watermark: str) -> bool:
     """Delete `path` as of `watermark` unless a newer file is there; True if it existed.
 
@@ -106,6 +126,11 @@ class LocalFolder(Store):
 
     def publish_document(self, relative: str, document: dict[str, Any]) -> Outcome:
         return publish_file(self.root / relative, document)
+
+    def update_document(
+        self, relative: str, merge: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> Outcome:
+        return update_file(self.root / relative, merge)
 
     def remove(self, relative: str, watermark: str) -> bool:
         return remove_file(self.root / relative, watermark)

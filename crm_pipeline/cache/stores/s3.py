@@ -24,6 +24,7 @@ failure (`StoreUnavailable`), never a credential.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +121,61 @@ class S3Store(Store):
         before = None if current is None or current.watermark is None else str(current.watermark)
         size = len(body) if written else 0
         return Outcome(self.where(relative), written, size, str(watermark), before)
+
+    def update_document(
+        self, relative: str, merge: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> Outcome:
+        """Read the object (body and ETag), merge, PUT on that ETag; on a lost race, again."""
+        key = self.key(relative)
+        for _ in range(MAX_ATTEMPTS):
+            current, etag, published = self._current(key)
+            document = merge(current)
+            watermark = int(document["watermark"])
+            before = None if published is None else str(published)
+            if published is not None and watermark < published:
+                return Outcome(self.where(relative), False, 0, str(watermark), before)
+            body = dumps(document)
+            metadata = {
+                "watermark": str(watermark),
+                "schema-version": str(document["schema_version"]),
+            }
+            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            try:
+                self._call(
+                    "put_object",
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=body,
+                    ContentType="application/json",
+                    Metadata=metadata,
+                    **condition,
+                )
+            except (_Conflict, _Missing):
+                continue  # another writer got in between: read and merge again
+            return Outcome(self.where(relative), True, len(body), str(watermark), before)
+        raise StoreUnavailable(
+            f"cache store {self.url}: {relative} still contended after {MAX_ATTEMPTS} attempts"
+        )
+
+    def _current(self, key: str) -> tuple[dict[str, Any] | None, str | None, int | None]:
+        """The object's document (None: no object, a tombstone, or not a JSON object), its
+        ETag (None: no object) and its watermark."""
+        try:
+            response = self._call("get_object", Bucket=self.bucket, Key=key)
+        except _Missing:
+            return None, None, None
+        with response["Body"] as stream:
+            body = self._read(stream)
+        metadata = response.get("Metadata") or {}
+        recorded = str(metadata.get("watermark", ""))
+        watermark = int(recorded) if recorded.isdigit() else watermark_of(body)
+        if metadata.get("removed") == "true":
+            return None, response["ETag"], watermark
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            document = None
+        return (document if isinstance(document, dict) else None), response["ETag"], watermark
 
     def remove(self, relative: str, watermark: str) -> bool:
         w = int(watermark)

@@ -1,26 +1,30 @@
 """One change window turned into rebuilt cache files, for the cache worker.
 
-The window and the customer files it makes stale are read in ONE snapshot, so the files reflect
-at least every change the window holds. Whole-table files (index, insights, summary) are rebuilt
-separately with `rebuild_file` (each in its own, later snapshot), so the worker can coalesce them.
-Which files a change makes stale is the registry's answer (`crm_pipeline.cache.registry`), the
-same the change-log sensor uses.
+The window and the targeted files it makes stale (the customers' 360 files and their customer
+index segments) are read in ONE snapshot, so those files reflect at least every change the
+window holds; they cost O(changed customers), so they are never deferred. Whole-table files
+(insights, summary) are rebuilt separately with `rebuild_file` (each in its own, later
+snapshot), so the worker can coalesce them. Which files a change makes stale is the registry's
+answer (`crm_pipeline.cache.registry`), the same the change-log sensor uses.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, Engine
 
 from crm_pipeline.cache.rebuild import (
+    IndexSegments,
     Rebuilt,
     rebuild_all_customers,
     rebuild_customers,
     rebuild_file,
+    rebuild_index,
 )
-from crm_pipeline.cache.registry import CUSTOMER_PROFILES, CacheFile, stale_files
+from crm_pipeline.cache.registry import CUSTOMER_INDEX, CUSTOMER_PROFILES, CacheFile, stale_files
 from crm_pipeline.cache.stores import Location, open_store
 from crm_pipeline.db.changelog import (
     ChangeWindow,
@@ -44,15 +48,17 @@ class FileReport:
     customer_ids: tuple[int, ...] = ()  # targeted mode: the customers rebuilt
     customers: int = 0  # how many customers the batch covered
     latency_ms: float | None = None  # see `latency_ms` below
+    segments: tuple[int, ...] = ()  # the customer index: the segments written
+    bytes: int | None = None  # the customer index: bytes written (segments and manifest)
 
 
 @dataclass(frozen=True)
 class WindowRebuild:
-    """A window read, and its customer files rebuilt in the same snapshot."""
+    """A window read, and its targeted files rebuilt in the same snapshot."""
 
     window: ChangeWindow
     whole_files: tuple[CacheFile, ...]  # stale whole-table files, still to be rebuilt
-    customers: FileReport | None  # None when no customer file was stale
+    targeted: tuple[FileReport, ...]  # one per targeted file rebuilt (none: nothing stale)
 
 
 def latency_ms(noticed_at: float | None) -> float | None:
@@ -76,19 +82,19 @@ def read_and_rebuild_customers(
     max_targeted: int,
     noticed_at: float | None = None,
 ) -> WindowRebuild:
-    """Read the changes committed since `since` and rebuild the customer files they touch, all
-    in one snapshot; return the window (its `upto` is the next `since`) and the whole-table
-    files it made stale."""
+    """Read the changes committed since `since` and rebuild the targeted files they touch (the
+    customers' 360 files and index segments), all in one snapshot; return the window (its
+    `upto` is the next `since`) and the whole-table files it made stale."""
+    reports = []
     with read_snapshot(engine) as conn:
         window = read_change_window(conn, since)
         stale = stale_files(window.entity_names)
-        customers = None
-        if CUSTOMER_PROFILES in stale:
-            customers = _rebuild_customer_files(conn, cache_dir, window, max_targeted)
-    if customers is not None:
-        customers = _with_latency(customers, noticed_at)
-    whole = tuple(f for f in stale if not f.per_customer)
-    return WindowRebuild(window, whole, customers)
+        for file in (f for f in stale if f.targeted):
+            report = _rebuild_targeted(conn, cache_dir, window, max_targeted, file)
+            if report is not None:
+                reports.append(report)
+    whole = tuple(f for f in stale if not f.targeted)
+    return WindowRebuild(window, whole, tuple(_with_latency(r, noticed_at) for r in reports))
 
 
 def rebuild_whole_file(
@@ -111,16 +117,24 @@ def _with_latency(report: FileReport, noticed_at: float | None) -> FileReport:
     return replace(report, latency_ms=latency_ms(noticed_at))
 
 
-def _rebuild_customer_files(
-    conn: Connection, cache_dir: Location, window: ChangeWindow, max_targeted: int
+def _rebuild_targeted(
+    conn: Connection,
+    cache_dir: Location,
+    window: ChangeWindow,
+    max_targeted: int,
+    file: CacheFile,
 ) -> FileReport | None:
-    ids, complete = changed_customers(
-        conn, window.since, window.upto, max_targeted, CUSTOMER_PROFILES.reads
-    )
-    if not complete or touches_every_customer(window):
-        return rebuild_every_customer(conn, cache_dir)
-    if not ids:
+    """Rebuild the parts of targeted `file` the window's changes name (all of them after a
+    TRUNCATE, a change to a shared table, or too many customers)."""
+    ids, complete = changed_customers(conn, window.since, window.upto, max_targeted, file.reads)
+    everyone = not complete or touches_every_customer(window, file)
+    if not everyone and not ids:
         return None  # e.g. a lead linked to no customer
+    if file.segmented:
+        targets = None if everyone else ids
+        return index_report(rebuild_index(conn, cache_dir, targets), cache_dir, targets)
+    if everyone:
+        return rebuild_every_customer(conn, cache_dir)
     result = rebuild_customers(conn, cache_dir, ids)
     return FileReport(
         asset=CUSTOMER_PROFILES.asset,
@@ -135,10 +149,32 @@ def _rebuild_customer_files(
     )
 
 
-def touches_every_customer(window: ChangeWindow) -> bool:
-    """Did the window change a table every customer file reads (`shared`)? Such changes name
-    no customer, so every file is stale. (A TRUNCATE is `changed_customers`' to report.)"""
-    return any(CUSTOMER_PROFILES.stale_for_all(e) for e in window.entity_names)
+def touches_every_customer(window: ChangeWindow, file: CacheFile = CUSTOMER_PROFILES) -> bool:
+    """Did the window change a table every customer's part of targeted `file` reads (`shared`)?
+    Such changes name no customer, so every part is stale. (A TRUNCATE is `changed_customers`'
+    to report.)"""
+    return any(file.stale_for_all(e) for e in window.entity_names)
+
+
+def index_report(
+    result: IndexSegments, cache_dir: Location, ids: Sequence[int] | None = None
+) -> FileReport:
+    """The report of a customer index rebuild (files: segments written or removed) for the
+    customers `ids` (None: all)."""
+    targeted = ids is not None and result.mode == "targeted"
+    return FileReport(
+        asset=CUSTOMER_INDEX.asset,
+        path=str(open_store(cache_dir).where(CUSTOMER_INDEX.path)),
+        watermark=result.watermark,
+        mode=result.mode,
+        written=len(result.written),
+        removed=len(result.removed),
+        superseded=len(result.superseded),
+        customer_ids=tuple(sorted(set(ids))) if targeted else (),
+        customers=len(set(ids)) if targeted else result.customers,
+        segments=tuple(result.written),
+        bytes=result.bytes,
+    )
 
 
 def rebuild_every_customer(conn: Connection, cache_dir: Location) -> FileReport:

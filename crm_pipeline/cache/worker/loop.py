@@ -256,8 +256,8 @@ class CacheWorker:
             due = time.monotonic() if built is None else built + cfg.coalesce_seconds
             progress.owe(file, batch.window.since, due, noticed_at)
         progress.since = batch.window.upto
-        if batch.customers is not None:
-            self._report([batch.customers])
+        if batch.targeted:
+            self._report(batch.targeted)
 
     def _pay_due(self, progress: Progress) -> None:
         for owed in progress.due(time.monotonic()):

@@ -10,10 +10,16 @@ import dagster as dg
 
 from crm_pipeline.cache import insights, registry
 from crm_pipeline.cache.charts import insights_charts
-from crm_pipeline.cache.rebuild import rebuild_all_customers, rebuild_customers, rebuild_file
+from crm_pipeline.cache.rebuild import (
+    rebuild_all_customers,
+    rebuild_customers,
+    rebuild_file,
+    rebuild_index,
+)
 from crm_pipeline.db.engine import read_snapshot
 from crm_pipeline.defs import groups
 from crm_pipeline.defs.cache.publish import chart_metadata, rebuilt_metadata
+from crm_pipeline.defs.cache.worker_report import MAX_LISTED_SEGMENTS
 from crm_pipeline.defs.resources import PostgresResource, StorageResource
 
 
@@ -106,10 +112,45 @@ def customer_profiles_cache(
     )
 
 
+class CustomerIndexConfig(dg.Config):
+    """Whose index segments to rebuild: the segments of the listed customer ids, or every
+    segment when unset."""
+
+    customer_ids: list[int] | None = None
+
+
 @cache_asset(registry.CUSTOMER_INDEX, group_name=groups.CACHE, owners=["team:crm"])
 def customer_index_cache(
-    postgres: PostgresResource, storage: StorageResource
+    context: dg.AssetExecutionContext,
+    config: CustomerIndexConfig,
+    postgres: PostgresResource,
+    storage: StorageResource,
 ) -> dg.MaterializeResult:
-    """Rebuild the customer list file."""
-    rebuilt = rebuild_file(postgres.engine(), storage.cache_store(), registry.CUSTOMER_INDEX)
-    return dg.MaterializeResult(metadata=rebuilt_metadata(rebuilt, rows=rebuilt.payload["count"]))
+    """Rewrite the customer index segments of the requested customers (the change-log sensor
+    passes the ids that changed; without ids, every segment, and segments left without
+    customers are removed), then merge them into the manifest, from one snapshot."""
+    started = time.perf_counter()
+    store = storage.cache_store()
+    ids = None if config.customer_ids is None else sorted(set(config.customer_ids))
+    with read_snapshot(postgres.engine()) as conn:
+        result = rebuild_index(conn, store, ids)
+    context.log.info(
+        f"{result.mode} rebuild: {len(result.written)} index segments written, "
+        f"{len(result.removed)} removed"
+    )
+    manifest = result.manifest
+    return dg.MaterializeResult(
+        metadata={
+            "mode": result.mode,
+            "files": len(result.written),
+            "segments": dg.MetadataValue.json(result.written[:MAX_LISTED_SEGMENTS]),
+            "deleted": len(result.removed),
+            "superseded": len(result.superseded),  # a newer segment was already there
+            "customers": result.customers,  # in the segments written
+            "bytes": result.bytes,
+            "path": dg.MetadataValue.path(str(store.where(registry.CUSTOMER_INDEX.path))),
+            "manifest_watermark": "" if manifest is None else manifest.watermark,
+            "watermark": result.watermark,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    )

@@ -4,7 +4,8 @@ A cache file records the change-log watermark it reflects. It is *behind* when a
 of the tables it is built from has finished (txid below the snapshot xmin, so committed or
 rolled back for good) with a txid at or above that watermark, and that change is older than a
 grace period: the change-log sensor needs a tick and a run to catch up, and a change seconds
-old is normal, not a fault.
+old is normal, not a fault. Targeted files are checked per recently changed customer: their 360
+file, and their customer index segment as the manifest lists it.
 """
 
 import datetime as dt
@@ -15,6 +16,7 @@ import orjson
 from sqlalchemy import Connection
 
 from crm_pipeline.cache import registry
+from crm_pipeline.cache.customer_index import customers_behind
 from crm_pipeline.cache.stores import Store
 from crm_pipeline.cache.summary import validate_summary
 from crm_pipeline.config import load_settings
@@ -25,9 +27,10 @@ LAG_GRACE = dt.timedelta(seconds=load_settings().sensors.cache_lag_grace_seconds
 # Customer files checked per evaluation: the most recently changed customers first.
 MAX_CUSTOMERS_CHECKED = 1000
 
-# The single files, by asset key (customer files are checked per customer below).
-FILES = {dg.AssetKey(f.asset): f.file() for f in registry.FILES if not f.per_customer}
+# The single files, by asset key (targeted files are checked per customer below).
+FILES = {dg.AssetKey(f.asset): f.file() for f in registry.FILES if not f.targeted}
 _PROFILES = dg.AssetKey(registry.CUSTOMER_PROFILES.asset)  # named by the registry, not imported
+_INDEX = dg.AssetKey(registry.CUSTOMER_INDEX.asset)
 
 
 def entities_feeding(key: dg.AssetKey) -> list[str]:
@@ -76,6 +79,34 @@ def behind_customers(conn: Connection, store: Store, grace: dt.timedelta) -> lis
     return sorted(behind)
 
 
+def behind_in_index(conn: Connection, store: Store, grace: dt.timedelta) -> list[int]:
+    """Recently changed customers (by a change to a table the index reads) whose segment, as
+    the manifest lists it, does not reflect that change."""
+    index = registry.CUSTOMER_INDEX
+    try:
+        manifest = store.read_document(index.file())
+    except ValueError:
+        manifest = None
+    changed = recently_changed_customers(
+        conn, MAX_CUSTOMERS_CHECKED, older_than=grace, entities=index.reads
+    )
+    return customers_behind(manifest, changed)
+
+
+def _customers_check(key: dg.AssetKey, behind: list[int]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name="not_behind_change_log",
+        passed=not behind,
+        metadata={
+            "customers_behind": len(behind),
+            "sample": dg.MetadataValue.json(behind[:10]),
+            "checked_at_most": MAX_CUSTOMERS_CHECKED,
+            "grace_seconds": int(LAG_GRACE.total_seconds()),
+        },
+    )
+
+
 @dg.multi_asset_check(
     specs=[
         dg.AssetCheckSpec(
@@ -86,7 +117,7 @@ def behind_customers(conn: Connection, store: Store, grace: dt.timedelta) -> lis
                 "CRM_CACHE_LAG_GRACE_SECONDS (default 300)."
             ),
         )
-        for key in [*FILES, _PROFILES]
+        for key in [*FILES, _PROFILES, _INDEX]
     ],
     can_subset=True,
     description="Cache files are not behind the change-log watermark.",
@@ -102,18 +133,9 @@ def cache_lag_checks(
             if key in selected:
                 yield _file_lag(conn, store, key)
         if _PROFILES in selected:
-            behind = behind_customers(conn, store, LAG_GRACE)
-            yield dg.AssetCheckResult(
-                asset_key=_PROFILES,
-                check_name="not_behind_change_log",
-                passed=not behind,
-                metadata={
-                    "customers_behind": len(behind),
-                    "sample": dg.MetadataValue.json(behind[:10]),
-                    "checked_at_most": MAX_CUSTOMERS_CHECKED,
-                    "grace_seconds": int(LAG_GRACE.total_seconds()),
-                },
-            )
+            yield _customers_check(_PROFILES, behind_customers(conn, store, LAG_GRACE))
+        if _INDEX in selected:
+            yield _customers_check(_INDEX, behind_in_index(conn, store, LAG_GRACE))
 
 
 @dg.asset_check(

@@ -27,7 +27,8 @@ from crm_pipeline.db.worker_state import WorkerState, read_worker_state
 from crm_pipeline.defs.resources import PostgresResource
 
 # Assets are named by the registry, not imported: the sensor depends on facts, not on modules.
-_PROFILES = dg.AssetKey(registry.CUSTOMER_PROFILES.asset)
+# The targeted ones (360 files, index segments) take the changed customers' ids as run config.
+_TARGETED = {dg.AssetKey(f.asset): f for f in registry.FILES if f.targeted}
 
 # Which cache assets a change to each table makes stale: the registry's `reads`, inverted.
 ASSETS_BY_ENTITY: dict[str, tuple[dg.AssetKey, ...]] = {
@@ -58,6 +59,15 @@ def _worker_summary(worker: WorkerState) -> str:
     )
 
 
+def _targets(conn, since: str | None, window, file: registry.CacheFile) -> list[int] | None:
+    """The customers whose parts of targeted `file` the window makes stale; None for all (a
+    TRUNCATE, a table every customer's part reads, or more than MAX_TARGETED_CUSTOMERS)."""
+    ids, complete = changed_customers(conn, since, window.upto, MAX_TARGETED_CUSTOMERS, file.reads)
+    # A table every customer's part reads (campaign names in the attribution) changed.
+    complete = complete and not touches_every_customer(window, file)
+    return sorted(ids) if complete else None
+
+
 @dg.sensor(
     asset_selection=[dg.AssetKey(file.asset) for file in registry.FILES],
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
@@ -67,7 +77,8 @@ def _worker_summary(worker: WorkerState) -> str:
         "is safe under out-of-order commits, starting where the cache worker's watermark says "
         "its work ends. While the worker's heartbeat is fresh it launches nothing; when the "
         "worker is down it requests one run per tick of exactly the cache assets the changed "
-        "tables feed, with the changed customers' ids so only their 360 files are rewritten."
+        "tables feed, with the changed customers' ids so only their 360 files and customer "
+        "index segments are rewritten."
     ),
 )
 def change_log_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
@@ -88,20 +99,14 @@ def change_log_sensor(context: dg.SensorEvaluationContext, postgres: PostgresRes
             )
         window = read_change_window(conn, since)
         stale = {key for entity in window.entity_names for key in ASSETS_BY_ENTITY.get(entity, ())}
-        run_config: dict = {}
-        if _PROFILES in stale:
-            ids, complete = changed_customers(
-                conn, since, window.upto, MAX_TARGETED_CUSTOMERS, registry.CUSTOMER_PROFILES.reads
-            )
-            # A table every customer's file reads (campaign names in the attribution) changed.
-            complete = complete and not touches_every_customer(window)
-            if complete and not ids:
-                stale.discard(_PROFILES)  # e.g. a lead not linked to any customer
-            else:
-                target = ids if complete else None  # None: rebuild every file
-                run_config = {
-                    "ops": {"customer_profiles_cache": {"config": {"customer_ids": target}}}
-                }
+        ops = {}
+        for key in sorted(stale & _TARGETED.keys(), key=lambda k: k.to_user_string()):
+            target = _targets(conn, since, window, _TARGETED[key])
+            if target == []:
+                stale.discard(key)  # e.g. a lead not linked to any customer
+            else:  # None: rebuild every file (or segment)
+                ops[key.to_user_string()] = {"config": {"customer_ids": target}}
+        run_config = {"ops": ops} if ops else {}
     # Never backwards, even should a watermark ever be ahead of this snapshot's bound.
     cursor = json.dumps({"upto": later_watermark(window.upto, since)})
     if not stale:

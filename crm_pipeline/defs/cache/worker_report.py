@@ -28,6 +28,7 @@ from crm_pipeline.config import Settings
 log = logging.getLogger("crm_pipeline.defs.cache.worker_report")
 
 MAX_LISTED_CUSTOMERS = 100  # above this, the metadata gives the count only
+MAX_LISTED_SEGMENTS = 100  # customer index segments listed (a full rebuild writes them all)
 QUEUE_SIZE = 10_000  # reports waiting for the instance; beyond it, they are dropped (and said)
 WRITER_TAG = {"crm/writer": "cache-worker"}
 
@@ -48,6 +49,10 @@ def materialization(report: FileReport) -> dg.AssetMaterialization:
         metadata["customers"] = report.customers
         if report.customer_ids and len(report.customer_ids) <= MAX_LISTED_CUSTOMERS:
             metadata["customer_ids"] = dg.MetadataValue.json(list(report.customer_ids))
+    if report.segments:  # the customer index: which segments were rewritten, how many bytes
+        metadata["segments"] = dg.MetadataValue.json(list(report.segments[:MAX_LISTED_SEGMENTS]))
+    if report.bytes is not None:
+        metadata["bytes"] = report.bytes
     if report.latency_ms is not None:
         # From the worker taking the commit's notification off its connection to the files
         # being published (crm_pipeline.cache.worker.batch.latency_ms).
