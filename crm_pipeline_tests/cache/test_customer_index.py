@@ -4,6 +4,7 @@ build never replaces a newer segment."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -211,14 +212,16 @@ def test_segments_equal_a_full_rebuild_after_mixed_writes(clean_db, dirs, tmp_pa
     assert (dirs["cache"] / MANIFEST_FILE).is_file()
 
 
-def test_a_full_rebuild_removes_the_one_file_index_of_older_versions(clean_db, dirs):
+def test_a_one_file_index_of_an_older_version_is_replaced_by_the_manifest(clean_db, dirs):
     _seed(clean_db, [1, 2])
-    legacy = dirs["cache"] / "customers" / "index.json"
+    legacy = dirs["cache"] / MANIFEST_FILE  # customers/index.json: the fixed name
     legacy.parent.mkdir(parents=True)
     legacy.write_text('{"watermark": "1", "schema_version": 2, "customers": [], "count": 0}')
     with read_snapshot(clean_db) as conn:
-        rebuild_index(conn, dirs["cache"], [1])  # no manifest yet: a full rebuild
-    assert not legacy.exists()
+        rebuild_index(conn, dirs["cache"], [1])  # no usable manifest yet: a full rebuild
+    manifest = json.loads(legacy.read_text())
+    assert manifest["schema_version"] == 3 and "customers" not in manifest
+    assert manifest["count"] == 2 and manifest["segments"]
     assert [c["id"] for c in read_customers(LocalFolder(dirs["cache"]))] == [1, 2]
 
 
