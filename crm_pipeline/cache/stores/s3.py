@@ -139,18 +139,7 @@ class S3Store(Store):
                 "watermark": str(watermark),
                 "schema-version": str(document["schema_version"]),
             }
-            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-            try:
-                self._call(
-                    "put_object",
-                    Bucket=self.bucket,
-                    Key=key,
-                    Body=body,
-                    ContentType="application/json",
-                    Metadata=metadata,
-                    **condition,
-                )
-            except (_Conflict, _Missing):
+            if not self._put_if_unchanged(key, body, metadata, etag):
                 continue  # another writer got in between: read and merge again
             return Outcome(self.where(relative), True, len(body), str(watermark), before)
         raise StoreUnavailable(
@@ -196,23 +185,32 @@ class S3Store(Store):
             compared = current is not None and current.watermark is not None
             if compared and watermark < current.watermark:
                 return False, current
-            condition = {"IfMatch": current.etag} if current else {"IfNoneMatch": "*"}
-            try:
-                self._call(
-                    "put_object",
-                    Bucket=self.bucket,
-                    Key=key,
-                    Body=body,
-                    ContentType="application/json",
-                    Metadata=metadata,
-                    **condition,
-                )
-            except (_Conflict, _Missing):
+            if not self._put_if_unchanged(key, body, metadata, current and current.etag):
                 continue  # another writer got in between: read again, compare again
             return True, current
         raise StoreUnavailable(
             f"cache store {self.url}: {relative} still contended after {MAX_ATTEMPTS} attempts"
         )
+
+    def _put_if_unchanged(
+        self, key: str, body: bytes, metadata: dict[str, str], etag: str | None
+    ) -> bool:
+        """PUT `body` only if the object still has `etag` (None: only if there is no object);
+        False when another writer got in between."""
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            self._call(
+                "put_object",
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                Metadata=metadata,
+                **condition,
+            )
+        except (_Conflict, _Missing):
+            return False
+        return True
 
     def _head(self, key: str) -> _Head | None:
         try:
