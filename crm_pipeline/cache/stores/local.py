@@ -61,15 +61,8 @@ def _record(fd: int, watermark: int) -> None:
 
 def publish_file(path: Path, document: dict[str, Any]) -> Outcome:
     """Write `document` (an envelope with a watermark) to `path` unless a newer one is there."""
-    watermark = int(document["watermark"])
     with _locked(path) as fd:
-        current = _published(fd, path)
-        before = None if current is None else str(current)
-        if current is not None and watermark < current:
-            return Outcome(path, False, 0, str(watermark), before)
-        _record(fd, watermark)
-        size = write_bytes_atomic(path, dumps(document))
-    return Outcome(path, True, size, str(watermark), before)
+        return _write_forward(fd, path, document)
 
 
 def update_file(path: Path, merge: Callable[[dict[str, Any] | None], dict[str, Any]]) -> Outcome:
@@ -79,14 +72,18 @@ def update_file(path: Path, merge: Callable[[dict[str, Any] | None], dict[str, A
             current = orjson.loads(path.read_bytes())
         except (OSError, orjson.JSONDecodeError):
             current = None  # none yet, or unreadable: the merge starts afresh
-        document = merge(current if isinstance(current, dict) else None)
-        watermark = int(document["watermark"])
-        published = _published(fd, path)
-        before = None if published is None else str(published)
-        if published is not None and watermark < published:
-            return Outcome(path, False, 0, str(watermark), before)
-        _record(fd, watermark)
-        size = write_bytes_atomic(path, dumps(document))
+        return _write_forward(fd, path, merge(current if isinstance(current, dict) else None))
+
+
+def _write_forward(fd: int, path: Path, document: dict[str, Any]) -> Outcome:
+    """Write `document` to `path` (its lock `fd` held) unless a newer one is recorded."""
+    watermark = int(document["watermark"])
+    published = _published(fd, path)
+    before = None if published is None else str(published)
+    if published is not None and watermark < published:
+        return Outcome(path, False, 0, str(watermark), before)
+    _record(fd, watermark)
+    size = write_bytes_atomic(path, dumps(document))
     return Outcome(path, True, size, str(watermark), before)
 
 
