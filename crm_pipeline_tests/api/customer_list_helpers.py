@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,15 +54,3 @@ def walk(
         if between is not None:
             between(number, body["customers"])
     raise AssertionError("the pages never ended")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll `predicate` until it is truthy (its value), or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s")
-        time.sleep(0.02)

@@ -17,8 +17,8 @@ from crm_pipeline.cache.rebuild import rebuild_index
 from crm_pipeline.cache.stores import Fetched, LocalFolder, Signature
 from crm_pipeline.db.engine import read_snapshot
 from crm_pipeline_tests.api.conftest import api_settings, issue_key, run_live
-from crm_pipeline_tests.api.customer_list_helpers import W, add_customers, wait_until, walk
-from crm_pipeline_tests.cache.worker_helpers import expected_index, running_worker
+from crm_pipeline_tests.api.customer_list_helpers import W, add_customers, walk
+from crm_pipeline_tests.cache.worker_helpers import expected_index, running_worker, wait_for
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 NAMES = ["Ana", "Bruno", "Carla", "Diego", "Elena", "Fabio", "Gina", "Hugo", "Iris", "Joao"]
@@ -105,10 +105,10 @@ def test_paging_walks_every_customer_once_while_other_clients_write(
             conn.execute(text("DELETE FROM customers WHERE id = :i"), {"i": gone})
             deleted.add(gone)
         # The next page is asked for once this process's index holds every write.
-        wait_until(lambda: _memory_matches_db(memory, clean_db))
+        wait_for(lambda: _memory_matches_db(memory, clean_db))
 
     with running_worker(clean_db, database_url, dirs["cache"]) as worker, api.client() as client:
-        wait_until(lambda: worker.active.is_set())
+        wait_for(lambda: worker.active.is_set())
         walked = [c["id"] for c in walk(client, between=write_between, sort=sort, limit=6)]
     assert len(moved) == len(kept) == 5
     assert len(walked) == len(set(walked)), "a customer was served twice"
@@ -166,7 +166,7 @@ def test_a_rewritten_segment_is_picked_up_without_a_restart_reading_only_that_se
                 found = client.get("/api/customers", params={"q": "renamed"}).json()
                 return [c["id"] for c in found["customers"]] == [target]
 
-            wait_until(renamed)
+            wait_for(renamed)
             assert store.segments_read() == [segment_file(1)]
     finally:
         next(live, None)
