@@ -148,6 +148,7 @@ class SegmentEntry:
         """The entry as the manifest lists it."""
         return {
             "segment": self.segment,
+            "path": segment_file(self.segment),  # from the cache root
             "count": self.count,
             "bytes": self.bytes,
             "watermark": str(self.watermark),

@@ -210,6 +210,11 @@ def test_segments_equal_a_full_rebuild_after_mixed_writes(clean_db, dirs, tmp_pa
     on_disk = {p.name for p in (dirs["cache"] / "customers" / "index").glob("*.json")}
     assert on_disk == {f"{s}.json" for s in live}
     assert (dirs["cache"] / MANIFEST_FILE).is_file()
+    # A reader follows each entry's path from the cache root to the segment's file.
+    for entry in store.read_document(MANIFEST_FILE)["segments"]:
+        if entry["count"]:
+            segment = json.loads((dirs["cache"] / entry["path"]).read_text())
+            assert len(segment["customers"]) == entry["count"]
 
 
 def test_a_one_file_index_of_an_older_version_is_replaced_by_the_manifest(clean_db, dirs):
