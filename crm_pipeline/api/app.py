@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from crm_pipeline.api import (
     cache_reads,
@@ -113,6 +114,14 @@ def create_app(
         tags=["ops"],
         summary="Liveness and database reachability",
     )
+    app.add_api_route(
+        "/health/ready",
+        ready,
+        methods=["GET"],
+        tags=["ops"],
+        summary="Readiness: 503 until the customer list's index is in memory",
+        responses={503: {"description": "still loading the customer index; retry"}},
+    )
     limit = max_body_bytes or settings.api.max_body_bytes
     app.add_middleware(
         BodySizeLimit, max_bytes=limit, body_timeout=settings.api.body_timeout_seconds
@@ -185,3 +194,14 @@ def health(request: Request) -> dict:
     if not up and db.down_since_iso():
         body["database_unavailable_since"] = db.down_since_iso()
     return body
+
+
+def ready(request: Request) -> JSONResponse:
+    """Readiness, for a load balancer or an orchestrator's probe: 503 while the process is
+    still loading the customer index (seconds at a million customers; a list request would
+    wait for it), then 200. An unreachable database does not make it unready: the cache is
+    served meanwhile."""
+    customers: CustomerIndexMemory = request.app.state.customers
+    if not customers.loaded():
+        return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse({"status": "ready", "customers": customers.count()})

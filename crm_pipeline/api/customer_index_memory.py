@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import gc
 import logging
 import threading
 import time
@@ -98,6 +97,15 @@ class CustomerIndexMemory:
         if self._thread is not None:
             self._thread.join(10)
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def loaded(self) -> bool:
+        """Has the first read of the store ended (the index is in memory, or the cache has
+        none yet and the first request builds it)?"""
+        return self._synced
+
+    def count(self) -> int:
+        """How many customers memory holds."""
+        return len(self.search)
 
     def _run(self) -> None:
         delay = FAST_SYNC_SECONDS
@@ -179,7 +187,8 @@ class CustomerIndexMemory:
         """Reload the `stale` segments and forget the `gone`; False if one could not be read."""
         loaded: dict[int, tuple[list[Customer], int, str]] = {}
         complete = True
-        with collector_paused():  # a first load at 1M customers makes millions of objects
+        # A first load at 1M customers makes millions of objects that all live on.
+        with collector_paused(freeze=len(stale) >= FREEZE_AFTER_SEGMENTS):
             for segment in stale:
                 document = self._read_segment(segment)
                 if document is None:
@@ -187,16 +196,11 @@ class CustomerIndexMemory:
                     continue
                 customers = [Customer.from_row(row) for row in document["customers"]]
                 loaded[segment] = (customers, int(document["watermark"]), document["generated_at"])
-        if not self._held and loaded:  # the first load: everything at once
-            self.search.load({s: held[0] for s, held in loaded.items()})
-        else:
-            for segment, (customers, _, _) in loaded.items():
-                self.search.replace_segment(segment, customers)
-        if len(loaded) >= FREEZE_AFTER_SEGMENTS:
-            # Millions of long-lived objects: left to the cyclic collector, each full
-            # collection would walk them all (pauses of 100s of ms at 1M customers, the list's
-            # p99). Frozen, it skips them; they are still freed by reference counting.
-            gc.freeze()
+            if not self._held and loaded:  # the first load: everything at once
+                self.search.load({s: held[0] for s, held in loaded.items()})
+            else:
+                for segment, (customers, _, _) in loaded.items():
+                    self.search.replace_segment(segment, customers)
         for segment in gone:
             self.search.drop_segment(segment)
             self._held.pop(segment, None)

@@ -24,9 +24,11 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from crm_pipeline.api.pair_sort import group_places, sort_order
 from crm_pipeline.api.sorted_chunks import SortedChunks
 
 _WORD = re.compile(r"\w+")
+_NOT_DIGIT = re.compile(r"\D")
 SORTS = ("name", "revenue", "updated")
 _SORT_INDEX = {sort: i for i, sort in enumerate(SORTS)}
 _LAST_CHAR = chr(0x10FFFF)  # after every character: `p + _LAST_CHAR` bounds what starts with p
@@ -41,7 +43,7 @@ def words(text: str) -> list[str]:
 
 def digits(text: str) -> str:
     """The digits of a phone number (or of a query), in order."""
-    return "".join(ch for ch in text if ch.isdigit())
+    return _NOT_DIGIT.sub("", text)
 
 
 class Customer:
@@ -58,14 +60,15 @@ class Customer:
         phone: str | None,
         tier: str | None,
         orders: int,
-        revenue: float | int,
+        revenue: float,
         leads: int,
         updated_at: str,  # UTC ISO 8601 with microseconds: sorts as the time does
     ) -> None:
         self.id, self.name, self.email, self.phone, self.tier = id, name, email, phone, tier
         self.orders, self.revenue, self.leads, self.updated_at = orders, revenue, leads, updated_at
         name_key = (name or "").casefold()  # no name sorts first
-        self._positions = ((name_key, id), (revenue, -id), (updated_at, -id))
+        backward = -id  # one int object for both backward orders
+        self._positions = ((name_key, id), (revenue, backward), (updated_at, backward))
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Customer:
@@ -78,7 +81,8 @@ class Customer:
             row.get("phone"),
             sys.intern(tier) if isinstance(tier, str) else tier,
             int(row.get("orders") or 0),
-            row.get("revenue") or 0,
+            # Always a float: a sort compares keys of one type much faster (and 0 is a float).
+            float(row.get("revenue") or 0),
             int(row.get("leads") or 0),
             str(row.get("updated_at") or ""),
         )
@@ -124,14 +128,22 @@ class Customer:
 
 
 @contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
+def collector_paused(*, freeze: bool = False) -> Iterator[None]:
     """No cyclic garbage collection while millions of objects are made that all live on: each
-    collection would walk them all again (a load takes several times longer)."""
+    collection would walk them all again (a load takes several times longer).
+
+    With `freeze`, what exists at the end is moved out of the collector's sight before it runs
+    again (`gc.freeze`): else its next collection, of the youngest generation, walks every
+    object made meanwhile (1.5 s at 1M customers), and each later full one walks them all
+    again (pauses of 100s of ms: the list's p99). Frozen objects are still freed by reference
+    counting."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if freeze:
+            gc.freeze()
         if enabled:
             gc.enable()
 
@@ -178,17 +190,22 @@ class CustomerSearch:
         for segment, loaded in segments.items():
             customers.update((c.id, c) for c in loaded)
             segment_ids[segment] = [c.id for c in loaded]
+        everyone = list(customers.values())
+        tier_of = [c.tier for c in everyone]
         orders: dict[str, SortedChunks] = {}
         tier_orders: dict[str | None, dict[str, SortedChunks]] = {}
         for sort in SORTS:
-            placed = sorted((c.position(sort), c.tier) for c in customers.values())
-            orders[sort] = SortedChunks((p for p, _ in placed), presorted=True)
-            by_tier: dict[str | None, list[Any]] = {}
-            for position, tier in placed:  # each tier's share of the sorted list is sorted
-                by_tier.setdefault(tier, []).append(position)
-            for tier, positions in by_tier.items():
-                tier_orders.setdefault(tier, {})[sort] = SortedChunks(positions, presorted=True)
-        tokens = SortedChunks((t, c.id) for c in customers.values() for t in c.tokens())
+            positions = [c.position(sort) for c in everyone]
+            order = sort_order(positions)
+            placed = [positions[i] for i in order]
+            orders[sort] = SortedChunks(placed, presorted=True)
+            # Each tier's share of the sorted list, in the same order.
+            for tier, places in group_places([tier_of[i] for i in order]).items():
+                tier_orders.setdefault(tier, {})[sort] = SortedChunks(
+                    [placed[j] for j in places], presorted=True
+                )
+        pairs = [(t, c.id) for c in everyone for t in c.tokens()]
+        tokens = SortedChunks([pairs[i] for i in sort_order(pairs)], presorted=True)
         with self.lock:
             self.customers, self.orders, self.tokens = customers, orders, tokens
             self.tier_orders, self._segment_ids = tier_orders, segment_ids

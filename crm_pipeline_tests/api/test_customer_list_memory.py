@@ -5,6 +5,9 @@ restart, reading that segment only."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -169,4 +172,49 @@ def test_a_rewritten_segment_is_picked_up_without_a_restart_reading_only_that_se
             wait_for(renamed)
             assert store.segments_read() == [segment_file(1)]
     finally:
+        next(live, None)
+
+
+class HeldReads(LocalFolder):
+    """A local cache folder whose segment reads wait until `release` is set."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.release = threading.Event()
+
+    def fetch(self, relative: str, known: Signature | None = None) -> Fetched | None:
+        if relative != MANIFEST_FILE:
+            assert self.release.wait(30), "the test never released the segment reads"
+        return super().fetch(relative, known)
+
+
+def test_the_process_is_unready_until_its_customer_index_is_loaded_and_lists_wait_for_it(
+    clean_db, database_url, dirs
+):
+    ids = _seed(clean_db)
+    with read_snapshot(clean_db) as conn:
+        rebuild_index(conn, dirs["cache"], None)
+    store = HeldReads(dirs["cache"])
+    live = run_live(
+        create_app(api_settings(dirs["cache"]), database_url=database_url, cache_dir=store)
+    )
+    headers = {"Authorization": f"Bearer {issue_key(database_url)}"}
+    try:
+        with httpx.Client(base_url=next(live), headers=headers, trust_env=False) as client:
+            loading = client.get("/health/ready")
+            assert loading.status_code == 503, loading.text
+            assert loading.json() == {"status": "loading"}
+            assert loading.headers["retry-after"] == "1"
+            assert client.get("/health").status_code == 200  # alive all the same
+            with ThreadPoolExecutor(1) as pool:  # a list request meanwhile waits, then answers
+                listed = pool.submit(client.get, "/api/customers", params={"limit": 500})
+                time.sleep(0.3)
+                assert not listed.done()
+                store.release.set()
+                page = listed.result(timeout=30)
+            assert page.status_code == 200
+            assert sorted(c["id"] for c in page.json()["customers"]) == sorted(ids)
+            assert client.get("/health/ready").json() == {"status": "ready", "customers": 45}
+    finally:
+        store.release.set()
         next(live, None)
