@@ -8,6 +8,8 @@ customers with names from 40 first and 40 last names (so `q=ana` matches Ana, An
 Anastasia and Anand: about one customer in ten), 3 orders and 1.5 leads per customer.
 
   build   the whole index once, as a full `customer_index_cache` run writes it.
+  summary summary.json rebuilt from the KPI rollups (filled from the seeded rows, as the
+          triggers would have kept them), best of 5; B10 measures it at 10M orders.
   write   one psql-style UPDATE of one customer in a full segment, then the cache worker's batch
           for that change window (`read_and_rebuild_customers`, what `crm-pipeline cache-worker`
           runs) through a store that counts what it writes: the files and bytes (segments,
@@ -90,10 +92,15 @@ def seed(url: str, n: int) -> dict[str, int]:
         "nf": len(FIRST),
         "nl": len(LAST),
     }
+    from crm_pipeline.db.engine import get_engine
+    from crm_pipeline.db.rollups import rebuild_rollups
+
     with psycopg.connect(harness.libpq(url)) as conn:
         conn.execute("SET session_replication_role = replica")
         conn.execute(SEED_SQL.format(n=int(n), **names))
         conn.commit()
+    with get_engine(url).begin() as conn:  # the KPI rollups the triggers would have kept
+        rebuild_rollups(conn)
     with psycopg.connect(harness.libpq(url), autocommit=True) as conn:
         conn.execute("ANALYZE")
         return {
@@ -139,6 +146,17 @@ def build_index(url: str, cache: Path) -> dict[str, float]:
         "bytes": result.bytes,
         "segments": len(result.written),
     }
+
+
+def summary_rebuild(url: str, cache: Path) -> float:
+    """Seconds of one summary.json rebuild from the KPI rollups (best of 5), as the
+    `analytics_summary` asset and the cache worker write it."""
+    from crm_pipeline.cache import registry
+    from crm_pipeline.cache.rebuild import rebuild_file
+    from crm_pipeline.db.engine import get_engine
+
+    engine = get_engine(url)
+    return harness.best_of(5, lambda: rebuild_file(engine, cache, registry.ANALYTICS_SUMMARY))
 
 
 def one_writes(url: str, cache: Path, n: int) -> list[dict[str, float]]:
@@ -274,6 +292,7 @@ def measure_size(new_database, work: Path, n: int, rng: random.Random) -> dict[s
     rows = seed(url, n)
     seeded = time.perf_counter() - started
     build = build_index(url, cache)
+    summary = summary_rebuild(url, cache)
     writes = one_writes(url, cache, n)
     with get_engine(url).begin() as conn:
         key = create_key(conn, "bench", "customers:read")
@@ -290,6 +309,7 @@ def measure_size(new_database, work: Path, n: int, rng: random.Random) -> dict[s
         "rows": rows,
         "seed_seconds": seeded,
         "build": build,
+        "summary_seconds": summary,
         "writes": writes,
         **served,
     }
@@ -352,7 +372,8 @@ def details(results: list[dict[str, Any]]) -> list[str]:
             f"{r['n']:>9,} customers ({r['rows']['orders']:,} orders, {r['rows']['leads']:,} "
             f"leads; seeded in {r['seed_seconds']:.1f} s)",
             f"  full index build {b['seconds']:.2f} s: {b['segments']} segments, "
-            f"{b['bytes'] / 1e6:.1f} MB",
+            f"{b['bytes'] / 1e6:.1f} MB; summary.json rebuild from the rollups "
+            f"{r['summary_seconds'] * 1000:.1f} ms (best of 5)",
             f"  one customer write: {_median(w, 'files'):.0f} files ({_median(w, 'segments'):.0f} "
             f"segment + manifest + 360 file), {_median(w, 'bytes') / 1e3:.1f} kB "
             f"(segment {_median(w, 'index_bytes') / 1e3:.1f} kB, "
