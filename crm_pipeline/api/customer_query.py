@@ -93,8 +93,7 @@ class Search:
                 return True
         elif patterns and all(p.search(name) for p in patterns):
             return True
-        email = customer.email
-        if email and email.casefold().startswith(self.text):
+        if customer.email_key.startswith(self.text):
             return True
         return bool(
             self.digits and customer.phone and digits(customer.phone).startswith(self.digits)

@@ -41,6 +41,12 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
 
 
+def _folded(text: str) -> str:
+    """`text` case-folded: the very same string when folding changes nothing (most emails)."""
+    folded = text.casefold()
+    return text if folded == text else folded
+
+
 def digits(text: str) -> str:
     """The digits of a phone number (or of a query), in order."""
     return _NOT_DIGIT.sub("", text)
@@ -50,7 +56,9 @@ class Customer:
     """One line of the customer index, as a segment holds it, with its place in each sort order
     (the very tuples the orders hold: made once, shared, never rebuilt per query)."""
 
-    __slots__ = (*FIELDS, "_positions")
+    # name_key and email_key: what a search compares, kept so a walk past a million customers
+    # does not fold each name and email again (the same string when already folded).
+    __slots__ = (*FIELDS, "_positions", "name_key", "email_key")
 
     def __init__(
         self,
@@ -66,9 +74,10 @@ class Customer:
     ) -> None:
         self.id, self.name, self.email, self.phone, self.tier = id, name, email, phone, tier
         self.orders, self.revenue, self.leads, self.updated_at = orders, revenue, leads, updated_at
-        name_key = (name or "").casefold()  # no name sorts first
+        self.name_key = _folded(name or "")  # the name as it sorts and is searched ("": first)
+        self.email_key = _folded(email) if email else ""
         backward = -id  # one int object for both backward orders
-        self._positions = ((name_key, id), (revenue, backward), (updated_at, backward))
+        self._positions = ((self.name_key, id), (revenue, backward), (updated_at, backward))
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Customer:
@@ -101,11 +110,6 @@ class Customer:
         """The customer as the API lists it (the fields of the index segment)."""
         return {f: getattr(self, f) for f in FIELDS}
 
-    @property
-    def name_key(self) -> str:
-        """The name as it sorts (case-folded; "" without a name)."""
-        return self._positions[0][0]
-
     def sort_value(self, sort: str) -> Any:
         """The value this customer sorts by under `sort`."""
         return self._positions[_SORT_INDEX[sort]][0]
@@ -118,9 +122,8 @@ class Customer:
         """What a search prefix is matched against: each word of the name (interned: names
         share words), the whole email, the digits of the phone."""
         found = {sys.intern(w) for w in words(self.name)} if self.name else set()
-        if self.email:
-            folded = self.email.casefold()
-            found.add(self.email if folded == self.email else folded)  # one string, not two
+        if self.email_key:
+            found.add(self.email_key)
         phone = digits(self.phone) if self.phone else ""
         if phone:
             found.add(phone)
