@@ -30,7 +30,6 @@ from crm_pipeline.api.customer_query import (
     MAX_LIMIT,
     MAX_QUERY_CHARS,
     BadRequest,
-    page,
     parse_query,
 )
 from crm_pipeline.api.customer_search import SORTS
@@ -155,7 +154,7 @@ async def list_customers(request: Request) -> Response:
         raise Problem(400, "Bad request", str(exc)) from None
     memory: CustomerIndexMemory = request.app.state.customers
     answer = await memory.prepare()
-    found = page(memory.search, query)
+    found = await memory.page(query)
     body = orjson.dumps(
         {"customers": [c.as_json() for c in found.customers], "next_cursor": found.next_cursor}
     )

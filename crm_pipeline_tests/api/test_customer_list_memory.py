@@ -218,3 +218,31 @@ def test_the_process_is_unready_until_its_customer_index_is_loaded_and_lists_wai
     finally:
         store.release.set()
         next(live, None)
+
+
+def test_a_search_runs_beside_the_event_loop_which_keeps_answering_meanwhile(
+    clean_db, database_url, dirs
+):
+    _seed(clean_db)
+    with read_snapshot(clean_db) as conn:
+        rebuild_index(conn, dirs["cache"], None)
+    app = create_app(
+        api_settings(dirs["cache"]), database_url=database_url, cache_dir=dirs["cache"]
+    )
+    live = run_live(app)
+    headers = {"Authorization": f"Bearer {issue_key(database_url)}"}
+    try:
+        with httpx.Client(base_url=next(live), headers=headers, trust_env=False) as client:
+            assert client.get("/api/customers", params={"q": "ana"}).status_code == 200
+            index = app.state.customers.search
+            with ThreadPoolExecutor(1) as pool:
+                with index.lock:  # the search below cannot finish while this is held
+                    searching = pool.submit(client.get, "/api/customers", params={"q": "ana"})
+                    time.sleep(0.3)
+                    assert not searching.done()
+                    # Another request is answered meanwhile: the loop is not stuck in the search.
+                    assert client.get("/health", timeout=5).status_code == 200
+                found = searching.result(timeout=30)
+            assert found.status_code == 200 and found.json()["customers"]
+    finally:
+        next(live, None)
