@@ -4,6 +4,7 @@ restart, reading that segment only."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -80,6 +81,26 @@ def _keep_key(conn, sort: str, cid: int, n: int) -> None:
     )
 
 
+@contextlib.contextmanager
+def _served(engine, database_url: str, dirs, store: LocalFolder | None = None):
+    """The customers of `_seed` and their index built (as a run or the worker would, before
+    the API), then the API on that cache, read through `store` (default: the folder itself):
+    yields (client, app, ids)."""
+    ids = _seed(engine)
+    with read_snapshot(engine) as conn:
+        rebuild_index(conn, dirs["cache"], None)
+    app = create_app(
+        api_settings(dirs["cache"]), database_url=database_url, cache_dir=store or dirs["cache"]
+    )
+    live = run_live(app)
+    headers = {"Authorization": f"Bearer {issue_key(database_url)}"}
+    try:
+        with httpx.Client(base_url=next(live), headers=headers, trust_env=False) as client:
+            yield client, app, ids
+    finally:
+        next(live, None)
+
+
 @pytest.mark.parametrize("sort", ["name", "revenue", "updated"])
 def test_paging_walks_every_customer_once_while_other_clients_write(
     api, clean_db, database_url, dirs, sort
@@ -138,41 +159,31 @@ class CountingReads(LocalFolder):
 def test_a_rewritten_segment_is_picked_up_without_a_restart_reading_only_that_segment(
     clean_db, database_url, dirs
 ):
-    ids = _seed(clean_db)
-    with read_snapshot(clean_db) as conn:  # as a run or the worker would, before the API
-        rebuild_index(conn, dirs["cache"], None)
     store = CountingReads(dirs["cache"])
-    live = run_live(
-        create_app(api_settings(dirs["cache"]), database_url=database_url, cache_dir=store)
-    )
-    headers = {"Authorization": f"Bearer {issue_key(database_url)}"}
-    try:
-        with httpx.Client(base_url=next(live), headers=headers, trust_env=False) as client:
-            assert len(walk(client, limit=500)) == len(ids)
-            assert store.segments_read() == [segment_file(s) for s in (0, 1, 2)]  # each once
-            store.fetched.clear()
-            for _ in range(30):  # pages are answered from memory, never by reading segments
-                page = client.get("/api/customers", params={"q": "ana", "sort": "revenue"})
-                assert page.status_code == 200 and page.headers["x-cache"] == "HIT"
-            assert store.segments_read() == []
+    with _served(clean_db, database_url, dirs, store) as (client, _, ids):
+        assert len(walk(client, limit=500)) == len(ids)
+        assert store.segments_read() == [segment_file(s) for s in (0, 1, 2)]  # each once
+        store.fetched.clear()
+        for _ in range(30):  # pages are answered from memory, never by reading segments
+            page = client.get("/api/customers", params={"q": "ana", "sort": "revenue"})
+            assert page.status_code == 200 and page.headers["x-cache"] == "HIT"
+        assert store.segments_read() == []
 
-            target = next(i for i in ids if W <= i < 2 * W)
-            with clean_db.begin() as conn:
-                conn.execute(
-                    text("UPDATE customers SET name = 'Renamed Person' WHERE id = :i"),
-                    {"i": target},
-                )
-            with read_snapshot(clean_db) as conn:  # another writer rewrites its segment
-                rebuild_index(conn, dirs["cache"], [target])
+        target = next(i for i in ids if W <= i < 2 * W)
+        with clean_db.begin() as conn:
+            conn.execute(
+                text("UPDATE customers SET name = 'Renamed Person' WHERE id = :i"),
+                {"i": target},
+            )
+        with read_snapshot(clean_db) as conn:  # another writer rewrites its segment
+            rebuild_index(conn, dirs["cache"], [target])
 
-            def renamed():
-                found = client.get("/api/customers", params={"q": "renamed"}).json()
-                return [c["id"] for c in found["customers"]] == [target]
+        def renamed():
+            found = client.get("/api/customers", params={"q": "renamed"}).json()
+            return [c["id"] for c in found["customers"]] == [target]
 
-            wait_for(renamed)
-            assert store.segments_read() == [segment_file(1)]
-    finally:
-        next(live, None)
+        wait_for(renamed)
+        assert store.segments_read() == [segment_file(1)]
 
 
 class HeldReads(LocalFolder):
@@ -191,16 +202,9 @@ class HeldReads(LocalFolder):
 def test_the_process_is_unready_until_its_customer_index_is_loaded_and_lists_wait_for_it(
     clean_db, database_url, dirs
 ):
-    ids = _seed(clean_db)
-    with read_snapshot(clean_db) as conn:
-        rebuild_index(conn, dirs["cache"], None)
     store = HeldReads(dirs["cache"])
-    live = run_live(
-        create_app(api_settings(dirs["cache"]), database_url=database_url, cache_dir=store)
-    )
-    headers = {"Authorization": f"Bearer {issue_key(database_url)}"}
     try:
-        with httpx.Client(base_url=next(live), headers=headers, trust_env=False) as client:
+        with _served(clean_db, database_url, dirs, store) as (client, _, ids):
             loading = client.get("/health/ready")
             assert loading.status_code == 503, loading.text
             assert loading.json() == {"status": "loading"}
@@ -216,33 +220,21 @@ def test_the_process_is_unready_until_its_customer_index_is_loaded_and_lists_wai
             assert sorted(c["id"] for c in page.json()["customers"]) == sorted(ids)
             assert client.get("/health/ready").json() == {"status": "ready", "customers": 45}
     finally:
-        store.release.set()
-        next(live, None)
+        store.release.set()  # else the server's shutdown waits for the held reads
 
 
 def test_a_search_runs_beside_the_event_loop_which_keeps_answering_meanwhile(
     clean_db, database_url, dirs
 ):
-    _seed(clean_db)
-    with read_snapshot(clean_db) as conn:
-        rebuild_index(conn, dirs["cache"], None)
-    app = create_app(
-        api_settings(dirs["cache"]), database_url=database_url, cache_dir=dirs["cache"]
-    )
-    live = run_live(app)
-    headers = {"Authorization": f"Bearer {issue_key(database_url)}"}
-    try:
-        with httpx.Client(base_url=next(live), headers=headers, trust_env=False) as client:
-            assert client.get("/api/customers", params={"q": "ana"}).status_code == 200
-            index = app.state.customers.search
-            with ThreadPoolExecutor(1) as pool:
-                with index.lock:  # the search below cannot finish while this is held
-                    searching = pool.submit(client.get, "/api/customers", params={"q": "ana"})
-                    time.sleep(0.3)
-                    assert not searching.done()
-                    # Another request is answered meanwhile: the loop is not stuck in the search.
-                    assert client.get("/health", timeout=5).status_code == 200
-                found = searching.result(timeout=30)
-            assert found.status_code == 200 and found.json()["customers"]
-    finally:
-        next(live, None)
+    with _served(clean_db, database_url, dirs) as (client, app, _):
+        assert client.get("/api/customers", params={"q": "ana"}).status_code == 200
+        index = app.state.customers.search
+        with ThreadPoolExecutor(1) as pool:
+            with index.lock:  # the search below cannot finish while this is held
+                searching = pool.submit(client.get, "/api/customers", params={"q": "ana"})
+                time.sleep(0.3)
+                assert not searching.done()
+                # Another request is answered meanwhile: the loop is not stuck in the search.
+                assert client.get("/health", timeout=5).status_code == 200
+            found = searching.result(timeout=30)
+        assert found.status_code == 200 and found.json()["customers"]
